@@ -1,0 +1,33 @@
+"""seethrough: see what deep vision models look at, and why.
+
+The public face::
+
+    import seethrough
+    model = seethrough.load_model()                   # bundled EfficientNet-Lite0 (ImageNet)
+    top5 = model.predict("sample:chelsea")            # [(index, label, probability), ...]
+    e = seethrough.explain(model, "sample:chelsea", "gradcam")
+    e.save("out/")                                    # PNG overlay, .npz arrays, JSON manifest
+    seethrough.list_methods()                         # everything explain() can run
+"""
+
+from . import errors
+from ._version import __version__
+from .api import explain
+from .explanation import Explanation
+from .models import Preprocessing, VisionModel, list_models, load_model
+from .registry import MethodInfo, Param, get_method, list_methods
+
+__all__ = [
+    "__version__",
+    "errors",
+    "explain",
+    "Explanation",
+    "load_model",
+    "list_models",
+    "VisionModel",
+    "Preprocessing",
+    "list_methods",
+    "get_method",
+    "MethodInfo",
+    "Param",
+]

@@ -1,0 +1,166 @@
+"""The public entry point: ``explain(model, image, method)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .core.layers import LayerRef
+from .core.targets import TargetLike
+from .errors import InvalidImageError, InvalidParameterError
+from .explanation import Explanation
+from .images import is_raw_image, load_image, to_array
+from .models import VisionModel
+from .registry import get_method
+
+__all__ = ["explain", "prepare_inputs"]
+
+ImageLike = Any  # path, PIL image, numpy array, or float tensor (C,H,W) / (N,C,H,W)
+
+
+def prepare_inputs(
+    model: VisionModel | nn.Module, images: ImageLike | Sequence[ImageLike]
+) -> tuple[torch.Tensor, list[np.ndarray | None], bool]:
+    """Turn user images into one model-input batch.
+
+    Returns ``(x, display_images, single)``: ``x`` is ``(N, C, H, W)``, ``display_images`` the
+    uint8 images the model sees (``None`` where unknown) and ``single`` whether one image (not a
+    list or a 4-D batch) was given.
+
+    A float tensor is model input, already preprocessed. Paths, PIL images and numpy arrays are raw
+    images: a :class:`VisionModel` applies its preprocessing; a plain ``nn.Module`` gets them
+    only scaled to [0, 1] (no resize, no normalisation).
+    """
+    vm = model if isinstance(model, VisionModel) else None
+    if isinstance(images, torch.Tensor):
+        if not images.is_floating_point() or images.dim() not in (3, 4):
+            raise InvalidImageError(
+                f"a tensor input must be a float (C, H, W) or (N, C, H, W) model input, got "
+                f"{images.dtype} {tuple(images.shape)}"
+            )
+        single = images.dim() == 3
+        x = images.unsqueeze(0) if single else images
+        shows: list[np.ndarray | None] = [None] * x.shape[0]
+        if vm is not None and x.shape[1] == 3:
+            shows = list(vm.preprocessing.denormalize(x.detach().cpu()))
+        return x, shows, single
+    single = is_raw_image(images)
+    items = [images] if single else list(images)
+    if not items:
+        raise InvalidImageError("no image given")
+    if all(isinstance(i, torch.Tensor) for i in items):
+        x, shows, _ = prepare_inputs(model, torch.stack([torch.as_tensor(i) for i in items]))
+        return x, shows, False
+    pils = [load_image(i) for i in items]
+    if vm is not None:
+        x = vm.preprocessing(pils)
+        shows = [vm.preprocessing.display_image(p) for p in pils]
+    else:
+        arrays = [to_array(p) for p in pils]
+        if len({a.shape for a in arrays}) > 1:
+            raise InvalidImageError(
+                "images of different sizes need a VisionModel (with preprocessing) to be batched"
+            )
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        shows = arrays
+    return x, shows, single
+
+
+def explain(
+    model: VisionModel | nn.Module,
+    image: ImageLike | Sequence[ImageLike],
+    method: str = "gradcam",
+    target: TargetLike = None,
+    layer: LayerRef = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **params: Any,
+) -> Explanation | list[Explanation]:
+    """Explain what ``model`` looks at in ``image``.
+
+    Args:
+        model: a :class:`~seethrough.models.VisionModel` (preprocessing, labels, default layer)
+            or any ``torch.nn.Module`` (its input must then be ready: no preprocessing applied).
+        image: one image (path, PIL image, numpy array, or a float tensor ``(C, H, W)`` of model
+            input), a list of images, or a float batch ``(N, C, H, W)``.
+        method: a registry name (see ``list_methods()``), e.g. ``"gradcam"``.
+        target: ``None`` (the top class), a class index, a class label, a callable
+            ``f(output) -> (N,)``, or for a batch a list with one target per image.
+        layer: dotted layer name or module, for methods that need a layer (default: the model's
+            default layer, else the last layer with a spatial output).
+        progress: optional callback ``progress(done, total)`` called as images are explained.
+        **params: the method's parameters (see ``get_method(method).params``).
+
+    Returns:
+        One :class:`Explanation` for one image, a list for a list or a 4-D batch.
+
+    Example:
+        >>> import seethrough
+        >>> model = seethrough.load_model()          # the bundled EfficientNet-Lite0
+        >>> e = seethrough.explain(model, "sample:chelsea", "gradcam")
+        >>> e.label, e.map.shape
+        ('Egyptian cat', (224, 224))
+    """
+    info = get_method(method)
+    runner = info.cls(**params)
+    vm = model if isinstance(model, VisionModel) else None
+    module = vm.module if vm is not None else model
+    if not isinstance(module, nn.Module):
+        raise InvalidParameterError(
+            f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
+        )
+    x, shows, single = prepare_inputs(model, image)
+    start = time.perf_counter()
+    result = runner(
+        module,
+        x,
+        target,
+        layer=layer,
+        default_layer=vm.default_layer if vm is not None else None,
+        class_index=vm.class_index if vm is not None else None,
+    )
+    n = x.shape[0]
+    seconds = (time.perf_counter() - start) / n
+    maps = _to_input_size(result.map, tuple(x.shape[-2:]))
+    explanations = []
+    for i in range(n):
+        cls = result.target.classes[i]
+        labels = vm.labels if vm is not None else None
+        explanations.append(
+            Explanation(
+                raw=result.raw[i].float().cpu().numpy(),
+                map=maps[i],
+                method=info.name,
+                target=cls,
+                label=labels[cls] if labels is not None and cls is not None else None,
+                score=float(result.scores[i]),
+                probability=None
+                if result.probabilities is None
+                else float(result.probabilities[i]),
+                layer=result.layer,
+                params=runner.describe(),
+                seconds=seconds,
+                model=vm.name if vm is not None else type(module).__name__,
+                image=shows[i],
+                preprocessing=vm.preprocessing.describe() if vm is not None else None,
+                seed=runner.params.get("seed"),
+                extras={k: v[i].float().cpu().numpy() for k, v in result.extras.items()},
+            )
+        )
+        if progress is not None:
+            progress(i + 1, n)
+    return explanations[0] if single else explanations
+
+
+def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of ``(N, h, w)`` maps to the input size, float32 numpy."""
+    maps = maps.detach().float()
+    if tuple(maps.shape[-2:]) != size:
+        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps.cpu().numpy().astype(np.float32)

@@ -1,0 +1,1 @@
+"""The ``seethrough`` command line, built on the public API only."""

@@ -1,0 +1,107 @@
+"""Find the layer an explanation looks at: by dotted name, by module, or automatically."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from ..errors import UnknownLayerError, suggest
+
+__all__ = ["LayerRef", "resolve_layer", "default_layer", "spatial_layers"]
+
+LayerRef = str | nn.Module | None
+
+# module -> name of its default layer; weak so models can be garbage collected.
+_DEFAULT_CACHE: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def resolve_layer(
+    model: nn.Module,
+    layer: LayerRef,
+    example: torch.Tensor | None = None,
+    default: str | None = None,
+) -> tuple[str, nn.Module]:
+    """Return ``(name, module)`` for ``layer``.
+
+    Args:
+        model: the network.
+        layer: a dotted name (``"layer4"``, ``"features.denseblock4"``, ``"blocks.6"``), a submodule
+            of ``model``, or ``None`` for the default.
+        example: an input batch used once to find the default layer (see :func:`default_layer`).
+        default: the model's preferred default layer name (a ``VisionModel`` knows it), used when
+            ``layer`` is ``None``.
+    """
+    named = dict(model.named_modules())
+    if layer is None:
+        layer = default or default_layer(model, example)
+    if isinstance(layer, nn.Module):
+        for name, module in named.items():
+            if module is layer:
+                return name, module
+        raise UnknownLayerError("the given layer module is not a submodule of this model")
+    if not isinstance(layer, str):
+        raise UnknownLayerError(f"layer must be a name or a module, not {type(layer).__name__}")
+    if layer in named and layer != "":
+        return layer, named[layer]
+    candidates = [n for n in named if n]
+    hint = suggest(layer, candidates)
+    if not hint:
+        tail = [n for n in candidates if n.count(".") <= 1][-8:]
+        hint = f" Some layers of this model: {', '.join(tail)}."
+    raise UnknownLayerError(f"no layer named '{layer}' in this model.{hint}")
+
+
+def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Every submodule whose output is a spatial map ``(N, C, H, W)`` with ``H * W > 1``.
+
+    Listed in the order the modules *finish* during one forward of ``example`` (a container
+    finishes after its children), each with its output shape.
+    """
+    order: list[tuple[str, tuple[int, ...]]] = []
+    handles = []
+
+    def make(name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                if output.shape[2] * output.shape[3] > 1:
+                    order.append((name, tuple(output.shape)))
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make(name)))
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    seen: dict[str, tuple[int, ...]] = {}
+    for name, shape in order:
+        seen.pop(name, None)
+        seen[name] = shape
+    return list(seen.items())
+
+
+def default_layer(model: nn.Module, example: torch.Tensor | None) -> str:
+    """The last layer to finish with a spatial ``(N, C, H, W)`` output.
+
+    For a ResNet this is ``layer4``, for a VGG ``features``, for timm's EfficientNet ``bn2``: the
+    last convolutional representation before global pooling, where CAM methods are defined. The
+    answer is cached per model.
+    """
+    if model in _DEFAULT_CACHE:
+        return _DEFAULT_CACHE[model]
+    if example is None:
+        raise UnknownLayerError("no layer given and no example input to find a default layer")
+    layers = spatial_layers(model, example)
+    if not layers:
+        raise UnknownLayerError(
+            "this model has no layer with a spatial (N, C, H, W) output; give layer= explicitly"
+        )
+    name = layers[-1][0]
+    _DEFAULT_CACHE[model] = name
+    return name

@@ -1,0 +1,61 @@
+"""Restore a model exactly as it was after an explanation, even when the explanation fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = ["preserved_state"]
+
+
+@contextmanager
+def preserved_state(module: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]:
+    """Run a block with ``module`` in eval mode and restore its state afterwards.
+
+    Saved and restored on exit (also after an exception): every submodule's ``training`` flag,
+    every parameter's ``requires_grad`` and ``.grad`` (the very same tensor object), and every
+    submodule registered under a name (methods that swap modules, such as guided backprop, are
+    undone even if they forget to).
+
+    Args:
+        module: the model to protect.
+        eval_mode: put the model in eval mode for the duration of the block.
+    """
+    training = {m: m.training for m in module.modules()}
+    params = list(module.parameters())
+    requires_grad = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    children = {m: dict(m._modules) for m in module.modules()}
+    try:
+        if eval_mode:
+            module.eval()
+        yield module
+    finally:
+        for parent, named in children.items():
+            for name, child in named.items():
+                if parent._modules.get(name) is not child:
+                    parent._modules[name] = child
+        for m, flag in training.items():
+            m.training = flag
+        for p, flag, grad in zip(params, requires_grad, grads):
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+            if p.grad is not grad:
+                p.grad = grad
+
+
+def no_param_grads(module: nn.Module) -> None:
+    """Freeze every parameter of ``module`` (inside :func:`preserved_state`, which undoes it)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def floating_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of the module's first floating parameter (float32 when it has none)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32

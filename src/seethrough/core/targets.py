@@ -1,0 +1,134 @@
+"""Targets: what scalar per image an explanation explains.
+
+A target is resolved once, against the model's output on the *unperturbed* input, into a
+:class:`ResolvedTarget`: a callable from a model output ``(N, ...)`` to one score per sample
+``(N,)``, plus the class index each sample explains (``None`` for a custom callable). Methods that
+evaluate perturbed inputs keep explaining that same class.
+
+What a user may pass as ``target``:
+
+- ``None``: each image's top class;
+- an ``int`` class index, or a ``str`` class label (resolved by the model's labels);
+- a callable ``f(output) -> Tensor (N,)`` (boxes, masks and other tasks plug in here);
+- for a batch, a list with one of the above per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InvalidTargetError, UnknownClassError
+
+__all__ = ["ClassIndexer", "ResolvedTarget", "TargetLike", "resolve_target"]
+
+TargetFn = Callable[[torch.Tensor], torch.Tensor]
+TargetLike = int | str | TargetFn | None | Sequence[int | str | TargetFn | None]
+ClassIndexer = Callable[[int | str], int]
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """Per-sample targets fixed against the clean output.
+
+    Attributes:
+        classes: the class index explained for each sample (``None`` for a callable target).
+        fns: per-sample callables, ``None`` where ``classes`` gives the class.
+    """
+
+    classes: tuple[int | None, ...]
+    fns: tuple[TargetFn | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N,)`` of the N samples of ``output``, sample i scored by target i."""
+        if output.shape[0] != len(self):
+            raise InvalidTargetError(
+                f"{len(self)} targets for a model output of {output.shape[0]} samples"
+            )
+        if all(fn is None for fn in self.fns):
+            idx = torch.tensor(self.classes, device=output.device).view(-1, 1)
+            return output.reshape(len(self), -1).gather(1, idx).squeeze(1)
+        return torch.cat([self.row(i)(output[i : i + 1]) for i in range(len(self))])
+
+    def row(self, i: int) -> TargetFn:
+        """Score function of sample ``i``'s target, applicable to a batch of its perturbations."""
+        fn, cls = self.fns[i], self.classes[i]
+        if fn is not None:
+            return lambda out: _check_scores(fn(out), out.shape[0])
+        return lambda out: out.reshape(out.shape[0], -1)[:, cls]
+
+    def select(self, index: Sequence[int]) -> ResolvedTarget:
+        """The targets of the samples at ``index`` (used to split a batch)."""
+        return ResolvedTarget(tuple(self.classes[i] for i in index), tuple(self.fns[i] for i in index))
+
+
+def _check_scores(scores: object, n: int) -> torch.Tensor:
+    if not isinstance(scores, torch.Tensor):
+        raise InvalidTargetError(f"a target callable returned {type(scores).__name__}, not a tensor")
+    if scores.numel() != n:
+        raise InvalidTargetError(
+            f"a target callable returned shape {tuple(scores.shape)}; expected one score per sample ({n},)"
+        )
+    return scores.reshape(n)
+
+
+def default_class_index(num_classes: int) -> ClassIndexer:
+    """A class indexer for a model without labels: integers in range only."""
+
+    def index(target: int | str) -> int:
+        if isinstance(target, str) or isinstance(target, bool):
+            raise UnknownClassError(
+                f"class '{target}': this model has no class labels; give a class index "
+                f"(0..{num_classes - 1})"
+            )
+        if not 0 <= int(target) < num_classes:
+            raise UnknownClassError(f"class {target} is out of range (0..{num_classes - 1})")
+        return int(target)
+
+    return index
+
+
+def resolve_target(
+    target: TargetLike, output: torch.Tensor, class_index: ClassIndexer | None = None
+) -> ResolvedTarget:
+    """Fix ``target`` for each sample of ``output`` (the model's output on the clean input).
+
+    Args:
+        target: see the module docstring.
+        output: model output ``(N, K)`` (or ``(N, ...)`` for callable targets).
+        class_index: maps an int or a label to a class index, raising ``UnknownClassError``.
+    """
+    n = output.shape[0]
+    flat = output.detach().reshape(n, -1)
+    index = class_index or default_class_index(flat.shape[1])
+    if isinstance(target, (list, tuple)):
+        if len(target) != n:
+            raise InvalidTargetError(f"{len(target)} targets given for {n} images")
+        items = list(target)
+    else:
+        items = [target] * n
+    classes: list[int | None] = []
+    fns: list[TargetFn | None] = []
+    for i, item in enumerate(items):
+        if item is None:
+            classes.append(int(flat[i].argmax()))
+            fns.append(None)
+        elif callable(item):
+            classes.append(None)
+            fns.append(item)
+        elif isinstance(item, (int, str)) or hasattr(item, "__index__"):
+            classes.append(index(item if isinstance(item, str) else int(item)))
+            fns.append(None)
+        else:
+            raise InvalidTargetError(
+                f"target {item!r}: expected None, a class index, a class label or a callable"
+            )
+    resolved = ResolvedTarget(tuple(classes), tuple(fns))
+    if any(fn is not None for fn in fns):
+        resolved(output.detach())  # validate the callables' output shapes now, with a clear error
+    return resolved

@@ -1,0 +1,87 @@
+"""Typed errors raised by seethrough.
+
+Every error the library raises on purpose derives from :class:`SeethroughError`, so callers (the
+CLI, the dashboard) can catch one type and show its message as a single line. Subclasses also
+derive from the matching built-in (``ValueError``, ``LookupError``, ``OSError``) so generic code
+keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+import difflib
+
+__all__ = [
+    "SeethroughError",
+    "InvalidImageError",
+    "ImageTooLargeError",
+    "UnknownModelError",
+    "UnknownMethodError",
+    "UnknownLayerError",
+    "UnknownClassError",
+    "InvalidParameterError",
+    "InvalidTargetError",
+    "ModelOutputError",
+    "WeightsUnavailableError",
+    "WeightsMismatchError",
+    "MethodNotApplicableError",
+    "suggest",
+]
+
+
+class SeethroughError(Exception):
+    """Base class of every error seethrough raises on purpose."""
+
+
+class InvalidImageError(SeethroughError, ValueError):
+    """An image could not be read or converted (corrupt, truncated, not an image, bad shape)."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """An image has more pixels than the configured limit (decompression-bomb guard)."""
+
+
+class UnknownModelError(SeethroughError, LookupError):
+    """A model name is not known to any registered source."""
+
+
+class UnknownMethodError(SeethroughError, LookupError):
+    """An explanation method name is not in the registry."""
+
+
+class UnknownLayerError(SeethroughError, LookupError):
+    """A layer name does not exist in the model, or no suitable layer could be found."""
+
+
+class UnknownClassError(SeethroughError, LookupError):
+    """A class index or label does not exist in the model's labels."""
+
+
+class InvalidParameterError(SeethroughError, ValueError):
+    """A method or preprocessing parameter is unknown or out of range."""
+
+
+class InvalidTargetError(SeethroughError, ValueError):
+    """A target cannot be resolved or does not give one scalar per sample."""
+
+
+class ModelOutputError(SeethroughError, TypeError):
+    """A model's output cannot be turned into one tensor of scores."""
+
+
+class WeightsUnavailableError(SeethroughError, OSError):
+    """Pretrained weights could not be obtained (for example: offline)."""
+
+
+class WeightsMismatchError(SeethroughError, ValueError):
+    """A weights file does not fit the architecture (missing, unexpected or mis-shaped tensors)."""
+
+
+class MethodNotApplicableError(SeethroughError, ValueError):
+    """A method cannot run on this model or layer (for example CAM without a GAP + linear head)."""
+
+
+def suggest(name: str, candidates: Iterable[str], n: int = 5) -> str:
+    """Return a short "did you mean" hint for ``name`` among ``candidates`` (empty if none is close)."""
+    close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""

@@ -1,0 +1,225 @@
+"""The result of one explanation, with save/load and a versioned manifest."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .errors import InvalidParameterError
+
+__all__ = ["Explanation", "MANIFEST_FORMAT", "MANIFEST_VERSION", "library_versions"]
+
+MANIFEST_FORMAT = "seethrough.explanation"
+MANIFEST_VERSION = 1
+_ARRAYS = ("raw", "map", "image")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape a result, for manifests."""
+    versions = {"python": platform.python_version(), "seethrough": __version__}
+    for dist in ("torch", "torchvision", "timm", "numpy", "scikit-image"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+@dataclass
+class Explanation:
+    """One map explaining one target of one image.
+
+    Attributes:
+        raw: the signed, un-normalised map at the method's resolution (the layer's, for CAMs),
+            float32 ``(h, w)``.
+        map: the map at the model-input resolution as the method defines it for display (for
+            CAMs: ReLU of ``raw``, upsampled bilinearly), float32 ``(H, W)``.
+        method: registry name of the method.
+        target: explained class index (``None`` for a custom callable target).
+        label: class label of ``target``, if the model has labels.
+        score: the target's score (e.g. the logit) on the unperturbed input.
+        probability: softmax probability of ``target``, when it is a class.
+        layer: layer name used, if any.
+        params: the method's parameters in effect.
+        seconds: wall time spent on this image (a batch's time divided by its size).
+        model: model name, if known.
+        image: the image the model saw, uint8 ``(H, W, 3)`` (after resize/crop), if known.
+        preprocessing: description of the preprocessing applied, if any.
+        seed: random seed used, for stochastic methods.
+        extras: further arrays a method family adds (``segments``, ``weights``,
+            ``attributions``, ...).
+        created: UTC time stamp, ISO 8601.
+    """
+
+    raw: np.ndarray
+    map: np.ndarray
+    method: str
+    target: int | None = None
+    label: str | None = None
+    score: float = float("nan")
+    probability: float | None = None
+    layer: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    model: str | None = None
+    image: np.ndarray | None = None
+    preprocessing: str | None = None
+    seed: int | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @property
+    def title(self) -> str:
+        """Display name of the method (e.g. "Grad-CAM")."""
+        from .registry import get_method
+
+        try:
+            return get_method(self.method).title
+        except LookupError:
+            return self.method
+
+    def caption(self) -> str:
+        """Three short lines: method, explained class with probability, seconds."""
+        what = self.label if self.label is not None else (
+            f"class {self.target}" if self.target is not None else "custom target"
+        )
+        prob = f" {self.probability:.2f}" if self.probability is not None else ""
+        return f"{self.title}\n{what}{prob}\n{self.seconds:.3f} s"
+
+    def overlay(self, *, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+        """The map laid over :attr:`image` (uint8 HxWx3); needs the image."""
+        from .viz import overlay
+
+        if self.image is None:
+            raise InvalidParameterError("this explanation holds no image to draw the map on")
+        return overlay(self.image, self.map, cmap=cmap, alpha=alpha)
+
+    def manifest(self) -> dict[str, Any]:
+        """Everything but the arrays, JSON-ready, with format version and library versions."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "method": self.method,
+            "target": self.target,
+            "label": self.label,
+            "score": _finite_or_none(self.score),
+            "probability": self.probability,
+            "layer": self.layer,
+            "params": _jsonable(self.params),
+            "seconds": self.seconds,
+            "model": self.model,
+            "preprocessing": self.preprocessing,
+            "seed": self.seed,
+            "created": self.created,
+            "shapes": {"raw": list(self.raw.shape), "map": list(self.map.shape)},
+            "extras": sorted(self.extras),
+            "libraries": library_versions(),
+        }
+
+    def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:
+        """Write ``STEM.npz`` (arrays), ``STEM.json`` (manifest) and, with an image, ``STEM.png``.
+
+        Returns the written paths by kind ("npz", "json", "png"). ``stem`` defaults to the method
+        name.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = _safe_stem(stem or self.method)
+        paths = {"npz": out / f"{stem}.npz", "json": out / f"{stem}.json"}
+        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+        arrays.update({f"extra_{k}": np.asarray(v) for k, v in self.extras.items()})
+        np.savez_compressed(paths["npz"], **arrays)
+        manifest = self.manifest()
+        manifest["files"] = {"arrays": paths["npz"].name}
+        if self.image is not None:
+            from .viz import save_png
+
+            paths["png"] = out / f"{stem}.png"
+            save_png(self.overlay(), paths["png"])
+            manifest["files"]["overlay"] = paths["png"].name
+        paths["json"].write_text(json.dumps(manifest, indent=2))
+        return paths
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read an explanation written by :meth:`save`, from its ``.json`` or ``.npz`` path."""
+        path = Path(path)
+        json_path = path.with_suffix(".json")
+        try:
+            manifest = json.loads(json_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidParameterError(f"cannot read manifest {json_path}: {exc}") from None
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise InvalidParameterError(f"{json_path} is not a seethrough explanation manifest")
+        if int(manifest.get("version", 0)) > MANIFEST_VERSION:
+            raise InvalidParameterError(
+                f"{json_path} has manifest version {manifest['version']}; this seethrough reads "
+                f"up to {MANIFEST_VERSION}: upgrade seethrough"
+            )
+        npz_path = json_path.parent / manifest.get("files", {}).get("arrays", path.stem + ".npz")
+        with np.load(npz_path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        fields = {
+            k: manifest.get(k)
+            for k in (
+                "method", "target", "label", "probability", "layer", "params", "seconds",
+                "model", "preprocessing", "seed", "created",
+            )
+        }
+        score = manifest.get("score")
+        return cls(
+            raw=arrays["raw"],
+            map=arrays["map"],
+            image=arrays.get("image"),
+            score=float("nan") if score is None else float(score),
+            extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra_")},
+            **{k: v for k, v in fields.items() if v is not None},
+        )
+
+    @property
+    def segments(self) -> np.ndarray | None:
+        """Integer label array ``(H, W)`` of the features a perturbation method used, if any."""
+        return self.extras.get("segments")
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """One value per segment or channel, for methods that produce them."""
+        return self.extras.get("weights")
+
+    @property
+    def attributions(self) -> np.ndarray | None:
+        """Full ``(C, H, W)`` attribution, for gradient methods."""
+        return self.extras.get("attributions")
+
+
+def _safe_stem(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", stem) or "explanation"
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.ndarray):
+        return f"<array {value.shape} {value.dtype}>"
+    return repr(value)

@@ -1,0 +1,131 @@
+"""What every explanation method shares: parameters, the call protocol, state protection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..core.layers import LayerRef, resolve_layer
+from ..core.outputs import output_to_tensor
+from ..core.state import floating_dtype, no_param_grads, preserved_state
+from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
+from ..registry import Param, get_method
+
+__all__ = ["Method", "MethodResult", "Context", "RELU"]
+
+RELU = Param("relu", True, "keep only the positive evidence (ReLU), as the paper does", bool)
+
+
+@dataclass
+class MethodResult:
+    """What a method computed for a batch of N samples (all tensors have N first).
+
+    Attributes:
+        raw: the signed, un-normalised map at the method's own resolution ``(N, h, w)``.
+        map: the map as the paper defines it for display (e.g. after ReLU) ``(N, h, w)``; the
+            caller upsamples it to the input size.
+        scores: the explained target's score on the clean input ``(N,)``.
+        probabilities: softmax probability of the explained class ``(N,)``, or ``None``.
+        target: the resolved targets.
+        layer: name of the layer used, if any.
+        extras: further per-sample arrays (leading dimension N) a family adds.
+    """
+
+    raw: torch.Tensor
+    map: torch.Tensor
+    scores: torch.Tensor
+    probabilities: torch.Tensor | None
+    target: ResolvedTarget
+    layer: str | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """One call's inputs, already checked: model in eval mode, input on its device and dtype."""
+
+    model: nn.Module
+    x: torch.Tensor
+    target: TargetLike
+    class_index: ClassIndexer | None
+    layer: str | None = None
+    layer_module: nn.Module | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on ``x`` as one tensor (tuples, dicts, ``.logits`` unwrapped)."""
+        return output_to_tensor(self.model(x))
+
+    def resolve(self, output: torch.Tensor) -> ResolvedTarget:
+        """Fix the targets against the clean output."""
+        return resolve_target(self.target, output, self.class_index)
+
+    def result(
+        self,
+        raw: torch.Tensor,
+        mapped: torch.Tensor,
+        output: torch.Tensor,
+        target: ResolvedTarget,
+        **extras: torch.Tensor,
+    ) -> MethodResult:
+        """Package a method's maps with the scores and probabilities of the clean output."""
+        output = output.detach()
+        scores = target(output).detach()
+        probs = None
+        if output.dim() == 2 and all(c is not None for c in target.classes):
+            idx = torch.tensor(target.classes, device=output.device).view(-1, 1)
+            probs = output.float().softmax(1).gather(1, idx).squeeze(1)
+        return MethodResult(
+            raw.detach(), mapped.detach(), scores, probs, target, self.layer, dict(extras)
+        )
+
+
+class Method:
+    """Base class of every explanation method.
+
+    Subclasses set the class attributes below, declare their parameters in ``params`` and
+    implement :meth:`run`. Calling an instance protects the model: eval mode, parameters frozen,
+    everything restored afterwards (see :func:`~seethrough.core.state.preserved_state`).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = True
+    needs_layer: ClassVar[bool] = False
+    class_specific: ClassVar[bool] = True
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = get_method(self.name).validate(params)
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: LayerRef = None,
+        default_layer: str | None = None,
+        class_index: ClassIndexer | None = None,
+    ) -> MethodResult:
+        """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``."""
+        device = next((t.device for t in model.parameters()), x.device)
+        with preserved_state(model):
+            no_param_grads(model)
+            ctx = Context(model, x.detach().to(device, floating_dtype(model)), target, class_index)
+            if self.needs_layer:
+                ctx.layer, ctx.layer_module = resolve_layer(model, layer, ctx.x, default_layer)
+            return self.run(ctx)
+
+    def run(self, ctx: Context) -> MethodResult:
+        """Compute the explanation of ``ctx.x``; the model is already protected."""
+        raise NotImplementedError
+
+    def describe(self) -> Mapping[str, Any]:
+        """The parameters in effect."""
+        return dict(self.params)

@@ -1,0 +1,93 @@
+"""The CAM pipeline shared by every class-activation-map variant.
+
+For a layer with activations ``A`` of shape (C, h, w) and a target score ``y``, every variant
+computes ``raw = sum_c w_c * A_c`` (or an element-wise variant of it), then ``map = ReLU(raw)``.
+A variant only says how the weights (or the element-wise combination) are obtained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ...core.hooks import Recorder
+from ...core.targets import ResolvedTarget
+from ...errors import MethodNotApplicableError
+from ..base import RELU, Context, Method, MethodResult
+
+__all__ = ["CAMMethod", "CAMState"]
+
+
+@dataclass
+class CAMState:
+    """What a CAM variant gets to compute its weights.
+
+    Attributes:
+        ctx: the call's context (model, preprocessed input, layer).
+        activations: ``A`` at the layer, detached ``(N, C, h, w)``.
+        gradients: ``dy/dA`` ``(N, C, h, w)``, or ``None`` for gradient-free variants.
+        scores: the target scores ``y`` ``(N,)``.
+        target: the resolved targets.
+        recorder: the recorder of the forward pass (for variants that record more modules).
+    """
+
+    ctx: Context
+    activations: torch.Tensor
+    gradients: torch.Tensor | None
+    scores: torch.Tensor
+    target: ResolvedTarget
+    recorder: Recorder
+
+
+class CAMMethod(Method):
+    """Shared pipeline: one forward (and one backward to the layer), weights, weighted sum, ReLU."""
+
+    family = "cam"
+    needs_layer = True
+    params = (RELU,)
+    record_inputs = False  # variants that also need the inputs of recorded modules set this
+
+    def run(self, ctx: Context) -> MethodResult:
+        """One forward (+ one backward to the layer when gradients are needed), then combine."""
+        with Recorder(self.recorded_modules(ctx), inputs=self.record_inputs) as rec, torch.set_grad_enabled(
+            self.needs_gradients
+        ):
+            x = ctx.x.requires_grad_(self.needs_gradients)
+            output = ctx.forward(x)
+            target = ctx.resolve(output)
+            scores = target(output)
+            acts = rec.output(ctx.layer)
+            grads = self._gradients(scores, acts, ctx.layer) if self.needs_gradients else None
+        if acts.dim() != 4:
+            raise MethodNotApplicableError(
+                f"layer '{ctx.layer}' outputs shape {tuple(acts.shape)}; CAM methods need a spatial "
+                "(N, C, H, W) map: pick a convolutional layer"
+            )
+        state = CAMState(ctx, acts.detach(), grads, scores.detach(), target, rec)
+        with torch.no_grad():
+            raw = self.combine(state)
+        mapped = torch.relu(raw) if self.params["relu"] else raw
+        return ctx.result(raw, mapped, output, target)
+
+    @staticmethod
+    def _gradients(scores: torch.Tensor, acts: torch.Tensor, layer: str | None) -> torch.Tensor:
+        (grads,) = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
+        if grads is None:
+            raise MethodNotApplicableError(
+                f"the target score does not depend on layer '{layer}': pick a layer on its path"
+            )
+        return grads
+
+    def recorded_modules(self, ctx: Context) -> dict[str, nn.Module]:
+        """Modules whose outputs the forward records (the target layer; variants may add)."""
+        return {ctx.layer: ctx.layer_module}
+
+    def weights(self, s: CAMState) -> torch.Tensor:
+        """Channel weights ``w`` of shape ``(N, C)``; each variant overrides this."""
+        raise NotImplementedError
+
+    def combine(self, s: CAMState) -> torch.Tensor:
+        """``raw = sum_c w_c A_c`` of shape ``(N, h, w)``; element-wise variants override this."""
+        return torch.einsum("nc,nchw->nhw", self.weights(s), s.activations)

@@ -1,0 +1,39 @@
+"""Eigen-CAM: the first principal direction of the activations."""
+
+from __future__ import annotations
+
+import torch
+
+from ...registry import register_method
+from .base import CAMMethod, CAMState
+
+
+@register_method
+class EigenCAM(CAMMethod):
+    """Projection of the activations on their first right singular vector (class-agnostic).
+
+    Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN
+    2020. With ``M`` the ``(h*w, C)`` matrix of activations and ``M = U S V^T``::
+
+        raw = M v_1                 (reshaped to (h, w))
+        map = ReLU(raw)
+
+    As in the paper, ``M`` is not mean-centred. The sign of a singular vector is arbitrary; it
+    is chosen so that ``raw`` sums to a non-negative value. The map does not depend on the
+    target (the target's score is still reported). One forward pass, no gradient.
+    """
+
+    name = "eigencam"
+    title = "Eigen-CAM"
+    paper = "Muhammad & Yeasin, IJCNN 2020"
+    needs_gradients = False
+    class_specific = False
+
+    def combine(self, s: CAMState) -> torch.Tensor:
+        """First-principal-component projection per sample."""
+        n, c, h, w = s.activations.shape
+        m = s.activations.reshape(n, c, h * w).transpose(1, 2)
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)
+        proj = torch.bmm(m, vh[:, :1, :].transpose(1, 2)).squeeze(2)
+        sign = torch.where(proj.sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(proj.dtype)
+        return (proj * sign).reshape(n, h, w)

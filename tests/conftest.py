@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny deterministic models with known structure, and the real bundled model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """conv-relu-conv-relu -> global average pool -> linear: CAM applies, Grad-CAM too."""
+
+    def __init__(self, classes: int = 4, inplace: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(inplace=inplace),
+            nn.Conv2d(6, 8, 3, padding=1, stride=2),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=inplace),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def make_tiny(seed: int = 0, dtype: torch.dtype = torch.float32, **kw) -> TinyCNN:
+    torch.manual_seed(seed)
+    model = TinyCNN(**kw).to(dtype)
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        bn = model.features[3]
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny() -> TinyCNN:
+    return make_tiny()
+
+
+@pytest.fixture
+def tiny_input() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(3, 3, 16, 16, generator=g)
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The bundled EfficientNet-Lite0 with its real ImageNet weights (loaded once)."""
+    import seethrough
+
+    return seethrough.load_model("efficientnet_lite0")
