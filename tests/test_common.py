@@ -140,3 +140,10 @@ def test_tuple_and_dict_outputs(method, wrapper, tiny, tiny_input):
     wrapped = run(wrapper(tiny), tiny_input, method, layer="inner.features")
     for a, b in zip(plain, wrapped):
         np.testing.assert_allclose(a.raw, b.raw, rtol=1e-5, atol=1e-7)
+
+
+def test_torchscript_layer_is_refused_clearly(tiny, tiny_input):
+    scripted = torch.jit.script(tiny)
+    with pytest.raises(seethrough.errors.MethodNotApplicableError, match="TorchScript"):
+        seethrough.explain(scripted, tiny_input, "gradcam", layer="features")
+    assert count_hooks(tiny) == 0

@@ -242,7 +242,7 @@ def test_is_raw_image(tmp_path):
         assert is_raw_image(obj)
     for obj in (torch.zeros(3, 4, 4), 3, None, [np.zeros((2, 2))]):
         assert not is_raw_image(obj)
-    assert ".png" in IMAGE_EXTENSIONS and ".tiff" in IMAGE_EXTENSIONS
+    assert "png" in IMAGE_EXTENSIONS and "tiff" in IMAGE_EXTENSIONS
 
 
 # ----------------------------------------------------------------------------------- samples

@@ -85,7 +85,7 @@ def test_bundled_model_metadata(lite0):
     pre = lite0.preprocessing
     assert (pre.size, pre.resize, pre.crop_pct, pre.interpolation) == (
         224,
-        "crop",
+        "squash",
         0.875,
         "bicubic",
     )
@@ -119,8 +119,8 @@ def test_predict_batches_and_k(lite0):
     assert [[p.index for p in row] for row in from_tensor] == [
         [p.index for p in row] for row in batch
     ]
-    assert lite0.predict(x[1], k=1)[0].index == ESPRESSO  # (3, H, W): one image
-    assert len(lite0.predict(x[0], k=5000)) == 1000  # k clipped
+    one = lite0.predict(x[1], k=5000)  # (3, H, W): one image; k clipped to the classes
+    assert len(one) == 1000 and one[0].index == ESPRESSO
     with pytest.raises(InvalidParameterError):
         lite0.predict(x[0], k=0)
     with pytest.raises(InvalidParameterError):
@@ -176,7 +176,7 @@ def test_random_bundled_and_overrides():
 
 
 def test_preprocessing_describe():
-    assert Preprocessing().describe() == (
+    assert Preprocessing(resize="crop").describe() == (
         "resize shorter side to 256 (bilinear), centre-crop 224x224, scale to [0,1], "
         "normalise mean=(0.485, 0.456, 0.406) std=(0.229, 0.224, 0.225)"
     )
@@ -189,7 +189,7 @@ def test_preprocessing_describe():
 
 def test_crop_and_squash_shapes():
     image = sample_image("chelsea")  # 451x300, not square
-    crop, squash = Preprocessing(size=(96, 128)), Preprocessing(size=(96, 128), resize="squash")
+    crop, squash = Preprocessing(size=(96, 128), resize="crop"), Preprocessing(size=(96, 128), resize="squash")
     assert crop(image).shape == squash(image).shape == (1, 3, 96, 128)
     assert crop([image, image]).shape == (2, 3, 96, 128)
     assert crop.display_image(image).shape == (96, 128, 3)

@@ -36,17 +36,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 MAX_PIXELS_ENV = "SEETHROUGH_MAX_PIXELS"
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".webp",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".gif",
-)
-"""File extensions (lower case, with the dot) picked up when scanning a folder for images."""
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+"""File extensions (lower case, without the dot) picked up when scanning a folder for images."""
 
 SAMPLE_PREFIX = "sample:"
 

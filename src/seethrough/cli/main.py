@@ -45,6 +45,9 @@ ArchOpt = Annotated[
 SizeOpt = Annotated[int | None, typer.Option(help="Input size override (pixels).")]
 MeanOpt = Annotated[str | None, typer.Option(help="Normalisation mean override, e.g. 0.5,0.5,0.5.")]
 StdOpt = Annotated[str | None, typer.Option(help="Normalisation std override, e.g. 0.5,0.5,0.5.")]
+ResizeOpt = Annotated[
+    str | None, typer.Option(help="'squash' (whole image, default) or 'crop' (centre crop).")
+]
 DeviceOpt = Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1, ...")]
 
 
@@ -61,10 +64,10 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
 
 
 def _load(model: str, weights: str, arch: str | None, size: int | None, mean: str | None,
-          std: str | None, device: str) -> VisionModel:
+          std: str | None, resize: str | None, device: str) -> VisionModel:
     return load_model(
         model, weights=weights, arch=arch, size=size, mean=_triple(mean, "mean"),
-        std=_triple(std, "std"), device=device,
+        std=_triple(std, "std"), resize=resize, device=device,  # type: ignore[arg-type]
     )
 
 
@@ -162,10 +165,11 @@ def predict_cmd(
     size: SizeOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
+    resize: ResizeOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Print the top-k classes with probabilities for each image."""
-    vm = _load(model, weights, arch, size, mean, std, device)
+    vm = _load(model, weights, arch, size, mean, std, resize, device)
     console.print(f"preprocessing: {vm.preprocessing.describe()}", highlight=False)
     failed = _for_each(_expand(images), lambda src: _print_predictions(vm, src, k))
     _finish(failed)
@@ -196,6 +200,7 @@ def explain_cmd(
     size: SizeOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
+    resize: ResizeOpt = None,
     device: DeviceOpt = "cpu",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs"),
 ) -> None:
@@ -205,7 +210,7 @@ def explain_cmd(
     for key in params:  # fail before loading the model if a parameter fits no requested method
         if not any(key in {p.name for p in get_method(m).params} for m in methods):
             get_method(methods[0]).param(key)  # raises, with a suggestion
-    vm = _load(model, weights, arch, size, mean, std, device)
+    vm = _load(model, weights, arch, size, mean, std, resize, device)
     sources = _expand(images)
     _explain_all(vm, sources, methods, _target(target), layer, params, out)
 
@@ -254,15 +259,19 @@ def _for_each(sources: list[str], action: Any) -> list[tuple[str, str]]:
         except errors.InvalidImageError as exc:
             if len(sources) == 1:
                 raise
-            err_console.print(f"error: {exc}", highlight=False, markup=False)
+            _error(str(exc))
             failed.append((source, str(exc)))
     return failed
 
 
+def _error(message: str) -> None:
+    """One line on stderr, never wrapped."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
 def _finish(failed: list[tuple[str, str]]) -> None:
     if failed:
-        err_console.print(f"error: {len(failed)} image(s) could not be read: {', '.join(s for s, _ in failed)}",
-                          highlight=False, markup=False)
+        _error(f"{len(failed)} image(s) could not be read: {', '.join(s for s, _ in failed)}")
         raise typer.Exit(2)
 
 
@@ -286,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except errors.SeethroughError as exc:
-        err_console.print(f"error: {exc}", highlight=False, markup=False)
+        _error(str(exc))
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

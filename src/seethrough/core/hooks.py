@@ -44,6 +44,11 @@ class Recorder:
     def __enter__(self) -> Recorder:
         try:
             for name, module in self.modules.items():
+                if isinstance(module, torch.jit.ScriptModule):
+                    raise MethodNotApplicableError(
+                        f"layer '{name}' is TorchScript, which cannot be hooked: layer-based "
+                        "methods need the eager model (load its weights with arch= instead)"
+                    )
                 self._handles.append(module.register_forward_hook(self._output_hook(name)))
                 if self.record_inputs:
                     self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))

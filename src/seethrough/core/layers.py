@@ -13,6 +13,18 @@ __all__ = ["LayerRef", "resolve_layer", "default_layer", "spatial_layers"]
 
 LayerRef = str | nn.Module | None
 
+# Modules that only resample or pass on a representation (VGG's AdaptiveAvgPool2d(7) is one):
+# never a default layer.
+_NOT_A_REPRESENTATION = (
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.AvgPool2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.Upsample,
+)
+
 # module -> name of its default layer; weak so models can be garbage collected.
 _DEFAULT_CACHE: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
@@ -56,6 +68,9 @@ def resolve_layer(
 def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """Every submodule whose output is a spatial map ``(N, C, H, W)`` with ``H * W > 1``.
 
+    Pooling, dropout, identity and upsampling modules are left out: they pass a representation on
+    rather than compute one.
+
     Listed in the order the modules *finish* during one forward of ``example`` (a container
     finishes after its children), each with its output shape.
     """
@@ -64,6 +79,8 @@ def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, t
 
     def make(name: str):  # noqa: ANN202
         def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if isinstance(module, _NOT_A_REPRESENTATION):
+                return
             if isinstance(output, torch.Tensor) and output.dim() == 4:
                 if output.shape[2] * output.shape[3] > 1:
                     order.append((name, tuple(output.shape)))

@@ -28,7 +28,7 @@ def preserved_state(module: nn.Module, *, eval_mode: bool = True) -> Iterator[nn
     params = list(module.parameters())
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    children = {m: dict(m._modules) for m in module.modules()}
+    children = {m: dict(m.named_children()) for m in module.modules()}
     try:
         if eval_mode:
             module.eval()
@@ -36,8 +36,8 @@ def preserved_state(module: nn.Module, *, eval_mode: bool = True) -> Iterator[nn
     finally:
         for parent, named in children.items():
             for name, child in named.items():
-                if parent._modules.get(name) is not child:
-                    parent._modules[name] = child
+                if getattr(parent, name, None) is not child:
+                    setattr(parent, name, child)
         for m, flag in training.items():
             m.training = flag
         for p, flag, grad in zip(params, requires_grad, grads):

@@ -66,14 +66,16 @@ def _size(value: object) -> int | tuple[int, int]:
 class Preprocessing:
     """The image-to-tensor pipeline of a model.
 
-    ``resize="crop"`` resizes the image so that it covers ``round(size / crop_pct)`` (the shorter
-    side, for a square size) and centre-crops ``size``; ``"squash"`` resizes to exactly ``size``
-    without keeping the aspect ratio. Pixels are then scaled to [0, 1] and normalised with
-    ``mean`` / ``std``. ``size`` is one int (square) or ``(height, width)``.
+    ``resize="squash"`` (the default) resizes to exactly ``size`` without keeping the aspect
+    ratio: the model sees the whole image, so an explanation covers everything the user sees.
+    ``resize="crop"`` is the usual evaluation crop: resize so that the image covers
+    ``round(size / crop_pct)`` (the shorter side, for a square size), then centre-crop ``size``;
+    the border is not seen. Pixels are then scaled to [0, 1] and normalised with ``mean`` /
+    ``std``. ``size`` is one int (square) or ``(height, width)``.
     """
 
     size: int | tuple[int, int] = 224
-    resize: Literal["crop", "squash"] = "crop"
+    resize: Literal["crop", "squash"] = "squash"
     crop_pct: float = 0.875
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)

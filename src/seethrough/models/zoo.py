@@ -126,7 +126,6 @@ def _default_preprocessing(source: str, module: nn.Module) -> Preprocessing:
     interpolation = cfg.get("interpolation")
     return Preprocessing(
         size=height if height == width else (height, width),
-        resize="squash" if cfg.get("crop_mode") == "squash" else "crop",
         crop_pct=cfg.get("crop_pct") or 0.875,
         mean=cfg["mean"],
         std=cfg["std"],
@@ -308,12 +307,8 @@ def _pretrained(source: str, arch: str) -> _Loaded:
     if source == "bundled":
         module = _architecture(source, arch)
         module.load_state_dict(_bundled_state_dict(), strict=True)
-        return (
-            module,
-            _default_preprocessing(source, module),
-            imagenet_labels(),
-            ("bundled ImageNet weights"),
-        )
+        preprocessing = _default_preprocessing(source, module)
+        return module, preprocessing, imagenet_labels(), "bundled ImageNet weights"
     if source == "torchvision":
         weights = torchvision.models.get_model_weights(arch).DEFAULT
         with _download_errors(arch):
@@ -338,12 +333,8 @@ def _pretrained(source: str, arch: str) -> _Loaded:
         module = timm.create_model(arch, pretrained=True)
     tag = module.pretrained_cfg.get("tag")
     description = f"timm pretrained ({tag})" if tag else "timm pretrained"
-    return (
-        module,
-        _default_preprocessing(source, module),
-        labels_for(module.num_classes),
-        (description),
-    )
+    preprocessing = _default_preprocessing(source, module)
+    return module, preprocessing, labels_for(module.num_classes), description
 
 
 # ------------------------------------------------------------------------------- TorchScript

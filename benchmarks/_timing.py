@@ -1,0 +1,221 @@
+"""Shared timing protocol for the benchmark scripts.
+
+The protocol, meant for a small, shared and noisy CPU machine:
+
+- ``torch.set_num_threads`` is left at its default (:func:`environment` reports it);
+- every candidate first runs ``warmup`` untimed calls (allocator, oneDNN primitive caches,
+  lazily built state);
+- the timed calls are *interleaved*: round ``r`` calls every candidate once (round-robin, the
+  starting candidate rotating each round), so a drift in machine load hits all candidates alike
+  instead of whichever happened to be measured during it;
+- the garbage collector runs between calls and is disabled during a timed call (as ``timeit``);
+- each candidate reports the median and the minimum of its samples; :func:`paired_ratio` gives
+  the median over rounds of the per-round ratio of two candidates, which cancels load drifts
+  slower than one round.
+
+Typical use::
+
+    timings = run_interleaved([Candidate("a", fa), Candidate("b", fb)], repeats=5, warmup=1)
+    print(timings["a"].median, paired_ratio(timings["a"], timings["b"]))
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Candidate",
+    "Timing",
+    "run_interleaved",
+    "paired_ratio",
+    "environment",
+    "markdown_table",
+]
+
+
+@dataclass
+class Candidate:
+    """One thing to time.
+
+    Attributes:
+        name: unique key of the candidate in the results.
+        fn: the timed call (its return value is dropped).
+        cleanup: optional untimed call after every call of ``fn`` (e.g. to free gradients).
+        repeats: timed calls of this candidate, if fewer than the run's ``repeats`` (it then
+            takes part in the first rounds only); ``None`` for the run's value.
+        warmup: untimed calls before timing; ``None`` for the run's value.
+        units: what a sample is divided by in :attr:`Timing.samples` (e.g. the batch size, to
+            report seconds per image).
+    """
+
+    name: str
+    fn: Callable[[], object]
+    cleanup: Callable[[], object] | None = None
+    repeats: int | None = None
+    warmup: int | None = None
+    units: int = 1
+
+
+@dataclass
+class Timing:
+    """The samples of one candidate, in seconds per unit, in round order."""
+
+    name: str
+    samples: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median of the samples (``nan`` if none)."""
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+    @property
+    def min(self) -> float:
+        """Fastest sample (``nan`` if none)."""
+        return min(self.samples) if self.samples else float("nan")
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the samples were (0 for fewer than 2 samples)."""
+        if len(self.samples) < 2:
+            return 0.0
+        return (max(self.samples) - min(self.samples)) / self.median
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly summary with the raw samples."""
+        return {
+            "median": self.median,
+            "min": self.min,
+            "spread": self.spread,
+            "samples": list(self.samples),
+            "rounds": list(self.rounds),
+        }
+
+
+def _call(candidate: Candidate) -> float:
+    """Time one call of ``candidate.fn`` (gc collected before, disabled during)."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        candidate.fn()
+        elapsed = time.perf_counter() - start
+    finally:
+        if enabled:
+            gc.enable()
+    if candidate.cleanup is not None:
+        candidate.cleanup()
+    return elapsed
+
+
+def run_interleaved(
+    candidates: Sequence[Candidate],
+    repeats: int,
+    warmup: int = 1,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Timing]:
+    """Warm every candidate up, then time them round-robin for ``repeats`` rounds.
+
+    Args:
+        candidates: what to time (names must be unique).
+        repeats: number of rounds; a candidate with a smaller ``repeats`` sits out later rounds.
+        warmup: untimed calls per candidate (unless the candidate sets its own).
+        progress: optional callback given one line of text per round.
+
+    Returns:
+        ``name -> Timing``, samples in seconds per ``candidate.units``.
+    """
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate candidate names in {names}")
+    for c in candidates:
+        for _ in range(warmup if c.warmup is None else c.warmup):
+            _call(c)
+    timings = {c.name: Timing(c.name) for c in candidates}
+    n = len(candidates)
+    for r in range(repeats):
+        start = time.perf_counter()
+        order = [candidates[(r + i) % n] for i in range(n)] if n else []
+        for c in order:
+            if r >= (repeats if c.repeats is None else c.repeats):
+                continue
+            timings[c.name].samples.append(_call(c) / c.units)
+            timings[c.name].rounds.append(r)
+        if progress is not None:
+            progress(f"round {r + 1}/{repeats} took {time.perf_counter() - start:.1f} s")
+    return timings
+
+
+def paired_ratio(a: Timing, b: Timing) -> float:
+    """Median over the rounds both took part in of ``a / b`` (``nan`` if none in common)."""
+    bs = dict(zip(b.rounds, b.samples, strict=True))
+    ratios = [s / bs[r] for r, s in zip(a.rounds, a.samples, strict=True) if r in bs]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
+def _cpu_name() -> str:
+    """CPU model name from /proc/cpuinfo, else :func:`platform.processor`."""
+    path = Path("/proc/cpuinfo")
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "cpu model"):
+                return value.strip()
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict[str, str]:
+    """What the numbers depend on: versions, threads, CPU, load, date."""
+    import torch
+
+    env = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch threads": str(torch.get_num_threads()),
+        "torch interop threads": str(torch.get_num_interop_threads()),
+        "cpu": _cpu_name(),
+        "logical cpus": str(os.cpu_count()),
+        "platform": platform.platform(),
+    }
+    if hasattr(os, "getloadavg"):
+        env["load average (1, 5, 15 min)"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return env
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; columns whose cells all look numeric are right-aligned."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def numeric(i: int) -> bool:
+        cells = [r[i] for r in rows if r[i] not in ("", "-")]
+        return bool(cells) and all(c.lstrip("-")[:1].isdigit() for c in cells)
+
+    right = [numeric(i) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if r else ("-" * (w + 2))
+            for w, r in zip(widths, right, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
