@@ -94,7 +94,8 @@ def explain(
             ``f(output) -> (N,)``, or for a batch a list with one target per image.
         layer: dotted layer name or module, for methods that need a layer (default: the model's
             default layer, else the last layer with a spatial output).
-        progress: optional callback ``progress(done, total)`` called as images are explained.
+        progress: optional callback ``progress(done, total)`` that long methods call between
+            batches of model evaluations; returning ``False`` cancels with ``CancelledError``.
         **params: the method's parameters (see ``get_method(method).params``).
 
     Returns:
@@ -108,13 +109,16 @@ def explain(
         ('Egyptian cat', (224, 224))
     """
     info = get_method(method)
-    runner = info.cls(**params)
     vm = model if isinstance(model, VisionModel) else None
     module = vm.module if vm is not None else model
     if not isinstance(module, nn.Module):
         raise InvalidParameterError(
             f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
         )
+    hide = params.get("hide")
+    if hide is not None and _is_image_argument(hide):
+        params["hide"] = prepare_inputs(model, hide)[0]
+    runner = info.cls(**params)
     x, shows, single = prepare_inputs(model, image)
     start = time.perf_counter()
     result = runner(
@@ -124,6 +128,8 @@ def explain(
         layer=layer,
         default_layer=vm.default_layer if vm is not None else None,
         class_index=vm.class_index if vm is not None else None,
+        images=shows,
+        progress=progress,
     )
     n = x.shape[0]
     seconds = (time.perf_counter() - start) / n
@@ -150,12 +156,29 @@ def explain(
                 image=shows[i],
                 preprocessing=vm.preprocessing.describe() if vm is not None else None,
                 seed=runner.params.get("seed"),
-                extras={k: v[i].float().cpu().numpy() for k, v in result.extras.items()},
+                extras={k: _numpy(v[i]) for k, v in result.extras.items()},
+                stats=dict(result.stats[i]) if result.stats is not None else {},
             )
         )
-        if progress is not None:
-            progress(i + 1, n)
     return explanations[0] if single else explanations
+
+
+def _numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.is_floating_point() else value).numpy()
+    return np.asarray(value)
+
+
+def _is_image_argument(value: Any) -> bool:
+    """A ``hide=`` value that is an image to preprocess (not a number or a keyword)."""
+    if isinstance(value, str):
+        try:
+            float(value)
+            return False
+        except ValueError:
+            return value not in ("mean", "blur", "noise")
+    return is_raw_image(value) and not isinstance(value, (int, float))
 
 
 def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

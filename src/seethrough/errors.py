@@ -25,6 +25,7 @@ __all__ = [
     "WeightsUnavailableError",
     "WeightsMismatchError",
     "MethodNotApplicableError",
+    "CancelledError",
     "suggest",
 ]
 
@@ -79,6 +80,10 @@ class WeightsMismatchError(SeethroughError, ValueError):
 
 class MethodNotApplicableError(SeethroughError, ValueError):
     """A method cannot run on this model or layer (for example CAM without a GAP + linear head)."""
+
+
+class CancelledError(SeethroughError):
+    """A long computation was cancelled through its progress callback (no state is left behind)."""
 
 
 def suggest(name: str, candidates: Iterable[str], n: int = 5) -> str:

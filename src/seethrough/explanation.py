@@ -57,6 +57,8 @@ class Explanation:
         seed: random seed used, for stochastic methods.
         extras: further arrays a method family adds (``segments``, ``weights``,
             ``attributions``, ...).
+        stats: scalars a method reports about its own result (``r2`` of LIME's local fit,
+            ``base_value`` of Kernel SHAP, ...).
         created: UTC time stamp, ISO 8601.
     """
 
@@ -75,6 +77,7 @@ class Explanation:
     preprocessing: str | None = None
     seed: int | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -124,6 +127,7 @@ class Explanation:
             "created": self.created,
             "shapes": {"raw": list(self.raw.shape), "map": list(self.map.shape)},
             "extras": sorted(self.extras),
+            "stats": _jsonable(self.stats),
             "libraries": library_versions(),
         }
 
@@ -174,7 +178,7 @@ class Explanation:
             k: manifest.get(k)
             for k in (
                 "method", "target", "label", "probability", "layer", "params", "seconds",
-                "model", "preprocessing", "seed", "created",
+                "model", "preprocessing", "seed", "created", "stats",
             )
         }
         score = manifest.get("score")

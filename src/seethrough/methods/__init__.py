@@ -1,6 +1,6 @@
 """Explanation methods. Importing this package registers every built-in method."""
 
-from . import cam  # noqa: F401  (registers the CAM family)
+from . import cam, perturbation  # noqa: F401  (importing registers each family)
 from .base import Context, Method, MethodResult
 
 __all__ = ["Method", "MethodResult", "Context"]

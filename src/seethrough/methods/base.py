@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,7 +16,10 @@ from ..core.state import floating_dtype, no_param_grads, preserved_state
 from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
 from ..registry import Param, get_method
 
-__all__ = ["Method", "MethodResult", "Context", "RELU"]
+__all__ = ["Method", "MethodResult", "Context", "Progress", "RELU"]
+
+Progress = Callable[[int, int], object]
+"""``progress(done, total)``, called by long methods between batches; returning ``False`` cancels."""
 
 RELU = Param("relu", True, "keep only the positive evidence (ReLU), as the paper does", bool)
 
@@ -32,7 +36,9 @@ class MethodResult:
         probabilities: softmax probability of the explained class ``(N,)``, or ``None``.
         target: the resolved targets.
         layer: name of the layer used, if any.
-        extras: further per-sample arrays (leading dimension N) a family adds.
+        extras: further per-sample arrays a family adds: a tensor with N first, or a list of N
+            arrays (when their shapes differ between samples).
+        stats: per-sample scalars a method reports (fit quality, completeness gap, ...).
     """
 
     raw: torch.Tensor
@@ -41,7 +47,8 @@ class MethodResult:
     probabilities: torch.Tensor | None
     target: ResolvedTarget
     layer: str | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor | Sequence[np.ndarray]] = field(default_factory=dict)
+    stats: Sequence[dict[str, float]] | None = None
 
 
 @dataclass
@@ -54,6 +61,21 @@ class Context:
     class_index: ClassIndexer | None
     layer: str | None = None
     layer_module: nn.Module | None = None
+    images: Sequence[np.ndarray | None] | None = None
+    progress: Progress | None = None
+
+    def image(self, i: int) -> np.ndarray:
+        """Sample ``i`` as the uint8 (H, W, 3) image the model sees (for segmentation, display).
+
+        The caller's display image when it gave one, else the input min-max scaled per image.
+        """
+        if self.images is not None and self.images[i] is not None:
+            return np.asarray(self.images[i])
+        x = self.x[i].detach().float()
+        x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        return (x[:3].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on ``x`` as one tensor (tuples, dicts, ``.logits`` unwrapped)."""
@@ -69,7 +91,8 @@ class Context:
         mapped: torch.Tensor,
         output: torch.Tensor,
         target: ResolvedTarget,
-        **extras: torch.Tensor,
+        stats: Sequence[dict[str, float]] | None = None,
+        **extras: torch.Tensor | Sequence[np.ndarray],
     ) -> MethodResult:
         """Package a method's maps with the scores and probabilities of the clean output."""
         output = output.detach()
@@ -79,7 +102,7 @@ class Context:
             idx = torch.tensor(target.classes, device=output.device).view(-1, 1)
             probs = output.float().softmax(1).gather(1, idx).squeeze(1)
         return MethodResult(
-            raw.detach(), mapped.detach(), scores, probs, target, self.layer, dict(extras)
+            raw.detach(), mapped.detach(), scores, probs, target, self.layer, dict(extras), stats
         )
 
 
@@ -112,12 +135,33 @@ class Method:
         layer: LayerRef = None,
         default_layer: str | None = None,
         class_index: ClassIndexer | None = None,
+        images: Sequence[np.ndarray | None] | None = None,
+        progress: Progress | None = None,
     ) -> MethodResult:
-        """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``."""
+        """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``.
+
+        Args:
+            model: the network.
+            x: model input.
+            target: see :func:`~seethrough.core.targets.resolve_target`.
+            layer: layer name or module, for methods that need one.
+            default_layer: the layer to use when ``layer`` is ``None``.
+            class_index: resolves class labels to indices.
+            images: the uint8 images the model sees, one per sample (for segmentation).
+            progress: ``progress(done, total)`` callback; returning ``False`` cancels the call
+                with :class:`~seethrough.errors.CancelledError`.
+        """
         device = next((t.device for t in model.parameters()), x.device)
         with preserved_state(model):
             no_param_grads(model)
-            ctx = Context(model, x.detach().to(device, floating_dtype(model)), target, class_index)
+            ctx = Context(
+                model,
+                x.detach().to(device, floating_dtype(model)),
+                target,
+                class_index,
+                images=images,
+                progress=progress,
+            )
             if self.needs_layer:
                 ctx.layer, ctx.layer_module = resolve_layer(model, layer, ctx.x, default_layer)
             return self.run(ctx)

@@ -1,0 +1,114 @@
+"""The pipeline shared by the perturbation family: per image, hide parts, score, summarise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...core.targets import ResolvedTarget
+from ...errors import MethodNotApplicableError
+from ..base import Context, Method, MethodResult
+from .engine import BATCH_SIZE, HIDE, SCORE, SEED, Ticker, auto_batch_size, evaluate, hidden_image
+
+__all__ = ["PerturbationMethod", "Sample", "Single"]
+
+
+@dataclass
+class Sample:
+    """One image of the batch, ready to be perturbed.
+
+    Attributes:
+        index: position in the batch.
+        x: model input ``(1, C, H, W)``.
+        hidden: replacement image ``(1, C, H, W)``.
+        image: the uint8 image the model sees (for segmentation).
+        score: model output to scores ``(B, T)`` of the explained targets (column 0 = the target).
+        classes: class index of each column (``None`` for a callable target).
+        generator: this image's seeded random generator.
+    """
+
+    index: int
+    x: torch.Tensor
+    hidden: torch.Tensor
+    image: np.ndarray
+    score: Callable[[torch.Tensor], torch.Tensor]
+    classes: list[int | None]
+    generator: torch.Generator
+
+
+@dataclass
+class Single:
+    """What a method computed for one image: map ``(H, W)``, extra arrays, scalar stats."""
+
+    map: torch.Tensor
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class PerturbationMethod(Method):
+    """Shared pipeline: one clean forward, then per image a seeded run of masked evaluations.
+
+    Every image uses a fresh generator seeded with ``seed``, so an image gets the same
+    explanation alone or in a batch, and the same seed gives the same result bit for bit.
+    """
+
+    family = "perturbation"
+    needs_gradients = False
+    params = (HIDE, SCORE, BATCH_SIZE, SEED)
+    extra_targets = 0  # variants that explain several classes at once raise this per call
+
+    def run(self, ctx: Context) -> MethodResult:
+        """Clean forward, resolve targets, explain each image, stack the maps."""
+        with torch.no_grad():
+            output = ctx.forward(ctx.x)
+        target = ctx.resolve(output)
+        batch = self.params["batch_size"] or auto_batch_size(ctx)
+        ticker = Ticker(ctx, self.evaluations(ctx) * ctx.x.shape[0])
+        singles = [
+            self.explain_one(ctx, self._sample(ctx, i, output, target), batch, ticker)
+            for i in range(ctx.x.shape[0])
+        ]
+        maps = torch.stack([s.map.float().cpu() for s in singles])
+        extras = {k: [s.extras[k] for s in singles] for k in singles[0].extras}
+        return ctx.result(maps, maps, output, target, stats=[s.stats for s in singles], **extras)
+
+    def _sample(
+        self, ctx: Context, i: int, output: torch.Tensor, target: ResolvedTarget
+    ) -> Sample:
+        generator = torch.Generator().manual_seed(self.params["seed"])
+        x = ctx.x[i : i + 1]
+        hidden = hidden_image(x, self.params["hide"], generator)
+        primary = target.classes[i]
+        if primary is None:
+            row = target.row(i)
+            return Sample(i, x, hidden, ctx.image(i), lambda out: row(out)[:, None], [None], generator)
+        if output.dim() != 2:
+            raise MethodNotApplicableError(
+                f"{self.name} with a class target needs (N, classes) model outputs; got "
+                f"{tuple(output.shape)}: pass a callable target"
+            )
+        ranked = [int(c) for c in output[i].argsort(descending=True) if int(c) != primary]
+        classes = [primary, *ranked[: self.extra_targets]]
+        idx = torch.tensor(classes, device=output.device)
+        if self.params["score"] == "probability":
+            score = lambda out: out.softmax(dim=1)[:, idx]  # noqa: E731
+        else:
+            score = lambda out: out[:, idx]  # noqa: E731
+        return Sample(i, x, hidden, ctx.image(i), score, list(classes), generator)
+
+    def scores(
+        self, ctx: Context, s: Sample, masks: object, batch: int, ticker: Ticker
+    ) -> torch.Tensor:
+        """Scores ``(M, T)`` of ``s`` under ``masks`` (see :func:`.engine.evaluate`)."""
+        return evaluate(ctx, s.x, s.hidden, masks, s.score, batch, ticker)  # type: ignore[arg-type]
+
+    def evaluations(self, ctx: Context) -> int:
+        """Model evaluations per image (for the progress total)."""
+        raise NotImplementedError
+
+    def explain_one(self, ctx: Context, s: Sample, batch: int, ticker: Ticker) -> Single:
+        """Explain one image."""
+        raise NotImplementedError

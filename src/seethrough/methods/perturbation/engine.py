@@ -1,0 +1,217 @@
+"""One batched engine that every perturbation method uses to evaluate the model on masked inputs.
+
+A perturbed input is ``x * m + hidden * (1 - m)`` for a mask ``m`` in [0, 1] (1 keeps a pixel,
+0 replaces it by the same pixel of the ``hidden`` image). Masks come from a :class:`MaskSource`
+that builds them one batch at a time with tensor operations (no Python loop over pixels), so a
+run of thousands of evaluations never holds all masks at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import CancelledError, InvalidParameterError
+from ...registry import Param
+from ..base import Context
+
+__all__ = [
+    "MaskSource",
+    "FeatureMasks",
+    "PixelMasks",
+    "Ticker",
+    "evaluate",
+    "hidden_image",
+    "auto_batch_size",
+    "HIDE",
+    "BATCH_SIZE",
+    "SEED",
+    "SCORE",
+]
+
+HIDE = Param(
+    "hide",
+    0.0,
+    "what replaces hidden pixels: a number in model-input space (0 = the dataset's mean colour "
+    "for normalised inputs), 'mean' (the image's channel means), 'blur', 'noise', or an image",
+    object,
+)
+BATCH_SIZE = Param(
+    "batch_size", 0, "perturbed images per forward pass (0: chosen to fit memory)", int, min=0
+)
+SEED = Param("seed", 0, "seed of the random generator (same seed, same result, bit for bit)", int)
+SCORE = Param(
+    "score",
+    "probability",
+    "what is explained for a class target: its softmax 'probability' or its 'logit'",
+    str,
+    choices=("probability", "logit"),
+)
+
+
+class MaskSource(Protocol):
+    """Masks ``(B, H, W)`` in [0, 1], built on demand one batch at a time."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, start: int, stop: int) -> torch.Tensor: ...
+
+
+@dataclass
+class FeatureMasks:
+    """Masks from feature indicators: pixel ``(h, w)`` takes ``z[:, segments[h, w]]``.
+
+    Attributes:
+        z: ``(M, F)`` feature indicators or soft weights (1 = keep the feature).
+        segments: ``(H, W)`` integer labels in ``0..F-1``.
+    """
+
+    z: torch.Tensor
+    segments: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.z.shape[0]
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """Index the indicators by the label image: one gather, no loop."""
+        return self.z[start:stop][:, self.segments]
+
+
+@dataclass
+class PixelMasks:
+    """Masks given directly at pixel level, ``(M, H, W)``."""
+
+    masks: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.masks.shape[0]
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """A slice of the stored masks."""
+        return self.masks[start:stop]
+
+
+class Ticker:
+    """Counts model evaluations for the progress callback; a ``False`` answer cancels."""
+
+    def __init__(self, ctx: Context, total: int) -> None:
+        self.callback = ctx.progress
+        self.total = total
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        """Record ``n`` more evaluations; raise ``CancelledError`` if the callback says stop."""
+        self.done += n
+        if self.callback is not None and self.callback(self.done, self.total) is False:
+            raise CancelledError(f"cancelled after {self.done} of {self.total} model evaluations")
+
+
+def auto_batch_size(ctx: Context) -> int:
+    """A batch size that fits memory: probed on CUDA, scaled by input size on the CPU.
+
+    On a GPU one forward of a single input measures the peak memory per image, and the batch
+    uses at most half of the free memory (at most 256). On the CPU batching gains little, so
+    32 images of 224x224 (fewer for larger inputs) keep memory modest.
+    """
+    x = ctx.x[:1]
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        with torch.no_grad():
+            ctx.forward(x)
+        per_image = max(torch.cuda.max_memory_allocated(x.device) - base, 1)
+        free, _ = torch.cuda.mem_get_info(x.device)
+        return int(max(1, min(256, free // 2 // per_image)))
+    return int(max(1, min(64, 32 * 3 * 224 * 224 // x[0].numel())))
+
+
+def hidden_image(
+    x: torch.Tensor, hide: object, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The replacement image ``(1, C, H, W)`` for one input ``x`` ``(1, C, H, W)``.
+
+    Args:
+        x: the model input of one image.
+        hide: a number (model-input space), ``"mean"`` (per-channel mean of ``x``), ``"blur"``
+            (Gaussian blur with sigma = max(H, W) / 16), ``"noise"`` (standard normal noise in
+            model-input space, from ``generator``), or a tensor ``(C, H, W)`` / ``(1, C, H, W)``.
+        generator: random generator for ``"noise"``.
+    """
+    if isinstance(hide, torch.Tensor):
+        image = hide.to(x.device, x.dtype)
+        image = image.unsqueeze(0) if image.dim() == 3 else image[:1]
+        if image.shape[1:] != x.shape[1:]:
+            raise InvalidParameterError(
+                f"hide image has shape {tuple(image.shape[1:])}; the model input is {tuple(x.shape[1:])}"
+            )
+        return image
+    if isinstance(hide, str):
+        if hide == "mean":
+            return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+        if hide == "blur":
+            sigma = max(x.shape[-2:]) / 16
+            return _gaussian_blur(x, sigma)
+        if hide == "noise":
+            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+            return noise.to(x.device, x.dtype)
+        try:
+            hide = float(hide)
+        except ValueError:
+            raise InvalidParameterError(
+                f"hide={hide!r}: use a number, 'mean', 'blur', 'noise' or an image"
+            ) from None
+    if isinstance(hide, (int, float)) and math.isfinite(hide):
+        return torch.full_like(x, float(hide))
+    raise InvalidParameterError(f"hide={hide!r}: use a number, 'mean', 'blur', 'noise' or an image")
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def evaluate(
+    ctx: Context,
+    x: torch.Tensor,
+    hidden: torch.Tensor,
+    masks: MaskSource,
+    score: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    ticker: Ticker | None = None,
+) -> torch.Tensor:
+    """Scores of every perturbation: ``score(model(x * m + hidden * (1 - m)))`` for each mask.
+
+    Args:
+        ctx: the call's context (model and output adapter).
+        x: one model input ``(1, C, H, W)``.
+        hidden: its replacement image ``(1, C, H, W)``.
+        masks: the masks, built batch by batch.
+        score: model output ``(B, ...)`` to scores ``(B, T)`` (several targets at once).
+        batch_size: perturbed inputs per forward pass.
+        ticker: progress counter, advanced after each batch (and the cancellation point).
+
+    Returns:
+        ``(M, T)`` scores in float64 on the CPU.
+    """
+    rows = []
+    delta = x - hidden
+    with torch.no_grad():
+        for start in range(0, len(masks), batch_size):
+            stop = min(start + batch_size, len(masks))
+            m = masks.batch(start, stop).to(x.device, x.dtype).unsqueeze(1)
+            rows.append(score(ctx.forward(hidden + delta * m)).double().cpu())
+            if ticker is not None:
+                ticker.advance(stop - start)
+    return torch.cat(rows)

@@ -1,0 +1,51 @@
+"""LIME on superpixels."""
+
+from __future__ import annotations
+
+import torch
+
+from ...registry import Param, register_method
+from .surrogate import Fit, SurrogateMethod, weighted_ridge
+
+
+@register_method
+class Lime(SurrogateMethod):
+    """A weighted ridge model of the score on which superpixels are kept.
+
+    Ribeiro, Singh & Guestrin, "Why Should I Trust You?: Explaining the Predictions of Any
+    Classifier", KDD 2016. Coalitions ``z`` keep each superpixel with probability 1/2 (the first
+    keeps all, as in the ``lime`` package); each is weighted by an exponential kernel on its
+    cosine distance to the full image::
+
+        d(z) = 1 - |z| / (sqrt(|z|) sqrt(F))        (cosine distance to the all-ones vector)
+        pi(z) = sqrt(exp(-d^2 / width^2))           (lime's image kernel, width 0.25)
+        min_{b, beta} sum_z pi(z) (f(z) - b - beta.z)^2 + alpha |beta|^2
+
+    ``.weights`` holds ``beta`` (one value per superpixel; one row per class with
+    ``top_labels``), ``.stats["r2"]`` the weighted R^2 of the local fit: how well a linear
+    model of the superpixels explains the model here (low values: do not trust the weights).
+    """
+
+    name = "lime"
+    title = "LIME"
+    paper = "Ribeiro et al., KDD 2016"
+    params = (
+        *SurrogateMethod.params,
+        Param("kernel_width", 0.25, "width of the exponential kernel on cosine distance", float, min=1e-6),
+        Param("alpha", 1.0, "ridge penalty of the local linear model", float, min=0),
+    )
+
+    def coalitions(self, n_features: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform random coalitions, the first one full, weighted by the cosine kernel."""
+        n = self.params["n_samples"]
+        z = (torch.rand(n, n_features, generator=generator, dtype=torch.float64) < 0.5).double()
+        z[0] = 1
+        kept = z.sum(1)
+        cosine = torch.where(kept > 0, kept.sqrt() / n_features**0.5, torch.zeros_like(kept))
+        distance = 1 - cosine
+        return z, torch.exp(-(distance**2) / self.params["kernel_width"] ** 2).sqrt()
+
+    def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
+        """Weighted ridge with intercept; R^2 of the primary target in the stats."""
+        coef, intercept, r2 = weighted_ridge(z, y, weights, self.params["alpha"])
+        return Fit(coef, intercept, {"r2": float(r2[0]), "intercept": float(intercept[0])})

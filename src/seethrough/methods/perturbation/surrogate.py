@@ -1,0 +1,109 @@
+"""Local surrogate models over features: the machinery LIME and Kernel SHAP share.
+
+Per image: segment it into F features, draw coalitions ``z`` in {0, 1}^F (1 keeps a feature),
+evaluate the model on each masked image in batches, and fit a linear model of the scores on ``z``.
+A variant says how coalitions are drawn and weighted (:meth:`coalitions`) and how the linear
+model is fitted (:meth:`fit`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...registry import Param
+from ..base import Context
+from .base import PerturbationMethod, Sample, Single
+from .engine import FeatureMasks, Ticker
+from .segmentation import SEGMENT_PARAMS, segment
+
+__all__ = ["SurrogateMethod", "Fit", "N_SAMPLES", "TOP_LABELS"]
+
+N_SAMPLES = Param("n_samples", 1000, "model evaluations per image", int, min=1)
+TOP_LABELS = Param(
+    "top_labels",
+    1,
+    "explain this many classes at once (the target, then the next most likely); free: "
+    "the same evaluations serve every class, one row of .weights each",
+    int,
+    min=1,
+)
+
+
+@dataclass
+class Fit:
+    """A fitted linear surrogate: ``score ~ intercept + coef @ z`` for each of T targets."""
+
+    coef: torch.Tensor  # (T, F)
+    intercept: torch.Tensor  # (T,)
+    stats: dict[str, float]
+
+
+class SurrogateMethod(PerturbationMethod):
+    """Segment, sample coalitions, evaluate in batches, fit a linear model per target."""
+
+    params = (*SEGMENT_PARAMS, N_SAMPLES, TOP_LABELS, *PerturbationMethod.params)
+
+    def __init__(self, **params: object) -> None:
+        super().__init__(**params)
+        self.extra_targets = self.params["top_labels"] - 1
+
+    def evaluations(self, ctx: Context) -> int:
+        """``n_samples`` per image."""
+        return self.params["n_samples"]
+
+    def explain_one(self, ctx: Context, s: Sample, batch: int, ticker: Ticker) -> Single:
+        """Segment, sample, evaluate, fit; the map paints each segment with its weight."""
+        p = self.params
+        labels = segment(
+            s.image,
+            p["segments"],
+            n_segments=p["n_segments"],
+            compactness=p["compactness"],
+            kernel_size=p["kernel_size"],
+            scale=p["scale"],
+        )
+        n_features = int(labels.max()) + 1
+        z, weights = self.coalitions(n_features, s.generator)
+        ticker.total += len(z) - self.evaluations(ctx)  # exact enumeration may need fewer
+        segments = torch.from_numpy(labels).long().to(s.x.device)
+        y = self.scores(ctx, s, FeatureMasks(z.to(s.x.dtype).to(s.x.device), segments), batch, ticker)
+        fit = self.fit(z, weights, y)
+        coef = fit.coef.float()
+        extras = {
+            "segments": labels,
+            "weights": coef.numpy() if len(coef) > 1 else coef[0].numpy(),
+            "intercept": fit.intercept.float().numpy(),
+            "classes": np.array([-1 if c is None else c for c in s.classes]),
+        }
+        return Single(coef[0][segments.cpu()], extras, {"features": float(n_features), **fit.stats})
+
+    def coalitions(self, n_features: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coalitions ``(M, F)`` (float64, 1 = feature kept) and their regression weights ``(M,)``."""
+        raise NotImplementedError
+
+    def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
+        """Fit the surrogate to scores ``y`` ``(M, T)``."""
+        raise NotImplementedError
+
+
+def weighted_ridge(
+    z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted ridge regression with an unpenalised intercept, for every column of ``y``.
+
+    Minimises ``sum_i w_i (y_i - b - z_i beta)^2 + alpha |beta|^2`` (what scikit-learn's
+    ``Ridge(alpha).fit(z, y, sample_weight=w)`` solves). Returns ``(coef (T, F), intercept (T,),
+    r2 (T,))`` with ``r2`` the weighted coefficient of determination on the samples.
+    """
+    wn = w / w.sum()
+    zm, ym = wn @ z, wn @ y
+    zc, yc = z - zm, y - ym
+    gram = zc.T @ (w[:, None] * zc) + alpha * torch.eye(z.shape[1], dtype=z.dtype)
+    beta = torch.linalg.solve(gram, zc.T @ (w[:, None] * yc))  # (F, T)
+    ss_res = (wn[:, None] * (yc - zc @ beta) ** 2).sum(0)
+    ss_tot = (wn[:, None] * yc**2).sum(0)
+    r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300), torch.zeros_like(ss_tot))
+    return beta.T, ym - zm @ beta, r2
