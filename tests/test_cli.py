@@ -52,7 +52,9 @@ def test_predict(capsys):
 
 
 def test_explain_writes_outputs(capsys, tmp_path):
-    code, _, err = cli(capsys, "explain", "sample:chelsea", "--method", "gradcam,cam", "--out", str(tmp_path))
+    code, _, err = cli(
+        capsys, "explain", "sample:chelsea", "--method", "gradcam,cam", "--out", str(tmp_path)
+    )
     assert code == 0, err
     folder = tmp_path / "chelsea"
     for stem in ("gradcam", "cam"):
@@ -66,8 +68,19 @@ def test_explain_writes_outputs(capsys, tmp_path):
 
 def test_explain_param_and_target(capsys, tmp_path):
     code, _, err = cli(
-        capsys, "explain", "sample:coffee", "--method", "gradcam", "--target", "cup",
-        "--param", "relu=false", "--layer", "blocks.6", "--out", str(tmp_path),
+        capsys,
+        "explain",
+        "sample:coffee",
+        "--method",
+        "gradcam",
+        "--target",
+        "cup",
+        "--param",
+        "relu=false",
+        "--layer",
+        "blocks.6",
+        "--out",
+        str(tmp_path),
     )
     assert code == 0, err
     manifest = json.loads((tmp_path / "coffee" / "gradcam.json").read_text())
@@ -81,7 +94,9 @@ def test_folder_with_a_bad_file_explains_the_others(capsys, tmp_path):
     Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "red.png")
     Image.new("L", (40, 40), 128).save(folder / "gray.jpg")
     (folder / "notes.jpg").write_text("this is not an image")
-    code, _, err = cli(capsys, "explain", str(folder), "--method", "gradcam", "--out", str(tmp_path / "out"))
+    code, _, err = cli(
+        capsys, "explain", str(folder), "--method", "gradcam", "--out", str(tmp_path / "out")
+    )
     assert code == 2
     assert "notes.jpg" in err and "Traceback" not in err
     assert (tmp_path / "out" / "red" / "gradcam.npz").exists()
@@ -101,7 +116,10 @@ def test_folder_with_a_bad_file_explains_the_others(capsys, tmp_path):
         (["explain", "sample:chelsea", "--std", "0,1,1"], ["std"]),
         (["explain", "sample:nothing"], ["nothing"]),
         (["explain", "missing-file.png"], ["missing-file.png"]),
-        (["predict", "sample:chelsea", "--model", "alexnet", "--weights", "missing.safetensors"], ["missing.safetensors"]),
+        (
+            ["predict", "sample:chelsea", "--model", "alexnet", "--weights", "missing.safetensors"],
+            ["missing.safetensors"],
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, words):
@@ -126,7 +144,9 @@ def test_console_script_runs_as_a_process(tmp_path):
     bad.write_text("hello")
     proc = subprocess.run(
         [sys.executable, "-m", "seethrough.cli.main", "predict", str(bad)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr

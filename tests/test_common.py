@@ -100,7 +100,7 @@ def test_batch_equals_per_image(method, tiny, tiny_input):
 def test_finite_deterministic_and_described(method, tiny, tiny_input):
     first = run(tiny, tiny_input, method)
     second = run(tiny, tiny_input, method)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert np.isfinite(a.raw).all() and np.isfinite(a.map).all()
         assert a.map.shape == tiny_input.shape[-2:]
         assert a.raw.dtype == np.float32 and a.map.dtype == np.float32
@@ -138,7 +138,7 @@ class DictOut(TupleOut):
 def test_tuple_and_dict_outputs(method, wrapper, tiny, tiny_input):
     plain = run(tiny, tiny_input, method, layer="features")
     wrapped = run(wrapper(tiny), tiny_input, method, layer="inner.features")
-    for a, b in zip(plain, wrapped):
+    for a, b in zip(plain, wrapped, strict=True):
         np.testing.assert_allclose(a.raw, b.raw, rtol=1e-5, atol=1e-7)
 
 

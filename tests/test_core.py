@@ -25,10 +25,14 @@ from seethrough.errors import (
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("resnet18", "layer4"), ("vgg11", "features"), ("densenet121", "features"),
-     ("mobilenet_v2", "features"),
-     # fully convolutional: the last spatial map is the 1000-channel class map before pooling
-     ("squeezenet1_1", "classifier.2")],
+    [
+        ("resnet18", "layer4"),
+        ("vgg11", "features"),
+        ("densenet121", "features"),
+        ("mobilenet_v2", "features"),
+        # fully convolutional: the last spatial map is the 1000-channel class map before pooling
+        ("squeezenet1_1", "classifier.2"),
+    ],
 )
 def test_default_layer_is_the_last_spatial_one(name, expected):
     model = torchvision.models.get_model(name, weights=None).eval()
@@ -100,7 +104,7 @@ def test_explain_accepts_every_image_kind(lite0, tmp_path):
     gray = Image.fromarray(rgb.mean(axis=2).astype(np.uint8))
     rgba = Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
     palette = Image.fromarray(rgb).convert("P")
-    wide = (rgb.astype(np.uint16) * 257)
+    wide = rgb.astype(np.uint16) * 257
     path = tmp_path / "coffee.png"
     Image.fromarray(rgb).save(path)
     inputs = [str(path), path, Image.fromarray(rgb), rgb, rgb / 255.0, gray, rgba, palette, wide]
@@ -110,7 +114,9 @@ def test_explain_accepts_every_image_kind(lite0, tmp_path):
         assert e.map.shape == (224, 224) and e.image.shape == (224, 224, 3)
         assert e.label in {"espresso", "cup", "coffee mug"}
     for item in (rgba, rgb, wide):
-        np.testing.assert_allclose(seethrough.explain(lite0, item, "gradcam").raw, reference.raw, atol=1e-4)
+        np.testing.assert_allclose(
+            seethrough.explain(lite0, item, "gradcam").raw, reference.raw, atol=1e-4
+        )
     batch = seethrough.explain(lite0, [rgb, gray], "gradcam")
     assert len(batch) == 2
 

@@ -16,13 +16,27 @@ def test_save_load_round_trip(lite0, tmp_path):
     e = seethrough.explain(lite0, "sample:chelsea", "xgradcam", relu=False)
     e.extras["weights"] = np.arange(5, dtype=np.float32)
     paths = e.save(tmp_path, stem="cat xgradcam")
-    assert {p.name for p in paths.values()} == {"cat_xgradcam.npz", "cat_xgradcam.json", "cat_xgradcam.png"}
+    assert {p.name for p in paths.values()} == {
+        "cat_xgradcam.npz",
+        "cat_xgradcam.json",
+        "cat_xgradcam.png",
+    }
     back = Explanation.load(paths["json"])
     np.testing.assert_array_equal(back.raw, e.raw)
     np.testing.assert_array_equal(back.map, e.map)
     np.testing.assert_array_equal(back.image, e.image)
     np.testing.assert_array_equal(back.weights, e.weights)
-    for attr in ("method", "target", "label", "score", "probability", "layer", "params", "model", "preprocessing"):
+    for attr in (
+        "method",
+        "target",
+        "label",
+        "score",
+        "probability",
+        "layer",
+        "params",
+        "model",
+        "preprocessing",
+    ):
         assert getattr(back, attr) == getattr(e, attr), attr
     assert Explanation.load(paths["npz"]).method == "xgradcam"
     assert (back.raw < 0).any(), "relu=False keeps the signed map"
@@ -31,7 +45,9 @@ def test_save_load_round_trip(lite0, tmp_path):
 def test_manifest_content(lite0, tmp_path):
     e = seethrough.explain(lite0, "sample:coffee", "scorecam", batch_size=128)
     manifest = json.loads(e.save(tmp_path)["json"].read_text())
-    assert manifest["format"] == "seethrough.explanation" and manifest["version"] == MANIFEST_VERSION
+    assert (
+        manifest["format"] == "seethrough.explanation" and manifest["version"] == MANIFEST_VERSION
+    )
     assert manifest["params"] == {"relu": True, "batch_size": 128}
     assert manifest["label"] == "espresso" and manifest["layer"] == "bn2"
     assert {"python", "seethrough", "torch", "numpy"} <= set(manifest["libraries"])
@@ -46,7 +62,9 @@ def test_caption(lite0):
 
 
 def test_load_refuses_newer_or_foreign_manifests(tmp_path):
-    e = Explanation(raw=np.zeros((2, 2), np.float32), map=np.zeros((4, 4), np.float32), method="gradcam")
+    e = Explanation(
+        raw=np.zeros((2, 2), np.float32), map=np.zeros((4, 4), np.float32), method="gradcam"
+    )
     path = e.save(tmp_path)["json"]
     manifest = json.loads(path.read_text())
     path.write_text(json.dumps({**manifest, "version": MANIFEST_VERSION + 1}))

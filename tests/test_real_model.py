@@ -29,7 +29,9 @@ def test_coffee_is_espresso(lite0):
     assert lite0.predict("sample:coffee", k=1)[0].label == "espresso"
 
 
-@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"])
+@pytest.mark.parametrize(
+    "method", ["cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"]
+)
 def test_map_mass_lies_on_the_cat(squashed, method):
     e = seethrough.explain(squashed, "sample:chelsea", method)
     assert e.label in CAT_CLASSES
@@ -45,7 +47,9 @@ def test_cam_equals_gradcam_on_the_real_head(lite0):
     cam = seethrough.explain(lite0, "sample:coffee", "cam")
     grad = seethrough.explain(lite0, "sample:coffee", "gradcam")
     h, w = cam.raw.shape
-    np.testing.assert_allclose(grad.raw * h * w, cam.raw, rtol=1e-3, atol=1e-3 * np.abs(cam.raw).max())
+    np.testing.assert_allclose(
+        grad.raw * h * w, cam.raw, rtol=1e-3, atol=1e-3 * np.abs(cam.raw).max()
+    )
 
 
 def test_explain_by_label_and_class_index(lite0):

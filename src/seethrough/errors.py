@@ -8,8 +8,8 @@ keeps working.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import difflib
+from collections.abc import Iterable
 
 __all__ = [
     "SeethroughError",

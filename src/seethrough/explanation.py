@@ -94,8 +94,10 @@ class Explanation:
 
     def caption(self) -> str:
         """Three short lines: method, explained class with probability, seconds."""
-        what = self.label if self.label is not None else (
-            f"class {self.target}" if self.target is not None else "custom target"
+        what = (
+            self.label
+            if self.label is not None
+            else (f"class {self.target}" if self.target is not None else "custom target")
         )
         prob = f" {self.probability:.2f}" if self.probability is not None else ""
         return f"{self.title}\n{what}{prob}\n{self.seconds:.3f} s"
@@ -177,8 +179,18 @@ class Explanation:
         fields = {
             k: manifest.get(k)
             for k in (
-                "method", "target", "label", "probability", "layer", "params", "seconds",
-                "model", "preprocessing", "seed", "created", "stats",
+                "method",
+                "target",
+                "label",
+                "probability",
+                "layer",
+                "params",
+                "seconds",
+                "model",
+                "preprocessing",
+                "seed",
+                "created",
+                "stats",
             )
         }
         score = manifest.get("score")

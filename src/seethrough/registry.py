@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Param", "MethodInfo", "register_method", "get_method", "list_methods", "families"]
 
+
 @dataclass(frozen=True)
 class Param:
     """One parameter of a method: name, default, help text, type and allowed values."""
@@ -70,6 +71,7 @@ class Param:
             raise InvalidParameterError(f"{self.name}={value!r}: must be <= {self.max}")
         return converted
 
+
 @dataclass(frozen=True)
 class MethodInfo:
     """Registry record of one explanation method."""
@@ -110,7 +112,9 @@ class MethodInfo:
             values[key] = self.param(key).validate(value)
         return values
 
+
 _METHODS: dict[str, MethodInfo] = {}
+
 
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: add a :class:`~seethrough.methods.base.Method` subclass to the registry."""
@@ -132,8 +136,10 @@ def register_method(cls: type[Method]) -> type[Method]:
     _METHODS[info.name] = info
     return cls
 
+
 def _ensure_loaded() -> None:
     from . import methods  # noqa: F401  (importing registers the built-in methods)
+
 
 def get_method(name: str) -> MethodInfo:
     """The registered method called ``name`` (case-insensitive); ``UnknownMethodError`` if none."""
@@ -146,6 +152,7 @@ def get_method(name: str) -> MethodInfo:
         )
     return _METHODS[key]
 
+
 def list_methods(family: str | None = None, pattern: str | None = None) -> list[MethodInfo]:
     """Registered methods, in registration order, optionally filtered by family or name pattern."""
     _ensure_loaded()
@@ -155,6 +162,7 @@ def list_methods(family: str | None = None, pattern: str | None = None) -> list[
         if (family is None or m.family == family)
         and (pattern is None or fnmatch.fnmatch(m.name, pattern))
     ]
+
 
 def families() -> list[str]:
     """Method families present in the registry, in registration order."""

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .. import errors
 from ..api import explain as explain_api
@@ -30,12 +31,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# user text (paths, labels) is printed as is: no emoji codes (sample:coffee:), no markup
+console = Console(emoji=False, highlight=False)
+err_console = Console(stderr=True, emoji=False, highlight=False)
 
 DEMO_METHODS = ("cam", "gradcam", "gradcam++")
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name or file (see `seethrough models`).")]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Model name or file (see `seethrough models`).")
+]
 WeightsOpt = Annotated[
     str, typer.Option(help="'default' (pretrained), 'none' (random) or a weights file path.")
 ]
@@ -57,17 +61,35 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
     try:
         values = tuple(float(v) for v in text.replace(" ", "").split(","))
     except ValueError:
-        raise errors.InvalidParameterError(f"--{what} '{text}': expected three numbers like 0.5,0.5,0.5") from None
+        raise errors.InvalidParameterError(
+            f"--{what} '{text}': expected three numbers like 0.5,0.5,0.5"
+        ) from None
     if len(values) != 3:
-        raise errors.InvalidParameterError(f"--{what} '{text}': expected three numbers, got {len(values)}")
+        raise errors.InvalidParameterError(
+            f"--{what} '{text}': expected three numbers, got {len(values)}"
+        )
     return values  # type: ignore[return-value]
 
 
-def _load(model: str, weights: str, arch: str | None, size: int | None, mean: str | None,
-          std: str | None, resize: str | None, device: str) -> VisionModel:
+def _load(
+    model: str,
+    weights: str,
+    arch: str | None,
+    size: int | None,
+    mean: str | None,
+    std: str | None,
+    resize: str | None,
+    device: str,
+) -> VisionModel:
     return load_model(
-        model, weights=weights, arch=arch, size=size, mean=_triple(mean, "mean"),
-        std=_triple(std, "std"), resize=resize, device=device,  # type: ignore[arg-type]
+        model,
+        weights=weights,
+        arch=arch,
+        size=size,
+        mean=_triple(mean, "mean"),
+        std=_triple(std, "std"),
+        resize=resize,
+        device=device,  # type: ignore[arg-type]
     )
 
 
@@ -78,8 +100,11 @@ def _expand(inputs: Sequence[str]) -> list[str]:
         path = Path(item)
         if path.is_dir():
             files = sorted(
-                p for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
             )
             if not files:
                 raise errors.InvalidImageError(f"{path}: no image files in this folder")
@@ -117,7 +142,7 @@ def models_cmd(
     """List the models load_model() knows (bundled first, then torchvision, then timm)."""
     names = list_models(pattern, source=source)
     for name in names:
-        console.print(name, highlight=False)
+        console.print(name, markup=False)
     err_console.print(f"{len(names)} models", style="dim")
 
 
@@ -130,7 +155,9 @@ def methods_cmd(
     for col in ("name", "method", "family", "needs", "parameters (default)", "paper"):
         table.add_column(col)
     for m in list_methods(family=family):
-        needs = ", ".join(n for n, f in (("gradients", m.needs_gradients), ("layer", m.needs_layer)) if f)
+        needs = ", ".join(
+            n for n, f in (("gradients", m.needs_gradients), ("layer", m.needs_layer)) if f
+        )
         params = ", ".join(f"{p.name}={p.default}" for p in m.params)
         table.add_row(m.name, m.title, m.family, needs or "-", params or "-", m.paper)
     console.print(table)
@@ -170,14 +197,14 @@ def predict_cmd(
 ) -> None:
     """Print the top-k classes with probabilities for each image."""
     vm = _load(model, weights, arch, size, mean, std, resize, device)
-    console.print(f"preprocessing: {vm.preprocessing.describe()}", highlight=False)
+    console.print(f"preprocessing: {vm.preprocessing.describe()}", markup=False)
     failed = _for_each(_expand(images), lambda src: _print_predictions(vm, src, k))
     _finish(failed)
 
 
 def _print_predictions(vm: VisionModel, source: str, k: int) -> None:
     preds = vm.predict(load_image(source), k=k)
-    table = Table(title=source)
+    table = Table(title=Text(source))
     table.add_column("#")
     table.add_column("class")
     table.add_column("index")
@@ -193,10 +220,17 @@ def explain_cmd(
     model: ModelOpt = "efficientnet_lite0",
     weights: WeightsOpt = "default",
     arch: ArchOpt = None,
-    method: Annotated[str, typer.Option(help="Comma-separated method names (see `seethrough methods`).")] = "gradcam",
-    target: Annotated[str | None, typer.Option(help="Class index or label (default: top class).")] = None,
+    method: Annotated[
+        str, typer.Option(help="Comma-separated method names (see `seethrough methods`).")
+    ] = "gradcam",
+    target: Annotated[
+        str | None, typer.Option(help="Class index or label (default: top class).")
+    ] = None,
     layer: Annotated[str | None, typer.Option(help="Layer name (see `seethrough layers`).")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable).")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable)."),
+    ] = None,
     size: SizeOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
@@ -215,39 +249,61 @@ def explain_cmd(
     _explain_all(vm, sources, methods, _target(target), layer, params, out)
 
 
-def _explain_all(vm: VisionModel, sources: list[str], methods: list[str], target: int | str | None,
-                 layer: str | None, params: dict[str, str], out: Path) -> None:
+def _explain_all(
+    vm: VisionModel,
+    sources: list[str],
+    methods: list[str],
+    target: int | str | None,
+    layer: str | None,
+    params: dict[str, str],
+    out: Path,
+) -> None:
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     ) as bar:
         task = bar.add_task("explaining", total=len(sources) * len(methods))
+        evals = bar.add_task("model evaluations", total=None, visible=False)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(evals, completed=done, total=total, visible=done < total)
 
         def one(source: str) -> None:
             image = load_image(source)
             results = []
             for m in methods:
                 bar.update(task, description=f"{_stem(source)}: {m}")
-                own = {k: v for k, v in params.items() if k in {p.name for p in get_method(m).params}}
-                results.append(explain_api(vm, image, m, target=target, layer=layer, **own))
+                own = {
+                    k: v for k, v in params.items() if k in {p.name for p in get_method(m).params}
+                }
+                results.append(
+                    explain_api(vm, image, m, target=target, layer=layer, progress=tick, **own)
+                )
                 bar.advance(task)
             folder = out / _stem(source)
             for e in results:
                 e.save(folder)
             _save_figure(vm, image, results, folder / "figure.png")
-            bar.console.print(f"{source}: wrote {folder}/ ({', '.join(methods)} + figure.png)", highlight=False)
+            bar.console.print(
+                f"{source}: wrote {folder}/ ({', '.join(methods)} + figure.png)", markup=False
+            )
 
         failed = _for_each(sources, one)
     _finish(failed)
 
 
 def _save_figure(vm: VisionModel, image: Any, results: list[Explanation], path: Path) -> None:
-    from ..viz import Panel, grid_figure, save_figure
+    from ..viz import Panel, explanation_panels, grid_figure, save_figure
 
     top = vm.predict(image, k=1)[0]
     panels = [Panel(results[0].image, title=f"input\n{top.label} {top.probability:.2f}\n{vm.name}")]
-    panels += [Panel(e.image, title=e.caption(), heatmap=e.map) for e in results]
-    save_figure(grid_figure(panels), path)
+    for e in results:
+        panels += explanation_panels(e)
+    save_figure(grid_figure(panels, ncols=min(len(panels), 4)), path)
 
 
 def _for_each(sources: list[str], action: Any) -> list[tuple[str, str]]:
@@ -282,10 +338,10 @@ def demo_cmd(
 ) -> None:
     """Explain the bundled cat photo with the bundled model (offline): CAM, Grad-CAM, Grad-CAM++."""
     vm = load_model("efficientnet_lite0")
-    console.print(vm.describe(), highlight=False)
+    console.print(vm.describe(), markup=False)
     _print_predictions(vm, image, 5)
     _explain_all(vm, [image], list(DEMO_METHODS), None, None, {}, out)
-    console.print(f"figure: {out / _stem(image) / 'figure.png'}", highlight=False)
+    console.print(f"figure: {out / _stem(image) / 'figure.png'}", markup=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

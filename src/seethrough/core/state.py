@@ -40,7 +40,7 @@ def preserved_state(module: nn.Module, *, eval_mode: bool = True) -> Iterator[nn
                     setattr(parent, name, child)
         for m, flag in training.items():
             m.training = flag
-        for p, flag, grad in zip(params, requires_grad, grads):
+        for p, flag, grad in zip(params, requires_grad, grads, strict=True):
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
             if p.grad is not grad:

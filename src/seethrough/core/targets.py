@@ -64,12 +64,16 @@ class ResolvedTarget:
 
     def select(self, index: Sequence[int]) -> ResolvedTarget:
         """The targets of the samples at ``index`` (used to split a batch)."""
-        return ResolvedTarget(tuple(self.classes[i] for i in index), tuple(self.fns[i] for i in index))
+        return ResolvedTarget(
+            tuple(self.classes[i] for i in index), tuple(self.fns[i] for i in index)
+        )
 
 
 def _check_scores(scores: object, n: int) -> torch.Tensor:
     if not isinstance(scores, torch.Tensor):
-        raise InvalidTargetError(f"a target callable returned {type(scores).__name__}, not a tensor")
+        raise InvalidTargetError(
+            f"a target callable returned {type(scores).__name__}, not a tensor"
+        )
     if scores.numel() != n:
         raise InvalidTargetError(
             f"a target callable returned shape {tuple(scores.shape)}; expected one score per sample ({n},)"

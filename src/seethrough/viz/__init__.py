@@ -5,6 +5,7 @@ with the Agg backend, so these helpers are safe to call from several threads at 
 """
 
 from seethrough.viz.color import NORMALIZE_MODES, colorize, get_cmap, normalize_map, resize_map
+from seethrough.viz.explanations import explanation_panels, is_signed
 from seethrough.viz.figures import (
     Panel,
     colorbar_legend,
@@ -15,6 +16,7 @@ from seethrough.viz.figures import (
     save_png,
 )
 from seethrough.viz.overlay import boundaries, overlay, to_rgb_uint8
+from seethrough.viz.superpixels import paint_segments, signed_segments, top_segments
 
 __all__ = [
     "NORMALIZE_MODES",
@@ -32,4 +34,9 @@ __all__ = [
     "save_figure",
     "save_png",
     "to_rgb_uint8",
+    "paint_segments",
+    "top_segments",
+    "signed_segments",
+    "explanation_panels",
+    "is_signed",
 ]

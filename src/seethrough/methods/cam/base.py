@@ -51,8 +51,9 @@ class CAMMethod(Method):
 
     def run(self, ctx: Context) -> MethodResult:
         """One forward (+ one backward to the layer when gradients are needed), then combine."""
-        with Recorder(self.recorded_modules(ctx), inputs=self.record_inputs) as rec, torch.set_grad_enabled(
-            self.needs_gradients
+        with (
+            Recorder(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
+            torch.set_grad_enabled(self.needs_gradients),
         ):
             x = ctx.x.requires_grad_(self.needs_gradients)
             output = ctx.forward(x)

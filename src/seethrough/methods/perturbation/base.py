@@ -75,16 +75,16 @@ class PerturbationMethod(Method):
         extras = {k: [s.extras[k] for s in singles] for k in singles[0].extras}
         return ctx.result(maps, maps, output, target, stats=[s.stats for s in singles], **extras)
 
-    def _sample(
-        self, ctx: Context, i: int, output: torch.Tensor, target: ResolvedTarget
-    ) -> Sample:
+    def _sample(self, ctx: Context, i: int, output: torch.Tensor, target: ResolvedTarget) -> Sample:
         generator = torch.Generator().manual_seed(self.params["seed"])
         x = ctx.x[i : i + 1]
         hidden = hidden_image(x, self.params["hide"], generator)
         primary = target.classes[i]
         if primary is None:
             row = target.row(i)
-            return Sample(i, x, hidden, ctx.image(i), lambda out: row(out)[:, None], [None], generator)
+            return Sample(
+                i, x, hidden, ctx.image(i), lambda out: row(out)[:, None], [None], generator
+            )
         if output.dim() != 2:
             raise MethodNotApplicableError(
                 f"{self.name} with a class target needs (N, classes) model outputs; got "

@@ -32,7 +32,9 @@ class KernelShap(SurrogateMethod):
     title = "Kernel SHAP"
     paper = "Lundberg & Lee, NeurIPS 2017"
 
-    def coalitions(self, n_features: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def coalitions(
+        self, n_features: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows 0 and 1: all kept, all hidden; then every coalition, or paired kernel samples."""
         f, budget = n_features, self.params["n_samples"] - 2
         ends = torch.stack([torch.ones(f), torch.zeros(f)]).double()
@@ -49,7 +51,9 @@ class KernelShap(SurrogateMethod):
             p = (f - 1) / (sizes * (f - sizes))
             half = max(1, budget // 2)
             k = sizes[torch.multinomial(p / p.sum(), half, replacement=True, generator=generator)]
-            ranks = torch.rand(half, f, generator=generator, dtype=torch.float64).argsort(1).argsort(1)
+            ranks = (
+                torch.rand(half, f, generator=generator, dtype=torch.float64).argsort(1).argsort(1)
+            )
             first = (ranks < k[:, None]).double()
             z = torch.cat([first, 1 - first])
             weights = torch.ones(len(z), dtype=torch.float64)
@@ -72,5 +76,9 @@ class KernelShap(SurrogateMethod):
         return Fit(
             coef,
             empty,
-            {"base_value": float(empty[0]), "full_value": float(full[0]), "efficiency_gap": float(gap)},
+            {
+                "base_value": float(empty[0]),
+                "full_value": float(full[0]),
+                "efficiency_gap": float(gap),
+            },
         )

@@ -31,11 +31,19 @@ class Lime(SurrogateMethod):
     paper = "Ribeiro et al., KDD 2016"
     params = (
         *SurrogateMethod.params,
-        Param("kernel_width", 0.25, "width of the exponential kernel on cosine distance", float, min=1e-6),
+        Param(
+            "kernel_width",
+            0.25,
+            "width of the exponential kernel on cosine distance",
+            float,
+            min=1e-6,
+        ),
         Param("alpha", 1.0, "ridge penalty of the local linear model", float, min=0),
     )
 
-    def coalitions(self, n_features: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def coalitions(
+        self, n_features: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Uniform random coalitions, the first one full, weighted by the cosine kernel."""
         n = self.params["n_samples"]
         z = (torch.rand(n, n_features, generator=generator, dtype=torch.float64) < 0.5).double()

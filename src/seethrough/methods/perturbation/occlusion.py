@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ...errors import InvalidParameterError
@@ -85,7 +84,10 @@ class Occlusion(PerturbationMethod):
 
     def _windows(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = ctx.x.shape[-2:]
-        (wh, ww), (sh, sw) = _pair(self.params["window"], "window"), _pair(self.params["stride"], "stride")
+        (wh, ww), (sh, sw) = (
+            _pair(self.params["window"], "window"),
+            _pair(self.params["stride"], "stride"),
+        )
         ys, xs = window_starts(h, wh, sh), window_starts(w, ww, sw)
         wh, ww = min(wh, h), min(ww, w)
         rows = torch.stack([(torch.arange(h) >= y) & (torch.arange(h) < y + wh) for y in ys])
@@ -103,8 +105,12 @@ class Occlusion(PerturbationMethod):
         with torch.no_grad():
             clean = s.score(ctx.forward(s.x)).double().cpu()[0, 0]
         ticker.advance(1)
-        scores = self.scores(ctx, s, WindowMasks(rows.to(s.x.device), cols.to(s.x.device)), batch, ticker)
+        scores = self.scores(
+            ctx, s, WindowMasks(rows.to(s.x.device), cols.to(s.x.device)), batch, ticker
+        )
         drop = clean - scores[:, 0]
         total = torch.einsum("p,ph,pw->hw", drop, rows, cols)
         count = torch.einsum("ph,pw->hw", rows, cols)
-        return Single(total / count, {"weights": drop.float().numpy()}, {"windows": float(len(drop))})
+        return Single(
+            total / count, {"weights": drop.float().numpy()}, {"windows": float(len(drop))}
+        )

@@ -31,9 +31,17 @@ class RiseMasks:
         s = self.grids.shape[-1]
         ch, cw = -(-h // s), -(-w // s)
         up = F.interpolate(
-            self.grids[start:stop, None], size=((s + 1) * ch, (s + 1) * cw), mode="bilinear", align_corners=False
+            self.grids[start:stop, None],
+            size=((s + 1) * ch, (s + 1) * cw),
+            mode="bilinear",
+            align_corners=False,
         )[:, 0]
-        return torch.stack([m[dy : dy + h, dx : dx + w] for m, (dy, dx) in zip(up, self.shifts[start:stop].tolist())])
+        return torch.stack(
+            [
+                m[dy : dy + h, dx : dx + w]
+                for m, (dy, dx) in zip(up, self.shifts[start:stop].tolist(), strict=True)
+            ]
+        )
 
 
 @register_method
@@ -52,7 +60,9 @@ class Rise(PerturbationMethod):
     title = "RISE"
     paper = "Petsiuk et al., BMVC 2018"
     params = (
-        N_SAMPLES.__class__(**{**N_SAMPLES.__dict__, "default": 2000, "help": "number of random masks"}),
+        N_SAMPLES.__class__(
+            **{**N_SAMPLES.__dict__, "default": 2000, "help": "number of random masks"}
+        ),
         Param("cells", 7, "the masks' grid is cells x cells before upsampling", int, min=1),
         Param("p_keep", 0.5, "probability that a cell is kept", float, min=1e-3, max=1.0),
         *PerturbationMethod.params,
@@ -66,7 +76,9 @@ class Rise(PerturbationMethod):
         """Draw the masks, score them in batches, accumulate the weighted masks."""
         n, cells, p = self.params["n_samples"], self.params["cells"], self.params["p_keep"]
         h, w = s.x.shape[-2:]
-        grids = (torch.rand(n, cells, cells, generator=s.generator, dtype=torch.float64) < p).double()
+        grids = (
+            torch.rand(n, cells, cells, generator=s.generator, dtype=torch.float64) < p
+        ).double()
         offsets = torch.rand(n, 2, generator=s.generator, dtype=torch.float64)
         shifts = (offsets * torch.tensor([-(-h // cells), -(-w // cells)])).long()
         masks = RiseMasks(grids, shifts, (h, w))

@@ -22,7 +22,9 @@ SEGMENT_PARAMS = (
         object,
     ),
     Param("n_segments", 50, "about how many superpixels (slic) or grid cells (grid)", int, min=1),
-    Param("compactness", 10.0, "slic: colour vs space trade-off (higher = more square)", float, min=0),
+    Param(
+        "compactness", 10.0, "slic: colour vs space trade-off (higher = more square)", float, min=0
+    ),
     Param("kernel_size", 4.0, "quickshift: width of the Gaussian density kernel", float, min=0),
     Param("scale", 100.0, "felzenszwalb: higher = larger segments", float, min=0),
 )

@@ -69,7 +69,9 @@ class SurrogateMethod(PerturbationMethod):
         z, weights = self.coalitions(n_features, s.generator)
         ticker.total += len(z) - self.evaluations(ctx)  # exact enumeration may need fewer
         segments = torch.from_numpy(labels).long().to(s.x.device)
-        y = self.scores(ctx, s, FeatureMasks(z.to(s.x.dtype).to(s.x.device), segments), batch, ticker)
+        y = self.scores(
+            ctx, s, FeatureMasks(z.to(s.x.dtype).to(s.x.device), segments), batch, ticker
+        )
         fit = self.fit(z, weights, y)
         coef = fit.coef.float()
         extras = {
@@ -80,7 +82,9 @@ class SurrogateMethod(PerturbationMethod):
         }
         return Single(coef[0][segments.cpu()], extras, {"features": float(n_features), **fit.stats})
 
-    def coalitions(self, n_features: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def coalitions(
+        self, n_features: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Coalitions ``(M, F)`` (float64, 1 = feature kept) and their regression weights ``(M,)``."""
         raise NotImplementedError
 

@@ -1,0 +1,51 @@
+"""Choose how to draw an explanation: the panels a figure shows for it.
+
+Duck-typed on the attributes of :class:`seethrough.Explanation` (``image``, ``map``,
+``segments``, ``weights``, ``caption()``), so this layer stays free of the library's types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from seethrough.viz.figures import Panel
+from seethrough.viz.superpixels import signed_segments, top_segments
+
+__all__ = ["explanation_panels", "is_signed"]
+
+
+def is_signed(m: np.ndarray) -> bool:
+    """A map with negative values is drawn with a diverging colormap centred at 0."""
+    return bool(np.nanmin(m) < 0)
+
+
+def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Panel]:
+    """The panels for explanation ``e``.
+
+    Every explanation gets its map over the image (a diverging, 0-centred colormap with a legend
+    when the map is signed). With ``views="all"``, segment-based explanations (LIME, Kernel
+    SHAP) also get the ``top_k`` superpixels with the rest dimmed, and the positive / negative
+    superpixels in two colours.
+    """
+    weights = e.weights
+    if weights is not None and np.ndim(weights) == 2:
+        weights = weights[0]
+    signed = is_signed(e.map)
+    panels = [Panel(e.image, title=e.caption(), heatmap=e.map, signed=signed, colorbar=signed)]
+    if views == "all" and e.segments is not None and weights is not None and e.image is not None:
+        name = e.caption().splitlines()[0]
+        panels.append(
+            Panel(
+                top_segments(e.image, e.segments, weights, top_k),
+                title=f"{name}\ntop {top_k} superpixels",
+            )
+        )
+        panels.append(
+            Panel(
+                signed_segments(e.image, e.segments, weights),
+                title=f"{name}\ngreen: toward the class\nred: toward other classes",
+            )
+        )
+    return panels
