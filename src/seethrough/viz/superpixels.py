@@ -64,8 +64,8 @@ def top_segments(
     order = [i for i in np.argsort(-w, kind="stable")[: max(k, 0)] if w[i] > 0]
     keep = np.isin(seg, order)
     out = np.where(keep[..., None], rgb, np.rint(rgb * dim)).astype(np.uint8)
-    shown = np.where(keep, seg, -1)
-    return boundaries(out, shown, color=color) if order else out
+    shown = np.where(keep, seg + 1, 0)  # 0 = background: borders are drawn inside shown segments
+    return boundaries(out, shown, color=color, mode="inner") if order else out
 
 
 def signed_segments(
@@ -91,4 +91,4 @@ def signed_segments(
         (w[seg] >= 0)[..., None], np.asarray(positive, float), np.asarray(negative, float)
     )
     out = np.clip(np.rint((1 - strength) * rgb + strength * tint), 0, 255).astype(np.uint8)
-    return boundaries(out, seg, color=border, mode="inner") if border is not None else out
+    return boundaries(out, seg + 1, color=border, mode="inner") if border is not None else out
