@@ -19,7 +19,16 @@ from seethrough.registry import list_methods
 from .conftest import make_tiny
 
 # Parameters that keep the slow methods quick on the tiny model; everything else uses defaults.
-FAST = {"scorecam": {"batch_size": 4}}
+FAST = {
+    "scorecam": {"batch_size": 4},
+    "lime": {"n_samples": 64, "n_segments": 8},
+    "kernelshap": {"n_samples": 64, "n_segments": 8},
+    "rise": {"n_samples": 64},
+    "occlusion": {"window": 6, "stride": 4},
+    "integrated_gradients": {"n_steps": 8},
+    "smoothgrad": {"n_samples": 4},
+    "gradient_shap": {"n_samples": 8},
+}
 METHODS = [m.name for m in list_methods()]
 
 

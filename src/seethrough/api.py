@@ -115,9 +115,9 @@ def explain(
         raise InvalidParameterError(
             f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
         )
-    hide = params.get("hide")
-    if hide is not None and _is_image_argument(hide):
-        params["hide"] = prepare_inputs(model, hide)[0]
+    for key in ("hide", "baseline"):  # image-valued parameters are preprocessed like the input
+        if params.get(key) is not None and _is_image_argument(params[key]):
+            params[key] = prepare_inputs(model, params[key])[0]
     runner = info.cls(**params)
     x, shows, single = prepare_inputs(model, image)
     start = time.perf_counter()
@@ -130,6 +130,7 @@ def explain(
         class_index=vm.class_index if vm is not None else None,
         images=shows,
         progress=progress,
+        normalization=(vm.preprocessing.mean, vm.preprocessing.std) if vm is not None else None,
     )
     n = x.shape[0]
     seconds = (time.perf_counter() - start) / n
@@ -177,7 +178,7 @@ def _is_image_argument(value: Any) -> bool:
             float(value)
             return False
         except ValueError:
-            return value not in ("mean", "blur", "noise")
+            return value not in ("mean", "blur", "noise", "black")
     return is_raw_image(value) and not isinstance(value, (int, float))
 
 

@@ -14,9 +14,10 @@ from ..core.layers import LayerRef, resolve_layer
 from ..core.outputs import output_to_tensor
 from ..core.state import floating_dtype, no_param_grads, preserved_state
 from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
+from ..errors import CancelledError
 from ..registry import Param, get_method
 
-__all__ = ["Method", "MethodResult", "Context", "Progress", "RELU"]
+__all__ = ["Method", "MethodResult", "Context", "Progress", "Ticker", "RELU"]
 
 Progress = Callable[[int, int], object]
 """``progress(done, total)``, called by long methods between batches; returning ``False`` cancels."""
@@ -63,6 +64,7 @@ class Context:
     layer_module: nn.Module | None = None
     images: Sequence[np.ndarray | None] | None = None
     progress: Progress | None = None
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None
 
     def image(self, i: int) -> np.ndarray:
         """Sample ``i`` as the uint8 (H, W, 3) image the model sees (for segmentation, display).
@@ -137,6 +139,7 @@ class Method:
         class_index: ClassIndexer | None = None,
         images: Sequence[np.ndarray | None] | None = None,
         progress: Progress | None = None,
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> MethodResult:
         """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``.
 
@@ -150,6 +153,8 @@ class Method:
             images: the uint8 images the model sees, one per sample (for segmentation).
             progress: ``progress(done, total)`` callback; returning ``False`` cancels the call
                 with :class:`~seethrough.errors.CancelledError`.
+            normalization: the model's ``(mean, std)``, so methods can build a black image in
+                model-input space.
         """
         device = next((t.device for t in model.parameters()), x.device)
         with preserved_state(model):
@@ -161,6 +166,7 @@ class Method:
                 class_index,
                 images=images,
                 progress=progress,
+                normalization=normalization,
             )
             if self.needs_layer:
                 ctx.layer, ctx.layer_module = resolve_layer(model, layer, ctx.x, default_layer)
@@ -173,3 +179,18 @@ class Method:
     def describe(self) -> Mapping[str, Any]:
         """The parameters in effect."""
         return dict(self.params)
+
+
+class Ticker:
+    """Counts model evaluations for the progress callback; a ``False`` answer cancels."""
+
+    def __init__(self, ctx: Context, total: int) -> None:
+        self.callback = ctx.progress
+        self.total = total
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        """Record ``n`` more evaluations; raise ``CancelledError`` if the callback says stop."""
+        self.done += n
+        if self.callback is not None and self.callback(self.done, self.total) is False:
+            raise CancelledError(f"cancelled after {self.done} of {self.total} model evaluations")

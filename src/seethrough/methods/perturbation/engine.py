@@ -16,9 +16,9 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from ...errors import CancelledError, InvalidParameterError
+from ...errors import InvalidParameterError
 from ...registry import Param
-from ..base import Context
+from ..base import Context, Ticker
 
 __all__ = [
     "MaskSource",
@@ -94,21 +94,6 @@ class PixelMasks:
     def batch(self, start: int, stop: int) -> torch.Tensor:
         """A slice of the stored masks."""
         return self.masks[start:stop]
-
-
-class Ticker:
-    """Counts model evaluations for the progress callback; a ``False`` answer cancels."""
-
-    def __init__(self, ctx: Context, total: int) -> None:
-        self.callback = ctx.progress
-        self.total = total
-        self.done = 0
-
-    def advance(self, n: int) -> None:
-        """Record ``n`` more evaluations; raise ``CancelledError`` if the callback says stop."""
-        self.done += n
-        if self.callback is not None and self.callback(self.done, self.total) is False:
-            raise CancelledError(f"cancelled after {self.done} of {self.total} model evaluations")
 
 
 def auto_batch_size(ctx: Context) -> int:

@@ -1,0 +1,180 @@
+"""The pipeline shared by the gradient family: gradients of the target w.r.t. the input.
+
+Every method here produces a full attribution ``(N, C, H, W)`` (kept as
+``Explanation.attributions``) and a map ``(N, H, W)``: its channel reduction, chosen by
+``reduce``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ...core.targets import ResolvedTarget
+from ...errors import InvalidParameterError
+from ...registry import Param
+from ..base import Context, Method, MethodResult
+
+__all__ = [
+    "GradientMethod",
+    "Attribution",
+    "input_gradients",
+    "reduce_channels",
+    "baseline_image",
+    "REDUCTIONS",
+    "reduce_param",
+    "BASELINE",
+    "SEED",
+    "INTERNAL_BATCH",
+]
+
+REDUCTIONS = ("abs_max", "max", "sum", "abs_sum", "mean", "abs_mean", "l2")
+
+
+def reduce_param(default: str) -> Param:
+    """The ``reduce`` parameter with a method's own default."""
+    return Param(
+        "reduce",
+        default,
+        "how the (C, H, W) attribution becomes a map: 'abs_max' (max over channels of |a|), "
+        "'max', 'sum' (signed), 'abs_sum', 'mean', 'abs_mean' or 'l2' (norm over channels)",
+        str,
+        choices=REDUCTIONS,
+    )
+
+
+BASELINE = Param(
+    "baseline",
+    "black",
+    "reference input: 'black' (black image in model-input space), 'blur', 'mean' (the image's "
+    "channel means), 'noise', a number (model-input space), or an image",
+    object,
+)
+SEED = Param("seed", 0, "seed of the random generator (noise, samples)", int)
+INTERNAL_BATCH = Param(
+    "internal_batch_size",
+    0,
+    "inputs per forward/backward pass when a method evaluates many (0: chosen to fit memory)",
+    int,
+    min=0,
+)
+
+
+def reduce_channels(a: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce ``(N, C, H, W)`` to ``(N, H, W)`` as named by ``how`` (see :data:`REDUCTIONS`)."""
+    if how == "abs_max":
+        return a.abs().amax(dim=1)
+    if how == "max":
+        return a.amax(dim=1)
+    if how == "sum":
+        return a.sum(dim=1)
+    if how == "abs_sum":
+        return a.abs().sum(dim=1)
+    if how == "mean":
+        return a.mean(dim=1)
+    if how == "abs_mean":
+        return a.abs().mean(dim=1)
+    if how == "l2":
+        return a.pow(2).sum(dim=1).sqrt()
+    raise InvalidParameterError(f"reduce={how!r}: choose one of {', '.join(REDUCTIONS)}")
+
+
+def input_gradients(
+    ctx: Context,
+    x: torch.Tensor,
+    target: ResolvedTarget | None,
+    objective: Callable[[torch.Tensor, ResolvedTarget], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, ResolvedTarget]:
+    """``d objective / d x`` for a batch, in one forward and one backward pass.
+
+    Args:
+        ctx: the call's context.
+        x: inputs ``(B, C, H, W)``.
+        target: resolved targets for the B inputs, or ``None`` to resolve them on this output.
+        objective: ``(output, target) -> (B,)``; default: the target's score.
+
+    Returns:
+        ``(gradients, output (detached), target)``.
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        output = ctx.forward(x)
+        target = target or ctx.resolve(output)
+        scores = objective(output, target) if objective is not None else target(output)
+        (grads,) = torch.autograd.grad(scores.sum(), x)
+    return grads, output.detach(), target
+
+
+def baseline_image(
+    ctx: Context, x: torch.Tensor, baseline: object, generator: torch.Generator
+) -> torch.Tensor:
+    """The reference input for ``x`` ``(N, C, H, W)``: same shape, see :data:`BASELINE`.
+
+    'black' is the image whose pixels are 0 before normalisation (``-mean / std`` when the
+    model's normalisation is known, else 0).
+    """
+    from ..perturbation.engine import hidden_image
+
+    if isinstance(baseline, str) and baseline == "black":
+        if ctx.normalization is None:
+            return torch.zeros_like(x)
+        mean, std = (
+            torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            for v in ctx.normalization
+        )
+        return (-mean / std).expand_as(x).clone()
+    if (
+        isinstance(baseline, torch.Tensor)
+        and baseline.dim() == 4
+        and baseline.shape[0] == x.shape[0]
+    ):
+        return baseline.to(x.device, x.dtype)
+    return torch.cat([hidden_image(x[i : i + 1], baseline, generator) for i in range(x.shape[0])])
+
+
+def auto_internal_batch(ctx: Context) -> int:
+    """Inputs per forward/backward for methods that evaluate many: probed on CUDA, 16 on CPU."""
+    from ..perturbation.engine import auto_batch_size
+
+    return (
+        max(1, auto_batch_size(ctx) // 2)
+        if ctx.x.is_cuda
+        else max(1, min(16, 16 * 3 * 224 * 224 // ctx.x[0].numel()))
+    )
+
+
+class GradientMethod(Method):
+    """Shared pipeline: attributions ``(N, C, H, W)`` from a variant, reduced to a map."""
+
+    family = "gradient"
+    needs_gradients = True
+
+    def run(self, ctx: Context) -> MethodResult:
+        """Attributions from :meth:`attribute`, reduced with ``reduce``."""
+        a = self.attribute(ctx, None)
+        raw = reduce_channels(a.attributions, self.params["reduce"])
+        return ctx.result(
+            raw, raw, a.output, a.target, stats=a.stats, attributions=a.attributions.detach()
+        )
+
+    def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
+        """Attributions of ``ctx.x`` for ``target`` (``None``: resolve on the clean output)."""
+        raise NotImplementedError
+
+
+@dataclass
+class Attribution:
+    """What a gradient method computed: attributions ``(N, C, H, W)``, the clean output, the
+    targets and optional per-sample stats."""
+
+    attributions: torch.Tensor
+    output: torch.Tensor
+    target: ResolvedTarget
+    stats: list[dict[str, float]] | None = None
+
+
+def chunks(total: int, size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(total)`` in steps of ``size``."""
+    return [(s, min(s + size, total)) for s in range(0, total, max(1, size))]

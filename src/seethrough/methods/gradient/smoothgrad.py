@@ -1,0 +1,167 @@
+"""SmoothGrad (a wrapper around any gradient method) and Gradient SHAP."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ...core.targets import ResolvedTarget
+from ...registry import Param, get_method, register_method
+from ..base import Context, Ticker
+from .base import (
+    BASELINE,
+    INTERNAL_BATCH,
+    SEED,
+    Attribution,
+    GradientMethod,
+    auto_internal_batch,
+    baseline_image,
+    chunks,
+    input_gradients,
+    reduce_param,
+)
+
+__all__ = ["SmoothGrad", "GradientShap"]
+
+N_SAMPLES = Param("n_samples", 50, "noisy samples averaged per image", int, min=1)
+
+
+def _as_target_list(target: ResolvedTarget) -> list:
+    """A user-style per-sample target list that resolves to ``target`` again."""
+    return [fn if fn is not None else c for c, fn in zip(target.classes, target.fns, strict=True)]
+
+
+@register_method
+class SmoothGrad(GradientMethod):
+    """Any gradient method averaged over noisy copies of the input.
+
+    Smilkov et al., "SmoothGrad: removing noise by adding noise", ICML workshop 2017::
+
+        a = 1/n sum_{i=1}^{n} A(x + eps_i),   eps_i ~ N(0, (noise * (max(x) - min(x)))^2)
+
+    where ``A`` is the wrapped ``method`` (with its default parameters) explaining the class
+    chosen on the clean input. The noisy copies go through ``A`` ``internal_batch_size`` at a
+    time.
+    """
+
+    name = "smoothgrad"
+    title = "SmoothGrad"
+    paper = "Smilkov et al., ICML workshop 2017"
+    params = (
+        Param(
+            "method",
+            "saliency",
+            "the gradient method to smooth",
+            str,
+            choices=("saliency", "guided_backprop", "integrated_gradients", "gradient_shap"),
+        ),
+        reduce_param("abs_max"),
+        Param("noise", 0.15, "noise std as a fraction of each image's value range", float, min=0),
+        N_SAMPLES,
+        INTERNAL_BATCH,
+        SEED,
+    )
+
+    def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
+        """Draw the noisy copies, run the wrapped method on them in batches, average."""
+        p = self.params
+        inner = get_method(p["method"]).cls()
+        with torch.no_grad():
+            output = ctx.forward(ctx.x)
+        target = target or ctx.resolve(output)
+        x, n, m = ctx.x, ctx.x.shape[0], p["n_samples"]
+        generator = torch.Generator().manual_seed(p["seed"])
+        sigma = (x.flatten(1).amax(1) - x.flatten(1).amin(1)) * p["noise"]
+        noise = torch.randn((m, *x.shape[1:]), generator=generator, dtype=torch.float64)
+        total = torch.zeros_like(x)
+        image = torch.arange(n).repeat_interleave(m)
+        sample = torch.arange(m).repeat(n)
+        ticker = Ticker(ctx, n * m)
+        for start, stop in chunks(n * m, p["internal_batch_size"] or auto_internal_batch(ctx)):
+            i, k = image[start:stop], sample[start:stop]
+            noisy = x[i] + sigma[i].view(-1, 1, 1, 1) * noise[k].to(x.device, x.dtype)
+            sub_target = target.select(i.tolist())
+            sub = dataclasses.replace(
+                ctx, x=noisy, target=_as_target_list(sub_target), progress=None
+            )
+            a = inner.attribute(sub, sub_target).attributions
+            total.index_add_(0, i.to(x.device), a)
+            ticker.advance(stop - start)
+        return Attribution(total / m, output, target)
+
+
+@register_method
+class GradientShap(GradientMethod):
+    """Expected gradients: gradients at random points between baselines and the input.
+
+    Lundberg & Lee, NeurIPS 2017 (GradientExplainer); Erion et al., "Improving performance of
+    deep learning models with axiomatic attribution priors and expected gradients", 2021. With
+    baselines ``x'`` drawn from the ``baseline`` distribution (one image, or a fresh one per
+    sample for ``"noise"``, or a batch of images) and ``t ~ U(0, 1)``::
+
+        a = 1/n sum_i (x - x'_i) * grad y(x'_i + t_i (x + eps_i - x'_i))
+
+    with optional input noise ``eps_i ~ N(0, noise^2)`` (model-input units). Its expectation is
+    integrated gradients averaged over the baselines, so ``sum(a)`` approaches
+    ``y(x) - E[y(x')]``.
+    """
+
+    name = "gradient_shap"
+    title = "Gradient SHAP"
+    paper = "Lundberg & Lee, NeurIPS 2017; Erion et al., 2021"
+    params = (
+        reduce_param("sum"),
+        BASELINE,
+        N_SAMPLES,
+        Param(
+            "noise",
+            0.0,
+            "std of Gaussian noise added to the input (model-input units)",
+            float,
+            min=0,
+        ),
+        INTERNAL_BATCH,
+        SEED,
+    )
+
+    def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
+        """Random baselines and path points, batched gradients, averaged per image."""
+        p = self.params
+        with torch.no_grad():
+            output = ctx.forward(ctx.x)
+        target = target or ctx.resolve(output)
+        x, n, m = ctx.x, ctx.x.shape[0], p["n_samples"]
+        generator = torch.Generator().manual_seed(p["seed"])
+        baselines = self._baselines(ctx, generator)  # (N or M, ...) candidates
+        pick = (
+            torch.randint(len(baselines), (m,), generator=generator)
+            if len(baselines) != n
+            else None
+        )
+        t = torch.rand(m, generator=generator, dtype=torch.float64)
+        eps = torch.randn((m, *x.shape[1:]), generator=generator, dtype=torch.float64) * p["noise"]
+        total = torch.zeros_like(x)
+        image = torch.arange(n).repeat_interleave(m)
+        sample = torch.arange(m).repeat(n)
+        ticker = Ticker(ctx, n * m)
+        for start, stop in chunks(n * m, p["internal_batch_size"] or auto_internal_batch(ctx)):
+            i, k = image[start:stop], sample[start:stop]
+            b = baselines[pick[k]] if pick is not None else baselines[i]
+            noisy = x[i] + eps[k].to(x.device, x.dtype)
+            tk = t[k].to(x.device, x.dtype).view(-1, 1, 1, 1)
+            grads, _, _ = input_gradients(ctx, b + tk * (noisy - b), target.select(i.tolist()))
+            total.index_add_(0, i.to(x.device), grads * (x[i] - b))
+            ticker.advance(stop - start)
+        return Attribution(total / m, output, target)
+
+    def _baselines(self, ctx: Context, generator: torch.Generator) -> torch.Tensor:
+        base = self.params["baseline"]
+        if isinstance(base, torch.Tensor) and base.dim() == 4 and base.shape[0] != ctx.x.shape[0]:
+            return base.to(ctx.x.device, ctx.x.dtype)
+        if isinstance(base, str) and base == "noise":
+            shape = (self.params["n_samples"], *ctx.x.shape[1:])
+            return torch.randn(shape, generator=generator, dtype=torch.float64).to(
+                ctx.x.device, ctx.x.dtype
+            )
+        return baseline_image(ctx, ctx.x, base, generator)
