@@ -131,6 +131,7 @@ def explain(
         images=shows,
         progress=progress,
         normalization=(vm.preprocessing.mean, vm.preprocessing.std) if vm is not None else None,
+        labels=vm.labels if vm is not None else None,
     )
     n = x.shape[0]
     seconds = (time.perf_counter() - start) / n

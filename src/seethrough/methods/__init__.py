@@ -1,6 +1,7 @@
 """Explanation methods. Importing this package registers every built-in method."""
 
-from . import cam, gradient, perturbation  # noqa: F401  (importing registers each family)
+# importing registers each family, in this order
+from . import cam, perturbation, gradient, concepts, attention, features  # noqa: F401, I001
 from .base import Context, Method, MethodResult
 
 __all__ = ["Method", "MethodResult", "Context"]

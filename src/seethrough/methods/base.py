@@ -65,6 +65,7 @@ class Context:
     images: Sequence[np.ndarray | None] | None = None
     progress: Progress | None = None
     normalization: tuple[Sequence[float], Sequence[float]] | None = None
+    labels: Sequence[str] | None = None
 
     def image(self, i: int) -> np.ndarray:
         """Sample ``i`` as the uint8 (H, W, 3) image the model sees (for segmentation, display).
@@ -140,6 +141,7 @@ class Method:
         images: Sequence[np.ndarray | None] | None = None,
         progress: Progress | None = None,
         normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+        labels: Sequence[str] | None = None,
     ) -> MethodResult:
         """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``.
 
@@ -155,6 +157,7 @@ class Method:
                 with :class:`~seethrough.errors.CancelledError`.
             normalization: the model's ``(mean, std)``, so methods can build a black image in
                 model-input space.
+            labels: the model's class labels, for methods that name classes in their extras.
         """
         device = next((t.device for t in model.parameters()), x.device)
         with preserved_state(model):
@@ -167,6 +170,7 @@ class Method:
                 images=images,
                 progress=progress,
                 normalization=normalization,
+                labels=labels,
             )
             if self.needs_layer:
                 ctx.layer, ctx.layer_module = resolve_layer(model, layer, ctx.x, default_layer)
