@@ -36,6 +36,23 @@ def make_tiny(seed: int = 0, dtype: torch.dtype = torch.float32, **kw) -> TinyCN
     return model.eval()
 
 
+def make_vit(seed: int = 0) -> nn.Module:
+    """A timm ViT small enough for the common suite: 16x16 input, 4x4 patches, 2 blocks."""
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=16,
+        patch_size=4,
+        embed_dim=16,
+        depth=2,
+        num_heads=2,
+        num_classes=4,
+    ).eval()
+
+
 @pytest.fixture
 def tiny() -> TinyCNN:
     return make_tiny()

@@ -16,7 +16,7 @@ import seethrough
 from seethrough.core.hooks import count_hooks
 from seethrough.registry import list_methods
 
-from .conftest import make_tiny
+from .conftest import make_tiny, make_vit
 
 # Parameters that keep the slow methods quick on the tiny model; everything else uses defaults.
 FAST = {
@@ -30,6 +30,12 @@ FAST = {
     "gradient_shap": {"n_samples": 8},
 }
 METHODS = [m.name for m in list_methods()]
+
+
+def model_for(method: str, **kw) -> nn.Module:
+    """The tiny CNN, or a tiny ViT for the methods that need a transformer."""
+    family = seethrough.get_method(method).family
+    return make_vit() if family == "attention" else make_tiny(**kw)
 
 
 def run(model, x, method, **kw):
@@ -47,13 +53,15 @@ def snapshot(model: nn.Module):
     )
 
 
-def messy_model() -> nn.Module:
+def messy_model(method: str) -> nn.Module:
     """A model in a state no method may change: mixed train flags, frozen params, stale grads."""
-    model = make_tiny(inplace=True)
+    model = model_for(method, inplace=True)
     model.train()
-    model.features[3].eval()
-    model.features[0].weight.requires_grad_(False)
-    model.fc.weight.grad = torch.full_like(model.fc.weight, 7.0)
+    children = list(model.children())
+    children[0].eval()
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[-1].grad = torch.full_like(params[-1], 7.0)
     return model
 
 
@@ -75,7 +83,7 @@ def assert_same_state(before, model):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_state_restored_after_call(method, tiny_input):
-    model = messy_model()
+    model = messy_model(method)
     before = snapshot(model)
     run(model, tiny_input, method)
     assert_same_state(before, model)
@@ -83,7 +91,7 @@ def test_state_restored_after_call(method, tiny_input):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_state_restored_after_exception(method, tiny_input):
-    model = messy_model()
+    model = messy_model(method)
     before = snapshot(model)
 
     def failing_target(output):
@@ -95,7 +103,8 @@ def test_state_restored_after_exception(method, tiny_input):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_batch_equals_per_image(method, tiny, tiny_input):
+def test_batch_equals_per_image(method, tiny_input):
+    tiny = model_for(method)
     batch = run(tiny, tiny_input, method)
     assert isinstance(batch, list) and len(batch) == len(tiny_input)
     for i, e in enumerate(batch):
@@ -106,7 +115,8 @@ def test_batch_equals_per_image(method, tiny, tiny_input):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_finite_deterministic_and_described(method, tiny, tiny_input):
+def test_finite_deterministic_and_described(method, tiny_input):
+    tiny = model_for(method)
     first = run(tiny, tiny_input, method)
     second = run(tiny, tiny_input, method)
     for a, b in zip(first, second, strict=True):
@@ -119,7 +129,8 @@ def test_finite_deterministic_and_described(method, tiny, tiny_input):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_per_image_targets(method, tiny, tiny_input):
+def test_per_image_targets(method, tiny_input):
+    tiny = model_for(method)
     out = run(tiny, tiny_input, method, target=[0, 1, 2])
     assert [e.target for e in out] == [0, 1, 2]
     logits = tiny(tiny_input).detach()
@@ -144,9 +155,11 @@ class DictOut(TupleOut):
 
 @pytest.mark.parametrize("wrapper", [TupleOut, DictOut])
 @pytest.mark.parametrize("method", METHODS)
-def test_tuple_and_dict_outputs(method, wrapper, tiny, tiny_input):
-    plain = run(tiny, tiny_input, method, layer="features")
-    wrapped = run(wrapper(tiny), tiny_input, method, layer="inner.features")
+def test_tuple_and_dict_outputs(method, wrapper, tiny_input):
+    tiny = model_for(method)
+    plain = run(tiny, tiny_input, method)
+    wrapped = run(wrapper(tiny), tiny_input, method)
+    assert plain[0].layer is None or wrapped[0].layer == f"inner.{plain[0].layer}"
     for a, b in zip(plain, wrapped, strict=True):
         np.testing.assert_allclose(a.raw, b.raw, rtol=1e-5, atol=1e-7)
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import UnknownLayerError, suggest
+from .tokens import transformer_default_layer
 
 __all__ = ["LayerRef", "resolve_layer", "default_layer", "spatial_layers"]
 
@@ -107,11 +108,16 @@ def default_layer(model: nn.Module, example: torch.Tensor | None) -> str:
     """The last layer to finish with a spatial ``(N, C, H, W)`` output.
 
     For a ResNet this is ``layer4``, for a VGG ``features``, for timm's EfficientNet ``bn2``: the
-    last convolutional representation before global pooling, where CAM methods are defined. The
-    answer is cached per model.
+    last convolutional representation before global pooling, where CAM methods are defined. For
+    a timm vision transformer it is ``blocks.<last>.norm1`` (see
+    :func:`~seethrough.core.tokens.transformer_default_layer`). The answer is cached per model.
     """
     if model in _DEFAULT_CACHE:
         return _DEFAULT_CACHE[model]
+    transformer = transformer_default_layer(model)
+    if transformer is not None:
+        _DEFAULT_CACHE[model] = transformer
+        return transformer
     if example is None:
         raise UnknownLayerError("no layer given and no example input to find a default layer")
     layers = spatial_layers(model, example)

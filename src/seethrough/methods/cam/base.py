@@ -14,6 +14,7 @@ from torch import nn
 
 from ...core.hooks import Recorder
 from ...core.targets import ResolvedTarget
+from ...core.tokens import tokens_to_map
 from ...errors import MethodNotApplicableError
 from ..base import RELU, Context, Method, MethodResult
 
@@ -61,12 +62,9 @@ class CAMMethod(Method):
             scores = target(output)
             acts = rec.output(ctx.layer)
             grads = self._gradients(scores, acts, ctx.layer) if self.needs_gradients else None
-        if acts.dim() != 4:
-            raise MethodNotApplicableError(
-                f"layer '{ctx.layer}' outputs shape {tuple(acts.shape)}; CAM methods need a spatial "
-                "(N, C, H, W) map: pick a convolutional layer"
-            )
-        state = CAMState(ctx, acts.detach(), grads, scores.detach(), target, rec)
+        acts = tokens_to_map(acts.detach(), ctx.model)  # ViT tokens become (N, D, h, w)
+        grads = tokens_to_map(grads, ctx.model) if grads is not None else None
+        state = CAMState(ctx, acts, grads, scores.detach(), target, rec)
         with torch.no_grad():
             raw = self.combine(state)
         mapped = torch.relu(raw) if self.params["relu"] else raw
