@@ -70,8 +70,8 @@ def guided_relus(model: nn.Module) -> Iterator[int]:
     replacement: dict[int, nn.Module] = {}
     others: dict[str, int] = {}
     for parent in model.modules():
-        for name, child in parent.named_children():
-            if type(child) in (nn.ReLU, nn.ReLU6):
+        for name, child in list(parent._modules.items()):  # named_children() skips repeats
+            if child is not None and type(child) in (nn.ReLU, nn.ReLU6):
                 upper = 6.0 if isinstance(child, nn.ReLU6) else math.inf
                 swaps.append((parent, name, child))
                 replacement.setdefault(id(child), GuidedReLU(upper))

@@ -40,7 +40,7 @@ class SmoothGrad(GradientMethod):
 
         a = 1/n sum_{i=1}^{n} A(x + eps_i),   eps_i ~ N(0, (noise * (max(x) - min(x)))^2)
 
-    where ``A`` is the wrapped ``method`` (with its default parameters) explaining the class
+    where ``A`` is the ``wrapped`` gradient method (with its default parameters) explaining the class
     chosen on the clean input. The noisy copies go through ``A`` ``internal_batch_size`` at a
     time.
     """
@@ -50,9 +50,9 @@ class SmoothGrad(GradientMethod):
     paper = "Smilkov et al., ICML workshop 2017"
     params = (
         Param(
-            "method",
+            "wrapped",
             "saliency",
-            "the gradient method to smooth",
+            "the gradient method to smooth (named 'wrapped', as explain() takes 'method')",
             str,
             choices=("saliency", "guided_backprop", "integrated_gradients", "gradient_shap"),
         ),
@@ -66,7 +66,7 @@ class SmoothGrad(GradientMethod):
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Draw the noisy copies, run the wrapped method on them in batches, average."""
         p = self.params
-        inner = get_method(p["method"]).cls()
+        inner = get_method(p["wrapped"]).cls()
         with torch.no_grad():
             output = ctx.forward(ctx.x)
         target = target or ctx.resolve(output)
