@@ -78,7 +78,10 @@ class PerturbationMethod(Method):
     def _sample(self, ctx: Context, i: int, output: torch.Tensor, target: ResolvedTarget) -> Sample:
         generator = torch.Generator().manual_seed(self.params["seed"])
         x = ctx.x[i : i + 1]
-        hidden = hidden_image(x, self.params["hide"], generator)
+        hide = self.params["hide"]
+        if isinstance(hide, torch.Tensor) and hide.dim() == 4 and hide.shape[0] == ctx.x.shape[0]:
+            hide = hide[i]  # one hide image per input image
+        hidden = hidden_image(x, hide, generator)
         primary = target.classes[i]
         if primary is None:
             row = target.row(i)

@@ -119,7 +119,8 @@ def auto_batch_size(ctx: Context) -> int:
 def hidden_image(
     x: torch.Tensor, hide: object, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """The replacement image ``(1, C, H, W)`` for one input ``x`` ``(1, C, H, W)``.
+    """The replacement image ``(1, C, H, W)`` for one input ``x`` ``(1, C, H, W)``
+            (a batch of hide images is split per image by the caller).
 
     Args:
         x: the model input of one image.
@@ -130,7 +131,11 @@ def hidden_image(
     """
     if isinstance(hide, torch.Tensor):
         image = hide.to(x.device, x.dtype)
-        image = image.unsqueeze(0) if image.dim() == 3 else image[:1]
+        image = image.unsqueeze(0) if image.dim() == 3 else image
+        if image.shape[0] != 1:
+            raise InvalidParameterError(
+                f"hide holds {image.shape[0]} images: give one, or one per input image"
+            )
         if image.shape[1:] != x.shape[1:]:
             raise InvalidParameterError(
                 f"hide image has shape {tuple(image.shape[1:])}; the model input is {tuple(x.shape[1:])}"

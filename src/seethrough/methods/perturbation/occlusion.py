@@ -48,6 +48,8 @@ def _pair(value: object, name: str) -> tuple[int, int]:
     else:
         parts = [value]
     try:
+        if any(isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()) for p in parts):
+            raise ValueError(value)
         pair = tuple(int(p) for p in parts)
     except (TypeError, ValueError):
         raise InvalidParameterError(f"{name}={value!r}: an integer or HEIGHTxWIDTH") from None
@@ -69,8 +71,9 @@ class Occlusion(PerturbationMethod):
         drop_p = f(x) - f(x with W_p hidden)
         map[h, w] = mean of drop_p over the windows p that contain (h, w)
 
-    Positive values: hiding the region lowers the score. ``.weights`` holds ``drop_p`` per
-    window in row-major order of their positions.
+    Positive values: hiding the region lowers the score. With a stride larger than the window
+    some pixels lie in no window: their value is 0. ``.weights`` holds ``drop_p`` per window in
+    row-major order of their positions.
     """
 
     name = "occlusion"
@@ -111,6 +114,5 @@ class Occlusion(PerturbationMethod):
         drop = clean - scores[:, 0]
         total = torch.einsum("p,ph,pw->hw", drop, rows, cols)
         count = torch.einsum("ph,pw->hw", rows, cols)
-        return Single(
-            total / count, {"weights": drop.float().numpy()}, {"windows": float(len(drop))}
-        )
+        mean = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+        return Single(mean, {"weights": drop.float().numpy()}, {"windows": float(len(drop))})

@@ -99,14 +99,16 @@ def weighted_ridge(
     """Weighted ridge regression with an unpenalised intercept, for every column of ``y``.
 
     Minimises ``sum_i w_i (y_i - b - z_i beta)^2 + alpha |beta|^2`` (what scikit-learn's
-    ``Ridge(alpha).fit(z, y, sample_weight=w)`` solves). Returns ``(coef (T, F), intercept (T,),
+    ``Ridge(alpha).fit(z, y, sample_weight=w)`` solves; with ``alpha = 0`` and a
+    rank-deficient design, the minimum-norm solution). Returns ``(coef (T, F), intercept (T,),
     r2 (T,))`` with ``r2`` the weighted coefficient of determination on the samples.
     """
     wn = w / w.sum()
     zm, ym = wn @ z, wn @ y
     zc, yc = z - zm, y - ym
     gram = zc.T @ (w[:, None] * zc) + alpha * torch.eye(z.shape[1], dtype=z.dtype)
-    beta = torch.linalg.solve(gram, zc.T @ (w[:, None] * yc))  # (F, T)
+    # least squares on the normal equations: also defined when alpha = 0 and they are singular
+    beta = torch.linalg.lstsq(gram, zc.T @ (w[:, None] * yc), driver="gelsd").solution  # (F, T)
     ss_res = (wn[:, None] * (yc - zc @ beta) ** 2).sum(0)
     ss_tot = (wn[:, None] * yc**2).sum(0)
     r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300), torch.zeros_like(ss_tot))
