@@ -15,7 +15,7 @@ import torch
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
 from ...registry import Param
-from ..base import Context, Method, MethodResult
+from ..base import Context, Method, MethodResult, Ticker
 
 __all__ = [
     "GradientMethod",
@@ -178,3 +178,36 @@ class Attribution:
 def chunks(total: int, size: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``range(total)`` in steps of ``size``."""
     return [(s, min(s + size, total)) for s in range(0, total, max(1, size))]
+
+
+def clean_output(
+    ctx: Context, target: ResolvedTarget | None
+) -> tuple[torch.Tensor, ResolvedTarget]:
+    """The model's output on the clean input, and the targets fixed against it."""
+    with torch.no_grad():
+        output = ctx.forward(ctx.x)
+    return output, target or ctx.resolve(output)
+
+
+def accumulate(
+    ctx: Context,
+    samples: int,
+    batch_size: int,
+    term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``total[i] = sum_k term(i, k)`` over every image ``i`` and sample ``k < samples``.
+
+    The ``(i, k)`` pairs are evaluated ``batch_size`` at a time (``0``: chosen to fit memory):
+    ``term`` receives index tensors ``i`` and ``k`` of one batch and returns ``(B, C, H, W)``.
+    Progress is reported per pair.
+    """
+    n = ctx.x.shape[0]
+    image = torch.arange(n).repeat_interleave(samples)
+    sample = torch.arange(samples).repeat(n)
+    total = torch.zeros_like(ctx.x)
+    ticker = Ticker(ctx, n * samples)
+    for start, stop in chunks(n * samples, batch_size or auto_internal_batch(ctx)):
+        i, k = image[start:stop], sample[start:stop]
+        total.index_add_(0, i.to(ctx.x.device), term(i, k))
+        ticker.advance(stop - start)
+    return total

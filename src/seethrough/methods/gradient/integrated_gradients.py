@@ -8,16 +8,16 @@ import torch
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
 from ...registry import Param, register_method
-from ..base import Context, Ticker
+from ..base import Context
 from .base import (
     BASELINE,
     INTERNAL_BATCH,
     SEED,
     Attribution,
     GradientMethod,
-    auto_internal_batch,
+    accumulate,
     baseline_image,
-    chunks,
+    clean_output,
     input_gradients,
     reduce_param,
 )
@@ -80,9 +80,7 @@ class IntegratedGradients(GradientMethod):
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Gradients at every path point in batches, weighted and summed per image."""
         p = self.params
-        with torch.no_grad():
-            output = ctx.forward(ctx.x)
-        target = target or ctx.resolve(output)
+        output, target = clean_output(ctx, target)
         base = baseline_image(ctx, ctx.x, p["baseline"], torch.Generator().manual_seed(p["seed"]))
         total = self.path_integral(ctx, ctx.x, base, target)
         attributions = (ctx.x - base) * total
@@ -101,17 +99,10 @@ class IntegratedGradients(GradientMethod):
         """``sum_k w_k grad y(base + alpha_k (x - base))`` for each image ``(N, C, H, W)``."""
         alphas, weights = integration_rule(self.params["n_steps"], self.params["integration"])
         alphas, weights = alphas.to(x.device, x.dtype), weights.to(x.device, x.dtype)
-        n, steps = x.shape[0], len(alphas)
-        image = torch.arange(n, device=x.device).repeat_interleave(steps)
-        step = torch.arange(steps, device=x.device).repeat(n)
-        total = torch.zeros_like(x)
-        ticker = Ticker(ctx, n * steps)
-        size = self.params["internal_batch_size"] or auto_internal_batch(ctx)
-        for start, stop in chunks(n * steps, size):
-            i, k = image[start:stop], step[start:stop]
-            a = alphas[k].view(-1, 1, 1, 1)
-            points = base[i] + a * (x[i] - base[i])
+
+        def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            points = base[i] + alphas[k].view(-1, 1, 1, 1) * (x[i] - base[i])
             grads, _, _ = input_gradients(ctx, points, target.select(i.tolist()))
-            total.index_add_(0, i, grads * weights[k].view(-1, 1, 1, 1))
-            ticker.advance(stop - start)
-        return total
+            return grads * weights[k].view(-1, 1, 1, 1)
+
+        return accumulate(ctx, len(alphas), self.params["internal_batch_size"], term)

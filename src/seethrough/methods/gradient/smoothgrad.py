@@ -8,16 +8,16 @@ import torch
 
 from ...core.targets import ResolvedTarget
 from ...registry import Param, get_method, register_method
-from ..base import Context, Ticker
+from ..base import Context
 from .base import (
     BASELINE,
     INTERNAL_BATCH,
     SEED,
     Attribution,
     GradientMethod,
-    auto_internal_batch,
+    accumulate,
     baseline_image,
-    chunks,
+    clean_output,
     input_gradients,
     reduce_param,
 )
@@ -67,28 +67,21 @@ class SmoothGrad(GradientMethod):
         """Draw the noisy copies, run the wrapped method on them in batches, average."""
         p = self.params
         inner = get_method(p["wrapped"]).cls()
-        with torch.no_grad():
-            output = ctx.forward(ctx.x)
-        target = target or ctx.resolve(output)
-        x, n, m = ctx.x, ctx.x.shape[0], p["n_samples"]
+        output, target = clean_output(ctx, target)
+        x, m = ctx.x, p["n_samples"]
         generator = torch.Generator().manual_seed(p["seed"])
         sigma = (x.flatten(1).amax(1) - x.flatten(1).amin(1)) * p["noise"]
         noise = torch.randn((m, *x.shape[1:]), generator=generator, dtype=torch.float64)
-        total = torch.zeros_like(x)
-        image = torch.arange(n).repeat_interleave(m)
-        sample = torch.arange(m).repeat(n)
-        ticker = Ticker(ctx, n * m)
-        for start, stop in chunks(n * m, p["internal_batch_size"] or auto_internal_batch(ctx)):
-            i, k = image[start:stop], sample[start:stop]
+
+        def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
             noisy = x[i] + sigma[i].view(-1, 1, 1, 1) * noise[k].to(x.device, x.dtype)
             sub_target = target.select(i.tolist())
             sub = dataclasses.replace(
                 ctx, x=noisy, target=_as_target_list(sub_target), progress=None
             )
-            a = inner.attribute(sub, sub_target).attributions
-            total.index_add_(0, i.to(x.device), a)
-            ticker.advance(stop - start)
-        return Attribution(total / m, output, target)
+            return inner.attribute(sub, sub_target).attributions
+
+        return Attribution(accumulate(ctx, m, p["internal_batch_size"], term) / m, output, target)
 
 
 @register_method
@@ -128,9 +121,7 @@ class GradientShap(GradientMethod):
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Random baselines and path points, batched gradients, averaged per image."""
         p = self.params
-        with torch.no_grad():
-            output = ctx.forward(ctx.x)
-        target = target or ctx.resolve(output)
+        output, target = clean_output(ctx, target)
         x, n, m = ctx.x, ctx.x.shape[0], p["n_samples"]
         generator = torch.Generator().manual_seed(p["seed"])
         baselines = self._baselines(ctx, generator)  # (N or M, ...) candidates
@@ -141,19 +132,15 @@ class GradientShap(GradientMethod):
         )
         t = torch.rand(m, generator=generator, dtype=torch.float64)
         eps = torch.randn((m, *x.shape[1:]), generator=generator, dtype=torch.float64) * p["noise"]
-        total = torch.zeros_like(x)
-        image = torch.arange(n).repeat_interleave(m)
-        sample = torch.arange(m).repeat(n)
-        ticker = Ticker(ctx, n * m)
-        for start, stop in chunks(n * m, p["internal_batch_size"] or auto_internal_batch(ctx)):
-            i, k = image[start:stop], sample[start:stop]
+
+        def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
             b = baselines[pick[k]] if pick is not None else baselines[i]
             noisy = x[i] + eps[k].to(x.device, x.dtype)
             tk = t[k].to(x.device, x.dtype).view(-1, 1, 1, 1)
             grads, _, _ = input_gradients(ctx, b + tk * (noisy - b), target.select(i.tolist()))
-            total.index_add_(0, i.to(x.device), grads * (x[i] - b))
-            ticker.advance(stop - start)
-        return Attribution(total / m, output, target)
+            return grads * (x[i] - b)
+
+        return Attribution(accumulate(ctx, m, p["internal_batch_size"], term) / m, output, target)
 
     def _baselines(self, ctx: Context, generator: torch.Generator) -> torch.Tensor:
         base = self.params["baseline"]
