@@ -12,34 +12,39 @@ __all__ = ["preserved_state"]
 
 
 @contextmanager
-def preserved_state(module: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]:
+def preserved_state(
+    module: nn.Module, *, eval_mode: bool = True, modules: bool = False
+) -> Iterator[nn.Module]:
     """Run a block with ``module`` in eval mode and restore its state afterwards.
 
     Saved and restored on exit (also after an exception): every submodule's ``training`` flag,
-    every parameter's ``requires_grad`` and ``.grad`` (the very same tensor object), and every
-    submodule registered under a name (methods that swap modules, such as guided backprop, are
-    undone even if they forget to).
+    every parameter's ``requires_grad`` and ``.grad`` (the very same tensor object) and, with
+    ``modules=True``, every submodule registered under a name (methods that swap modules, such
+    as guided backprop, are undone even if they forget to).
 
     Args:
         module: the model to protect.
         eval_mode: put the model in eval mode for the duration of the block.
+        modules: also snapshot and restore the module tree (costs a second walk).
     """
-    training = {m: m.training for m in module.modules()}
+    mods = list(module.modules())
+    training = [m.training for m in mods]
     params = list(module.parameters())
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    children = {m: dict(m.named_children()) for m in module.modules()}
+    children = [(m, list(m._modules.items())) for m in mods] if modules else []
     try:
-        if eval_mode:
+        if eval_mode and any(training):
             module.eval()
         yield module
     finally:
-        for parent, named in children.items():
-            for name, child in named.items():
+        for parent, named in children:
+            for name, child in named:
                 if getattr(parent, name, None) is not child:
                     setattr(parent, name, child)
-        for m, flag in training.items():
-            m.training = flag
+        for m, flag in zip(mods, training, strict=True):
+            if m.training != flag:
+                m.training = flag
         for p, flag, grad in zip(params, requires_grad, grads, strict=True):
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
@@ -50,7 +55,8 @@ def preserved_state(module: nn.Module, *, eval_mode: bool = True) -> Iterator[nn
 def no_param_grads(module: nn.Module) -> None:
     """Freeze every parameter of ``module`` (inside :func:`preserved_state`, which undoes it)."""
     for p in module.parameters():
-        p.requires_grad_(False)
+        if p.requires_grad:
+            p.requires_grad_(False)
 
 
 def floating_dtype(module: nn.Module) -> torch.dtype:

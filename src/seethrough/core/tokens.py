@@ -37,14 +37,14 @@ def prefix_and_grid(model: nn.Module, length: int) -> tuple[int, tuple[int, int]
     )
 
 
-def tokens_to_map(t: torch.Tensor, model: nn.Module) -> torch.Tensor:
+def tokens_to_map(t: torch.Tensor, model: nn.Module, layer: str | None = None) -> torch.Tensor:
     """``(N, L, D)`` tokens to ``(N, D, h, w)`` patch maps; 4-D tensors pass through."""
     if t.dim() == 4:
         return t
     if t.dim() != 3:
         raise MethodNotApplicableError(
-            f"a layer output of shape {tuple(t.shape)} is neither a (N, C, H, W) map nor "
-            "(N, tokens, dim) transformer tokens"
+            f"layer '{layer}' outputs shape {tuple(t.shape)}: neither a spatial (N, C, H, W) map "
+            "nor (N, tokens, dim) transformer tokens; pick a convolutional or transformer layer"
         )
     prefix, (h, w) = prefix_and_grid(model, t.shape[1])
     return t[:, prefix:].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)

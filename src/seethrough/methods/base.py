@@ -124,6 +124,7 @@ class Method:
     needs_gradients: ClassVar[bool] = True
     needs_layer: ClassVar[bool] = False
     class_specific: ClassVar[bool] = True
+    swaps_modules: ClassVar[bool] = False  # replaces submodules during a call (guided backprop)
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
@@ -160,8 +161,9 @@ class Method:
             labels: the model's class labels, for methods that name classes in their extras.
         """
         device = next((t.device for t in model.parameters()), x.device)
-        with preserved_state(model):
-            no_param_grads(model)
+        with preserved_state(model, modules=self.swaps_modules):
+            if self.needs_gradients:
+                no_param_grads(model)
             ctx = Context(
                 model,
                 x.detach().to(device, floating_dtype(model)),

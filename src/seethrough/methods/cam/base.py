@@ -62,8 +62,8 @@ class CAMMethod(Method):
             scores = target(output)
             acts = rec.output(ctx.layer)
             grads = self._gradients(scores, acts, ctx.layer) if self.needs_gradients else None
-        acts = tokens_to_map(acts.detach(), ctx.model)  # ViT tokens become (N, D, h, w)
-        grads = tokens_to_map(grads, ctx.model) if grads is not None else None
+        acts = tokens_to_map(acts.detach(), ctx.model, ctx.layer)  # ViT tokens: (N, D, h, w)
+        grads = tokens_to_map(grads, ctx.model, ctx.layer) if grads is not None else None
         state = CAMState(ctx, acts, grads, scores.detach(), target, rec)
         with torch.no_grad():
             raw = self.combine(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...core.heads import gap_linear_head, linear_modules
 from ...errors import MethodNotApplicableError
 from ...registry import register_method
 from ..base import Context
@@ -33,8 +34,7 @@ class CAM(CAMMethod):
 
     def recorded_modules(self, ctx: Context) -> dict[str, nn.Module]:
         """The layer and every linear layer (one of them must be the head)."""
-        linears = {n: m for n, m in ctx.model.named_modules() if isinstance(m, nn.Linear)}
-        return {**linears, ctx.layer: ctx.layer_module}
+        return {**linear_modules(ctx.model), ctx.layer: ctx.layer_module}
 
     def weights(self, s: CAMState) -> torch.Tensor:
         """Rows of the head's weight matrix for the target classes."""
@@ -47,18 +47,11 @@ class CAM(CAMMethod):
         return head.weight.detach()[classes].to(s.activations.dtype)
 
     def _head(self, s: CAMState) -> nn.Linear:
-        pooled = s.activations.mean(dim=(2, 3))
-        tol = 1e-4 * float(pooled.abs().max()) + 1e-8
-        for name, module in reversed(list(self.recorded_modules(s.ctx).items())):
-            head_in = s.recorder.inputs.get(name)
-            if (
-                isinstance(module, nn.Linear)
-                and head_in is not None
-                and head_in.shape == pooled.shape
-                and torch.allclose(head_in.detach(), pooled, rtol=1e-4, atol=tol)
-            ):
-                return module
-        raise MethodNotApplicableError(
-            f"CAM needs layer '{s.ctx.layer}' to feed global average pooling and one linear "
-            "classifier, which this model does not do: use gradcam (equal to CAM on such models)"
-        )
+        head = gap_linear_head(s.recorder, s.activations)
+        if head is None:
+            raise MethodNotApplicableError(
+                f"CAM needs layer '{s.ctx.layer}' to feed global average pooling and one linear "
+                "classifier, which this model does not do: use gradcam (equal to CAM on such "
+                "models)"
+            )
+        return head

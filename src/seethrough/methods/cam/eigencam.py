@@ -30,10 +30,19 @@ class EigenCAM(CAMMethod):
     class_specific = False
 
     def combine(self, s: CAMState) -> torch.Tensor:
-        """First-principal-component projection per sample."""
+        """First-principal-component projection per sample.
+
+        ``M v_1 = sigma_1 u_1``, and ``u_1`` is the top eigenvector of the small ``(h*w, h*w)``
+        Gram matrix ``M M^T`` (``sigma_1^2`` its eigenvalue): one symmetric eigendecomposition
+        of a matrix the size of the map instead of an SVD of ``M``.
+        """
         n, c, h, w = s.activations.shape
-        m = s.activations.reshape(n, c, h * w).transpose(1, 2)
-        _, _, vh = torch.linalg.svd(m, full_matrices=False)
-        proj = torch.bmm(m, vh[:, :1, :].transpose(1, 2)).squeeze(2)
+        m = s.activations.reshape(n, c, h * w).transpose(1, 2).double()
+        if h * w <= c:
+            values, vectors = torch.linalg.eigh(m @ m.transpose(1, 2))
+            proj = vectors[..., -1] * values[:, -1:].clamp_min(0).sqrt()
+        else:
+            _, vectors = torch.linalg.eigh(m.transpose(1, 2) @ m)
+            proj = torch.bmm(m, vectors[..., -1:]).squeeze(2)
         sign = torch.where(proj.sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(proj.dtype)
-        return (proj * sign).reshape(n, h, w)
+        return (proj * sign).reshape(n, h, w).to(s.activations.dtype)

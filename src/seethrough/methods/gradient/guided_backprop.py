@@ -113,6 +113,7 @@ class GuidedBackprop(GradientMethod):
 
     name = "guided_backprop"
     title = "Guided Backprop"
+    swaps_modules = True
     paper = "Springenberg et al., ICLR workshop 2015"
     params = (reduce_param("abs_max"),)
 
@@ -137,6 +138,7 @@ class GuidedGradCAM(GradientMethod):
 
     name = "guided_gradcam"
     title = "Guided Grad-CAM"
+    swaps_modules = True
     paper = "Selvaraju et al., ICCV 2017"
     needs_layer = True
     params = (reduce_param("abs_max"),)

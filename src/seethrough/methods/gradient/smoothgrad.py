@@ -47,6 +47,7 @@ class SmoothGrad(GradientMethod):
 
     name = "smoothgrad"
     title = "SmoothGrad"
+    swaps_modules = True  # the wrapped method may be guided backprop
     paper = "Smilkov et al., ICML workshop 2017"
     params = (
         Param(
