@@ -9,6 +9,10 @@ The protocol, meant for a small, shared and noisy CPU machine:
   starting candidate rotating each round), so a drift in machine load hits all candidates alike
   instead of whichever happened to be measured during it;
 - the garbage collector runs between calls and is disabled during a timed call (as ``timeit``);
+- each call records its wall time and the CPU time of the whole process (all threads): on a
+  machine shared with other jobs a preempted call loses wall time but little CPU time, so CPU
+  ratios are a cross-check of wall ratios (they also count spinning threads, so they are not a
+  substitute);
 - each candidate reports the median and the minimum of its samples; :func:`paired_ratio` gives
   the median over rounds of the per-round ratio of two candidates, which cancels load drifts
   slower than one round.
@@ -67,10 +71,18 @@ class Candidate:
 
 @dataclass
 class Timing:
-    """The samples of one candidate, in seconds per unit, in round order."""
+    """The samples of one candidate, in seconds per unit, in round order.
+
+    Attributes:
+        name: the candidate's name.
+        samples: wall-clock seconds per unit of each timed call.
+        cpu: process CPU seconds (all threads) per unit of each timed call.
+        rounds: the round of each sample.
+    """
 
     name: str
     samples: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
 
     @property
@@ -96,26 +108,30 @@ class Timing:
             "median": self.median,
             "min": self.min,
             "spread": self.spread,
+            "cpu_median": statistics.median(self.cpu) if self.cpu else float("nan"),
             "samples": list(self.samples),
+            "cpu_samples": list(self.cpu),
             "rounds": list(self.rounds),
         }
 
 
-def _call(candidate: Candidate) -> float:
-    """Time one call of ``candidate.fn`` (gc collected before, disabled during)."""
+def _call(candidate: Candidate) -> tuple[float, float]:
+    """Wall and CPU seconds of one call of ``candidate.fn`` (gc collected before, off during)."""
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
+        cpu = time.process_time()
         start = time.perf_counter()
         candidate.fn()
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     finally:
         if enabled:
             gc.enable()
     if candidate.cleanup is not None:
         candidate.cleanup()
-    return elapsed
+    return elapsed, cpu
 
 
 def run_interleaved(
@@ -150,17 +166,26 @@ def run_interleaved(
         for c in order:
             if r >= (repeats if c.repeats is None else c.repeats):
                 continue
-            timings[c.name].samples.append(_call(c) / c.units)
+            wall, cpu = _call(c)
+            timings[c.name].samples.append(wall / c.units)
+            timings[c.name].cpu.append(cpu / c.units)
             timings[c.name].rounds.append(r)
         if progress is not None:
             progress(f"round {r + 1}/{repeats} took {time.perf_counter() - start:.1f} s")
     return timings
 
 
-def paired_ratio(a: Timing, b: Timing) -> float:
-    """Median over the rounds both took part in of ``a / b`` (``nan`` if none in common)."""
-    bs = dict(zip(b.rounds, b.samples, strict=True))
-    ratios = [s / bs[r] for r, s in zip(a.rounds, a.samples, strict=True) if r in bs]
+def paired_ratio(a: Timing, b: Timing, *, cpu: bool = False) -> float:
+    """Median over the rounds both took part in of ``a / b`` (``nan`` if none in common).
+
+    Args:
+        a: numerator.
+        b: denominator.
+        cpu: compare CPU times instead of wall times.
+    """
+    a_samples, b_samples = (a.cpu, b.cpu) if cpu else (a.samples, b.samples)
+    bs = dict(zip(b.rounds, b_samples, strict=True))
+    ratios = [s / bs[r] for r, s in zip(a.rounds, a_samples, strict=True) if r in bs]
     return statistics.median(ratios) if ratios else float("nan")
 
 
@@ -187,6 +212,7 @@ def environment() -> dict[str, str]:
         "torch interop threads": str(torch.get_num_interop_threads()),
         "cpu": _cpu_name(),
         "logical cpus": str(os.cpu_count()),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "platform": platform.platform(),
     }
     if hasattr(os, "getloadavg"):
