@@ -28,6 +28,7 @@ FAST = {
     "integrated_gradients": {"n_steps": 8},
     "smoothgrad": {"n_samples": 4},
     "gradient_shap": {"n_samples": 8},
+    "feature_inversion": {"n_steps": 20},
 }
 METHODS = [m.name for m in list_methods()]
 

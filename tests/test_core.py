@@ -65,7 +65,7 @@ def test_recorder_removes_hooks_when_forward_fails(tiny):
 def test_preserved_state_restores_swapped_modules_and_flags(tiny):
     tiny.train()
     original = tiny.features[1]
-    with pytest.raises(ValueError), preserved_state(tiny):
+    with pytest.raises(ValueError), preserved_state(tiny, modules=True):
         assert not tiny.training
         tiny.features[1] = nn.Tanh()
         tiny.fc.weight.requires_grad_(False)

@@ -5,6 +5,7 @@ with the Agg backend, so these helpers are safe to call from several threads at 
 """
 
 from seethrough.viz.color import NORMALIZE_MODES, colorize, get_cmap, normalize_map, resize_map
+from seethrough.viz.concepts import concept_colors, concept_legend, concept_overlay, feature_grid
 from seethrough.viz.explanations import explanation_panels, is_signed
 from seethrough.viz.figures import (
     Panel,
@@ -39,4 +40,8 @@ __all__ = [
     "signed_segments",
     "explanation_panels",
     "is_signed",
+    "concept_colors",
+    "concept_legend",
+    "concept_overlay",
+    "feature_grid",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from seethrough.viz.concepts import concept_overlay
 from seethrough.viz.figures import Panel
 from seethrough.viz.superpixels import signed_segments, top_segments
 
@@ -27,15 +28,22 @@ def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Pa
     Every explanation gets its map over the image (a diverging, 0-centred colormap with a legend
     when the map is signed). With ``views="all"``, segment-based explanations (LIME, Kernel
     SHAP) also get the ``top_k`` superpixels with the rest dimmed, and the positive / negative
-    superpixels in two colours.
+    superpixels in two colours; Deep Feature Factorization gets its concepts in colours, feature
+    inversion its optimised image.
     """
     weights = e.weights
     if weights is not None and np.ndim(weights) == 2:
         weights = weights[0]
     signed = is_signed(e.map)
     panels = [Panel(e.image, title=e.caption(), heatmap=e.map, signed=signed, colorbar=signed)]
+    name = e.caption().splitlines()[0]
+    if views == "all" and e.image is not None and "concepts" in e.extras:
+        panels.append(
+            Panel(concept_overlay(e.image, e.extras["concepts"]), title=f"{name}\nconcepts")
+        )
+    if "inverted_image" in e.extras:  # the optimised image is the result, not a map on the photo
+        panels = [Panel(e.extras["inverted_image"], title=f"{e.caption()}\n(optimised image)")]
     if views == "all" and e.segments is not None and weights is not None and e.image is not None:
-        name = e.caption().splitlines()[0]
         panels.append(
             Panel(
                 top_segments(e.image, e.segments, weights, top_k),
