@@ -43,16 +43,27 @@ def test_save_load_round_trip(lite0, tmp_path):
 
 
 def test_manifest_content(lite0, tmp_path):
-    e = seethrough.explain(lite0, "sample:coffee", "scorecam", batch_size=128)
+    e = seethrough.explain(lite0, "sample:coffee", "occlusion", window=112, stride="112x56", seed=3)
     manifest = json.loads(e.save(tmp_path)["json"].read_text())
-    assert (
-        manifest["format"] == "seethrough.explanation" and manifest["version"] == MANIFEST_VERSION
-    )
-    assert manifest["params"] == {"relu": True, "batch_size": 128}
-    assert manifest["label"] == "espresso" and manifest["layer"] == "bn2"
+    assert manifest["format"] == "seethrough.explanation"
+    assert manifest["version"] == MANIFEST_VERSION
+    assert manifest["params"] == {
+        "window": 112,
+        "stride": "112x56",
+        "hide": 0.0,
+        "score": "probability",
+        "batch_size": 0,
+        "seed": 3,
+    }
+    assert manifest["label"] == "espresso" and manifest["seed"] == 3
+    assert manifest["stats"]["windows"] == 6.0
     assert {"python", "seethrough", "torch", "numpy"} <= set(manifest["libraries"])
-    assert manifest["shapes"] == {"raw": [7, 7], "map": [224, 224]}
+    assert manifest["shapes"] == {"raw": [224, 224], "map": [224, 224]}
     assert "normalise" in manifest["preprocessing"]
+    cam = json.loads(
+        seethrough.explain(lite0, "sample:coffee", "gradcam").save(tmp_path)["json"].read_text()
+    )
+    assert cam["layer"] == "bn2" and cam["shapes"]["raw"] == [7, 7]
 
 
 def test_caption(lite0):
