@@ -126,3 +126,30 @@ def test_timm_vit_loads_by_name_and_explains():
     vm = seethrough.load_model("timm:vit_tiny_patch16_224", weights="none")
     e = seethrough.explain(vm, "sample:chelsea", "gradcam")
     assert e.layer == "blocks.11.norm1" and e.map.shape == (224, 224)
+
+
+def test_rollout_without_class_token_averages_the_token_rows():
+    vit = small_vit(class_token=False, global_pool="avg")
+    x = torch.rand(1, 3, 32, 32)
+    e = seethrough.explain(vit, x[0], "attention_rollout", discard_ratio=0.0)
+    store = []
+    handles = [
+        blk.attn.attn_drop.register_forward_hook(lambda m, a, o: store.append(o))
+        for blk in vit.blocks
+    ]
+    fused = [blk.attn.fused_attn for blk in vit.blocks]
+    try:
+        for blk in vit.blocks:
+            blk.attn.fused_attn = False
+        with torch.no_grad():
+            vit(x)
+    finally:
+        for h, blk, f in zip(handles, vit.blocks, fused, strict=True):
+            h.remove()
+            blk.attn.fused_attn = f
+    result = None
+    for a in store:
+        a = (a.mean(1)[0].double() + torch.eye(16, dtype=torch.float64)) / 2
+        a = a / a.sum(-1, keepdim=True)
+        result = a if result is None else a @ result
+    np.testing.assert_allclose(e.raw, result.mean(0).reshape(4, 4).numpy(), rtol=1e-5)

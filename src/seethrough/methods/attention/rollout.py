@@ -83,6 +83,8 @@ class AttentionRollout(Method):
         R = prod_l norm((A_l + I) / 2)       (l from the last layer down to the first)
         map = R[class token, patch tokens]   (folded into the patch grid)
 
+    A model without a class token (average-pooled tokens) gets the mean of all rows of ``R``.
+
     Class-agnostic (the target's score is still reported). Works with timm vision
     transformers, whose fused attention kernels are switched off for the call.
     """
@@ -121,5 +123,7 @@ class AttentionRollout(Method):
         attentions = [rec.output(name).double() for name in drops]
         relevance = rollout(attentions, self.params["head_fusion"], self.params["discard_ratio"])
         prefix, (h, w) = prefix_and_grid(ctx.model, relevance.shape[-1])
-        maps = relevance[:, 0, prefix:].reshape(-1, h, w).to(ctx.x.dtype)
+        # the class token's row; a model without one pools all tokens, so their rows are averaged
+        rows = relevance[:, 0, prefix:] if prefix > 0 else relevance.mean(dim=1)
+        maps = rows.reshape(-1, h, w).to(ctx.x.dtype)
         return ctx.result(maps, maps, output, target)
