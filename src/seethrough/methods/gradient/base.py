@@ -135,13 +135,14 @@ def baseline_image(
 
 
 def auto_internal_batch(ctx: Context) -> int:
-    """Inputs per forward/backward for methods that evaluate many: probed on CUDA, 16 on CPU."""
+    """Inputs per forward/backward for methods that evaluate many: probed on CUDA; on the CPU 8
+    inputs of 224x224 (measured fastest for IG on ResNet-18 and EfficientNet-Lite0)."""
     from ..perturbation.engine import auto_batch_size
 
     return (
         max(1, auto_batch_size(ctx) // 2)
         if ctx.x.is_cuda
-        else max(1, min(16, 16 * 3 * 224 * 224 // ctx.x[0].numel()))
+        else max(1, min(16, 8 * 3 * 224 * 224 // ctx.x[0].numel()))
     )
 
 

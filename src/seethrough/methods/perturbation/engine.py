@@ -100,8 +100,10 @@ def auto_batch_size(ctx: Context) -> int:
     """A batch size that fits memory: probed on CUDA, scaled by input size on the CPU.
 
     On a GPU one forward of a single input measures the peak memory per image, and the batch
-    uses at most half of the free memory (at most 256). On the CPU batching gains little, so
-    32 images of 224x224 (fewer for larger inputs) keep memory modest.
+    uses at most half of the free memory (at most 256). On the CPU large batches are slower per
+    image (memory bound: EfficientNet-Lite0 takes 4x longer per image at batch 32 than at batch
+    1, ResNet-18 is fastest near 8; see benchmarks/perturbation_speed.py), so 8 images of 224x224
+    (more for smaller inputs, at most 64).
     """
     x = ctx.x[:1]
     if x.is_cuda:
@@ -113,7 +115,7 @@ def auto_batch_size(ctx: Context) -> int:
         per_image = max(torch.cuda.max_memory_allocated(x.device) - base, 1)
         free, _ = torch.cuda.mem_get_info(x.device)
         return int(max(1, min(256, free // 2 // per_image)))
-    return int(max(1, min(64, 32 * 3 * 224 * 224 // x[0].numel())))
+    return int(max(1, min(64, 8 * 3 * 224 * 224 // x[0].numel())))
 
 
 def hidden_image(
