@@ -1,0 +1,614 @@
+"""Speed of seethrough's gradient methods against the model's own floor and against Captum.
+
+What is measured, for each model (defaults: resnet18 with random weights and the bundled
+efficientnet_lite0), on a 224x224 random model input, all in ONE interleaved run per model (see
+``_timing.py``: warm-up, then round-robin over the candidates, median and min of the repeats):
+
+- ``seethrough.explain(model, x, method, target=T, ...)``, the whole public call (input checks,
+  display images, the method, numpy conversion), for
+
+  * ``saliency`` and ``guided_backprop`` at batch 1 and batch 8 (``--large-batch``);
+  * ``integrated_gradients`` at batch 1: 50 steps (``--n-steps``), ``baseline=0.0`` (a number
+    in model-input space), each rule of ``--rules`` (gausslegendre, riemann_trapezoid) at each
+    ``internal_batch_size`` of ``--ig-batches`` (1, 8, 16, 50);
+  * ``smoothgrad`` over saliency at batch 1: ``n_samples=16``, ``noise=0.15``,
+    ``internal_batch_size=16``;
+
+- Captum at the same settings, same explicit target class ``T`` (the top class of the first
+  image, fixed before timing): ``Saliency(abs=False)`` (our attributions are the signed
+  gradient), ``GuidedBackprop``, ``IntegratedGradients(baselines=0.0, n_steps, method,
+  internal_batch_size)`` and ``NoiseTunnel(Saliency)`` with ``nt_type="smoothgrad"``,
+  ``nt_samples=16``, ``nt_samples_batch_size=16``, ``abs=False`` and ``stdevs`` = our sigma,
+  ``noise * (max(x) - min(x))`` of the image. Captum gets the model as ``load_model`` returns
+  it (eval mode, parameters requiring grad) unless ``--captum-frozen`` freezes its parameters
+  too (as ``explain`` does for us). Captum guides ``nn.ReLU`` modules only: on a model with
+  ``nn.ReLU6`` (efficientnet_lite0) its GuidedBackprop leaves those unguided, which is not
+  the same algorithm, so that row gets no verdict against Captum;
+- floors on the same model and input, in eval mode with frozen parameters (as ``explain``
+  runs the model): ``fwd+bwd@b``, ``model(x)`` on a batch of ``b`` with
+  ``x.requires_grad_(True)``, then ``torch.autograd.grad(out[:, T].sum(), x)``, for ``b`` in
+  1, the large batch and every IG internal batch size.
+
+How to read the ratios (all seconds are per image: a batch call's time divided by its size):
+
+- ``ratio`` is the median over rounds of (method time / floor time) within the same round, so a
+  load drift slower than one round cancels. ``ratio@min`` is min(method) / min(floor), the
+  best case of each, and ``cpu ratio`` the paired median ratio of process CPU times (all
+  threads), which a preempted call barely inflates. When either gives the other verdict than
+  ``ratio``, the status gets a ``?``: the machine was too busy to call it; re-run with more
+  repeats, or with ``--threads 1`` on a shared machine.
+- saliency is compared with ``fwd+bwd`` at its own batch and must stay within 1.10x.
+- integrated gradients: a row per rule and internal batch ``ib``, compared (for information)
+  with ``50 x fwd+bwd@ib`` per image; then a ``best`` row per rule, ours at the internal batch
+  with the lowest median, compared with the IG floor, ``50 x fwd+bwd@b`` per image at the
+  ``b`` with the lowest median among every floor batch measured (1, 8, 16, 50 by default, also
+  with ``--quick``): the best a 50-step path can cost on this machine. It must stay within
+  1.10x. Ours also runs two forwards Captum does not (the clean output, which
+  fixes the target, and the baseline's, for the completeness gap): 2 forwards on top of 50
+  forward+backward passes, about 1%.
+- guided backprop is compared with ``fwd+bwd`` and smoothgrad with ``16 x fwd+bwd@16`` for
+  information only (no target): guided backprop pays a Python autograd function per ReLU,
+  smoothgrad draws the noise.
+- ``ours/captum`` is the paired median over rounds of our time over Captum's at equal settings
+  (below 1: ours is faster) and must be <= 1.00 on every row; ``vs captum`` gets a ``?`` when
+  min(ours) / min(captum) or the paired CPU-time ratio gives the other verdict. The ``best``
+  IG rows compare our best internal batch with Captum's best.
+- ``spread`` is (max - min) / median of our samples: how busy the machine was. On a machine
+  shared with other CPU-bound jobs, torch's OpenMP threads stall at every parallel region while
+  a sibling thread is descheduled: a call can take many times its quiet time and even CPU
+  ratios drift. ``--threads 1`` avoids that at the price of measuring single-thread ratios.
+
+Cost control (one IG call is ~50 forward+backward passes): IG candidates run ``--ig-repeats``
+rounds (the first ones) and only one IG candidate per implementation is warmed up (at internal
+batch 8, whose last chunk of 2 is the only shape the floors do not warm up); the other
+candidates run ``--repeats`` rounds after ``--warmup`` untimed calls. The default run costs
+about 600 CPU-seconds (measured single-threaded: ~300 per model, 70% of it IG), i.e. roughly 6
+minutes with 2 threads on a quiet 2-core machine, 10 with ``--threads 1``. ``--quick`` (about
+2 to 3 minutes on a quiet 2-core machine): 2 rounds, 1 IG round, IG internal batches 8 and 50
+only (the IG floor still takes the best of 1, 8, 16 and 50).
+
+Run: ``.venv/bin/python benchmarks/gradient_speed.py [--json PATH]`` (``--quick`` for a smoke
+run). The Markdown table goes to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from _timing import Candidate, Timing, environment, markdown_table, paired_ratio, run_interleaved
+from torch import nn
+
+import seethrough
+from seethrough.models import VisionModel
+
+RULES = ("gausslegendre", "riemann_trapezoid")
+SALIENCY_TARGET = 1.10
+IG_TARGET = 1.10
+CAPTUM_TARGET = 1.00
+SMOOTH_SAMPLES = 16
+SMOOTH_NOISE = 0.15
+
+
+FLOOR = "floor:fwd+bwd@"
+
+
+def _floor(b: int) -> str:
+    return f"{FLOOR}{b}"
+
+
+@dataclass
+class Config:
+    """One model with the settings and the results of its interleaved run."""
+
+    model: str
+    target: int
+    sigma: float
+    guided_relus: int
+    relu6: int
+    timings: dict[str, Timing] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ candidates
+
+
+def _load(name: str) -> VisionModel:
+    """The bundled model with its real weights, any other model with random weights (offline)."""
+    weights = "default" if name == "efficientnet_lite0" else "none"
+    vm = seethrough.load_model(name, weights=weights)
+    vm.module.eval()
+    return vm
+
+
+def _frozen(module: nn.Module, fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` run with every parameter frozen (restored after), as ``explain`` runs the model."""
+    params = list(module.parameters())
+
+    def run() -> None:
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            fn()
+        finally:
+            for p, flag in zip(params, flags, strict=True):
+                p.requires_grad_(flag)
+
+    return run
+
+
+def _fwd_bwd(module: nn.Module, x: torch.Tensor, target: int) -> Candidate:
+    """One forward and one backward of the target's score down to the input, batch ``len(x)``."""
+
+    def run() -> None:
+        xi = x.detach().requires_grad_(True)
+        out = module(xi)
+        torch.autograd.grad(out[:, target].sum(), xi)
+
+    return Candidate(_floor(x.shape[0]), _frozen(module, run), units=x.shape[0])
+
+
+def _ours(name: str, vm: VisionModel, x: torch.Tensor, method: str, **params: Any) -> Candidate:
+    """``seethrough.explain`` on the whole batch."""
+
+    def run() -> None:
+        seethrough.explain(vm, x, method, **params)
+
+    return Candidate(f"ours:{name}", run, units=x.shape[0])
+
+
+def _captum(
+    name: str, module: nn.Module, x: torch.Tensor, frozen: bool, make: Callable[[], Any], **kw: Any
+) -> Candidate:
+    """Captum's attribution class built inside the timed call, as ``explain`` builds ours."""
+
+    def run() -> None:
+        make().attribute(x, **kw)
+
+    return Candidate(f"captum:{name}", _frozen(module, run) if frozen else run, units=x.shape[0])
+
+
+def _ig_name(rule: str, ib: int) -> str:
+    return f"ig {rule} ib={ib}"
+
+
+def _candidates(vm: VisionModel, args: argparse.Namespace) -> tuple[list[Candidate], int, float]:
+    """Everything timed for one model, the explicit target class and SmoothGrad's sigma."""
+    from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
+
+    module, frozen = vm.module, args.captum_frozen
+    batches = sorted({1, args.large_batch, *args.ig_batches, SMOOTH_SAMPLES})
+    gen = torch.Generator().manual_seed(args.seed)
+    big = torch.randn(max(batches), 3, args.size, args.size, generator=gen)
+    x1, x8 = big[:1].clone(), big[: args.large_batch].clone()
+    with torch.no_grad():
+        target = int(module(x1).argmax(1))
+    sigma = float(SMOOTH_NOISE * (x1.max() - x1.min()))
+    out = [_fwd_bwd(module, big[:b].clone(), target) for b in batches]
+    for x in (x1, x8):
+        b = x.shape[0]
+        out += [
+            _ours(f"saliency@{b}", vm, x, "saliency", target=target),
+            _captum(
+                f"saliency@{b}",
+                module,
+                x,
+                frozen,
+                lambda: Saliency(module),
+                target=target,
+                abs=False,
+            ),
+            _ours(f"guided_backprop@{b}", vm, x, "guided_backprop", target=target),
+            _captum(
+                f"guided_backprop@{b}",
+                module,
+                x,
+                frozen,
+                lambda: GuidedBackprop(module),
+                target=target,
+            ),
+        ]
+    out += [
+        _ours(
+            "smoothgrad",
+            vm,
+            x1,
+            "smoothgrad",
+            target=target,
+            wrapped="saliency",
+            n_samples=SMOOTH_SAMPLES,
+            noise=SMOOTH_NOISE,
+            internal_batch_size=SMOOTH_SAMPLES,
+        ),
+        _captum(
+            "smoothgrad",
+            module,
+            x1,
+            frozen,
+            lambda: NoiseTunnel(Saliency(module)),
+            target=target,
+            abs=False,
+            nt_type="smoothgrad",
+            nt_samples=SMOOTH_SAMPLES,
+            nt_samples_batch_size=SMOOTH_SAMPLES,
+            stdevs=sigma,
+        ),
+    ]
+    warm_ib = args.large_batch if args.large_batch in args.ig_batches else args.ig_batches[0]
+    for rule in args.rules:
+        for ib in args.ig_batches:
+            name = _ig_name(rule, ib)
+            pair = [
+                _ours(
+                    name,
+                    vm,
+                    x1,
+                    "integrated_gradients",
+                    target=target,
+                    n_steps=args.n_steps,
+                    integration=rule,
+                    internal_batch_size=ib,
+                    baseline=0.0,
+                ),
+                _captum(
+                    name,
+                    module,
+                    x1,
+                    frozen,
+                    lambda: IntegratedGradients(module),
+                    target=target,
+                    baselines=0.0,
+                    n_steps=args.n_steps,
+                    method=rule,
+                    internal_batch_size=ib,
+                ),
+            ]
+            for c in pair:
+                c.repeats = args.ig_repeats
+                c.warmup = args.warmup if (rule, ib) == (args.rules[0], warm_ib) else 0
+            out += pair
+    return out, target, sigma
+
+
+# ------------------------------------------------------------------------------- reporting
+
+
+def _scaled(t: Timing, k: float) -> Timing:
+    """``t`` with every sample multiplied by ``k`` (a floor of ``k`` passes per image)."""
+    return Timing(t.name, [s * k for s in t.samples], [s * k for s in t.cpu], list(t.rounds))
+
+
+def _verdict(ratio: float, at_min: float, cpu: float, target: float) -> str:
+    status = "PASS" if ratio <= target else "FAIL"
+    if any((other <= target) != (ratio <= target) for other in (at_min, cpu)):
+        status += " ?"
+    return status
+
+
+def _versus_floor(ours: Timing, floor: Timing, label: str, target: float | None) -> dict[str, Any]:
+    ratio, at_min = paired_ratio(ours, floor), ours.min / floor.min
+    cpu = paired_ratio(ours, floor, cpu=True)
+    row: dict[str, Any] = {
+        "floor": label,
+        "floor_median": floor.median,
+        "ratio": ratio,
+        "ratio_at_min": at_min,
+        "cpu_ratio": cpu,
+    }
+    if target is not None:
+        row |= {"target": target, "status": _verdict(ratio, at_min, cpu, target)}
+    return row
+
+
+def _versus_captum(ours: Timing, theirs: Timing, equal: bool) -> dict[str, Any]:
+    ratio, at_min = paired_ratio(ours, theirs), ours.min / theirs.min
+    cpu = paired_ratio(ours, theirs, cpu=True)
+    row: dict[str, Any] = {
+        "captum": theirs.median,
+        "ours_over_captum": ratio,
+        "ours_over_captum_at_min": at_min,
+        "ours_over_captum_cpu": cpu,
+    }
+    row["vs_captum"] = _verdict(ratio, at_min, cpu, CAPTUM_TARGET) if equal else "n/a"
+    return row
+
+
+def _timed(name: str, t: Timing, batch: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "method": name,
+        "batch": batch,
+        "median": t.median,
+        "min": t.min,
+        "spread": t.spread,
+        **extra,
+    }
+
+
+def _best(timings: dict[str, Timing], keys: dict[int, str]) -> tuple[int, Timing]:
+    """The ``(b, timing)`` with the lowest median among ``keys`` (``b -> candidate name``)."""
+    b = min(keys, key=lambda k: timings[keys[k]].median)
+    return b, timings[keys[b]]
+
+
+def _rows(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The result rows of one model (seconds are per image)."""
+    t = cfg.timings
+    rows: list[dict[str, Any]] = []
+    for b in (1, args.large_batch):
+        floor = t[_floor(b)]
+        rows.append(_timed("(floor) fwd+bwd", floor, b))
+        for method in ("saliency", "guided_backprop"):
+            ours = t[f"ours:{method}@{b}"]
+            target = SALIENCY_TARGET if method == "saliency" else None
+            row = _timed(method, ours, b, **_versus_floor(ours, floor, f"fwd+bwd@{b}", target))
+            equal = method == "saliency" or cfg.relu6 == 0
+            row |= _versus_captum(ours, t[f"captum:{method}@{b}"], equal)
+            rows.append(row)
+    n = args.n_steps
+    measured = sorted(int(k.removeprefix(FLOOR)) for k in t if k.startswith(FLOOR))
+    ig_floors = {b: _scaled(t[_floor(b)], n) for b in measured}
+    for b, floor in ig_floors.items():
+        rows.append(_timed(f"(floor) {n} x fwd+bwd@{b}", floor, 1))
+    best_b = min(ig_floors, key=lambda b: ig_floors[b].median)
+    ig_floor = ig_floors[best_b]
+    rows.append(_timed(f"(floor) IG: {n} x fwd+bwd, best b={best_b}", ig_floor, 1))
+    for rule in args.rules:
+        keys = {ib: _ig_name(rule, ib) for ib in args.ig_batches}
+        for ib, name in keys.items():
+            ours = t[f"ours:{name}"]
+            row = _timed(name, ours, 1, **_versus_floor(ours, ig_floors[ib], f"{n} x @{ib}", None))
+            rows.append(row | _versus_captum(ours, t[f"captum:{name}"], True))
+        ib, ours = _best(t, {k: f"ours:{v}" for k, v in keys.items()})
+        cb, theirs = _best(t, {k: f"captum:{v}" for k, v in keys.items()})
+        row = _timed(
+            f"ig {rule} best (ib={ib}; captum ib={cb})",
+            ours,
+            1,
+            **_versus_floor(ours, ig_floor, f"{n} x @{best_b}", IG_TARGET),
+        )
+        rows.append(row | _versus_captum(ours, theirs, True))
+    if "ours:smoothgrad" in t:
+        floor = _scaled(t[_floor(SMOOTH_SAMPLES)], SMOOTH_SAMPLES)
+        ours = t["ours:smoothgrad"]
+        row = _timed(
+            f"smoothgrad(saliency) n={SMOOTH_SAMPLES}",
+            ours,
+            1,
+            **_versus_floor(ours, floor, f"{SMOOTH_SAMPLES} x @{SMOOTH_SAMPLES}", None),
+        )
+        rows.append(row | _versus_captum(ours, t["captum:smoothgrad"], True))
+    return rows
+
+
+HEADERS = (
+    "model",
+    "batch",
+    "method",
+    "s/img median",
+    "s/img min",
+    "spread",
+    "floor",
+    "ratio",
+    "ratio@min",
+    "cpu ratio",
+    "target",
+    "status",
+    "captum s/img",
+    "ours/captum",
+    "@min",
+    "cpu",
+    "vs captum",
+)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.4f}" if s >= 0.001 else f"{s:.2e}"
+
+
+def _num(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.2f}" if key in row else "-"
+
+
+def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
+    """The table cells of one result row."""
+    return [
+        cfg.model,
+        str(row["batch"]),
+        row["method"],
+        _seconds(row["median"]),
+        _seconds(row["min"]),
+        f"{row['spread']:.0%}",
+        row.get("floor", "-"),
+        _num(row, "ratio"),
+        _num(row, "ratio_at_min"),
+        _num(row, "cpu_ratio"),
+        f"<= {row['target']:.2f}" if "target" in row else "-",
+        row.get("status", "-"),
+        _seconds(row["captum"]) if "captum" in row else "-",
+        _num(row, "ours_over_captum"),
+        _num(row, "ours_over_captum_at_min"),
+        _num(row, "ours_over_captum_cpu"),
+        row.get("vs_captum", "-"),
+    ]
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet18", "efficientnet_lite0"],
+        help="model names (efficientnet_lite0 gets its bundled weights, others random weights)",
+    )
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds")
+    p.add_argument("--ig-repeats", type=int, default=3, help="timed rounds of the IG candidates")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
+    p.add_argument(
+        "--large-batch", type=int, default=8, help="second batch of saliency, guided backprop"
+    )
+    p.add_argument("--n-steps", type=int, default=50, help="IG steps")
+    p.add_argument(
+        "--ig-batches",
+        nargs="+",
+        type=int,
+        default=[1, 8, 16, 50],
+        help="IG internal batch sizes (also the batches of the IG floor)",
+    )
+    p.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES, help="IG rules")
+    p.add_argument(
+        "--captum-frozen",
+        action="store_true",
+        help="freeze the parameters for Captum's calls too (default: the model as loaded)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~2-3 min on a quiet 2-core machine): 2 rounds, 1 IG round, IG internal "
+        "batches 8 and 50",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="call torch.set_num_threads(N) first (default: leave torch's default); 1 makes "
+        "CPU-time ratios robust on a machine shared with other jobs",
+    )
+    p.add_argument("--size", type=int, default=224, help="input height and width")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input and weights")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also save the raw numbers here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.ig_repeats, args.ig_batches = 2, 1, [8, 50]
+    args.ig_batches = sorted(set(args.ig_batches))
+    args.rules = list(dict.fromkeys(args.rules))
+    if min(args.repeats, args.ig_repeats, args.large_batch, args.n_steps, *args.ig_batches) < 1:
+        p.error("repeat counts, batch sizes and --n-steps must be >= 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    if args.n_steps < 2 and "riemann_trapezoid" in args.rules:
+        p.error("riemann_trapezoid needs --n-steps >= 2")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _count(module: nn.Module, cls: type) -> int:
+    return sum(type(m) is cls for m in module.modules())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the environment header and the Markdown table."""
+    args = _parse(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    env = environment()
+    wall = time.perf_counter()
+    configs: list[Config] = []
+    for model_name in args.models:
+        torch.manual_seed(args.seed)  # reproducible random weights, hence target class
+        vm = _load(model_name)
+        candidates, target, sigma = _candidates(vm, args)
+        relus, relu6 = _count(vm.module, nn.ReLU), _count(vm.module, nn.ReLU6)
+        cfg = Config(model_name, target, sigma, relus, relu6)
+        rounds = max(args.repeats, args.ig_repeats)
+        _log(f"{model_name}: target class {target}, {len(candidates)} candidates, {rounds} rounds")
+        start = time.perf_counter()
+        cfg.timings = run_interleaved(
+            candidates, rounds, args.warmup, progress=lambda s: _log(f"  {s}")
+        )
+        _log(f"  done in {time.perf_counter() - start:.1f} s")
+        configs.append(cfg)
+    total = time.perf_counter() - wall
+
+    print("# Gradient methods speed\n")
+    for key, value in env.items():
+        print(f"- {key}: {value}")
+    if hasattr(os, "getloadavg"):
+        print(f"- load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"- command: {' '.join(sys.argv)}")
+    import captum
+
+    print(
+        f"- captum {captum.__version__} "
+        f"({'frozen parameters' if args.captum_frozen else 'model as loaded'})"
+    )
+    print(
+        f"- rounds: {args.repeats} (IG: {args.ig_repeats}); warm-up {args.warmup} (IG: one per "
+        f"implementation); input {args.size}x{args.size} random (seed {args.seed}); IG "
+        f"{args.n_steps} steps, baseline 0.0, internal batches {args.ig_batches}; SmoothGrad "
+        f"n={SMOOTH_SAMPLES}, noise {SMOOTH_NOISE}"
+    )
+    for cfg in configs:
+        note = (
+            f"; {cfg.relu6} nn.ReLU6 modules, which Captum's GuidedBackprop leaves unguided "
+            "(no verdict)"
+            if cfg.relu6
+            else ""
+        )
+        print(
+            f"- {cfg.model}: target class {cfg.target}, SmoothGrad sigma {cfg.sigma:.4f}, "
+            f"{cfg.guided_relus} nn.ReLU modules{note}"
+        )
+    print(f"- total benchmark time: {total:.0f} s\n")
+    results: list[dict[str, Any]] = []
+    table: list[list[str]] = []
+    for cfg in configs:
+        rows = _rows(cfg, args)
+        table += [_cells(cfg, r) for r in rows]
+        results.append(
+            {
+                "model": cfg.model,
+                "target": cfg.target,
+                "sigma": cfg.sigma,
+                "rows": rows,
+                "timings": {k: v.to_dict() for k, v in cfg.timings.items()},
+            }
+        )
+    print(markdown_table(HEADERS, table))
+    for column, label in (("status", "floor targets"), ("vs_captum", "vs Captum")):
+        statuses = [r[column] for res in results for r in res["rows"] if column in r]
+        statuses = [s for s in statuses if s != "n/a"]
+        passed = sum(s.startswith("PASS") for s in statuses)
+        unsure = sum(s.endswith("?") for s in statuses)
+        print(
+            f"\n{label}: {passed} PASS, {len(statuses) - passed} FAIL ({unsure} marked ?: "
+            "ratio@min or cpu ratio disagrees)."
+        )
+    print(
+        "\ns/img = seconds per image; ratio = median over rounds of method / floor; "
+        "ours/captum = median over rounds of ours / Captum (below 1: ours faster)."
+    )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "environment": env,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "total_seconds": total,
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+        _log(f"raw numbers saved to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
