@@ -10,9 +10,10 @@ from .hooks import Recorder
 __all__ = ["linear_modules", "gap_linear_head"]
 
 
-def linear_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Every ``nn.Linear`` of ``model`` by name: the candidates to record for :func:`gap_linear_head`."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+def linear_modules(named: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Every ``nn.Linear`` among ``named`` (``dict(model.named_modules())``): the candidates to
+    record for :func:`gap_linear_head`."""
+    return {n: m for n, m in named.items() if isinstance(m, nn.Linear)}
 
 
 def gap_linear_head(recorder: Recorder, activations: torch.Tensor) -> nn.Linear | None:

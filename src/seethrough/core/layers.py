@@ -35,6 +35,7 @@ def resolve_layer(
     layer: LayerRef,
     example: torch.Tensor | None = None,
     default: str | None = None,
+    named: dict[str, nn.Module] | None = None,
 ) -> tuple[str, nn.Module]:
     """Return ``(name, module)`` for ``layer``.
 
@@ -45,8 +46,9 @@ def resolve_layer(
         example: an input batch used once to find the default layer (see :func:`default_layer`).
         default: the model's preferred default layer name (a ``VisionModel`` knows it), used when
             ``layer`` is ``None``.
+        named: ``dict(model.named_modules())`` if the caller has it already.
     """
-    named = dict(model.named_modules())
+    named = named if named is not None else dict(model.named_modules())
     if layer is None:
         layer = default or default_layer(model, example)
     if isinstance(layer, nn.Module):

@@ -29,7 +29,9 @@ def preserved_state(
     """
     mods = list(module.modules())
     training = [m.training for m in mods]
-    params = list(module.parameters())
+    params = list(
+        {id(p): p for m in mods for p in m._parameters.values() if p is not None}.values()
+    )
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     children = [(m, list(m._modules.items())) for m in mods] if modules else []

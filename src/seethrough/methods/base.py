@@ -66,6 +66,7 @@ class Context:
     progress: Progress | None = None
     normalization: tuple[Sequence[float], Sequence[float]] | None = None
     labels: Sequence[str] | None = None
+    named_modules: dict[str, nn.Module] = field(default_factory=dict)
 
     def image(self, i: int) -> np.ndarray:
         """Sample ``i`` as the uint8 (H, W, 3) image the model sees (for segmentation, display).
@@ -161,6 +162,7 @@ class Method:
             labels: the model's class labels, for methods that name classes in their extras.
         """
         device = next((t.device for t in model.parameters()), x.device)
+        named = dict(model.named_modules())
         with preserved_state(model, modules=self.swaps_modules):
             if self.needs_gradients:
                 no_param_grads(model)
@@ -173,9 +175,12 @@ class Method:
                 progress=progress,
                 normalization=normalization,
                 labels=labels,
+                named_modules=named,
             )
             if self.needs_layer:
-                ctx.layer, ctx.layer_module = resolve_layer(model, layer, ctx.x, default_layer)
+                ctx.layer, ctx.layer_module = resolve_layer(
+                    model, layer, ctx.x, default_layer, named=named
+                )
             return self.run(ctx)
 
     def run(self, ctx: Context) -> MethodResult:

@@ -34,7 +34,7 @@ class CAM(CAMMethod):
 
     def recorded_modules(self, ctx: Context) -> dict[str, nn.Module]:
         """The layer and every linear layer (one of them must be the head)."""
-        return {**linear_modules(ctx.model), ctx.layer: ctx.layer_module}
+        return {**linear_modules(ctx.named_modules), ctx.layer: ctx.layer_module}
 
     def weights(self, s: CAMState) -> torch.Tensor:
         """Rows of the head's weight matrix for the target classes."""

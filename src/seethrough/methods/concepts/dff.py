@@ -105,7 +105,7 @@ class DeepFeatureFactorization(Method):
     def run(self, ctx: Context) -> MethodResult:
         """One forward recording the layer and the linear layers' inputs, then NMF."""
         with Recorder(
-            {**linear_modules(ctx.model), ctx.layer: ctx.layer_module}, inputs=True
+            {**linear_modules(ctx.named_modules), ctx.layer: ctx.layer_module}, inputs=True
         ) as rec:
             with torch.no_grad():
                 output = ctx.forward(ctx.x)
