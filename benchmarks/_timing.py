@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import json
 import os
 import platform
 import statistics
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "status_line",
+    "save_json",
     "Candidate",
     "Timing",
     "run_interleaved",
@@ -245,3 +248,28 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
         + "|"
     )
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def status_line(statuses: Sequence[str]) -> str:
+    """``N PASS, M FAIL (K marked ?...)`` for a list of PASS/FAIL cells."""
+    passed = sum(s.startswith("PASS") for s in statuses)
+    unsure = sum(s.endswith("?") for s in statuses)
+    return (
+        f"{passed} PASS, {len(statuses) - passed} FAIL ({unsure} marked ?: ratio@min or cpu ratio "
+        "disagrees)"
+    )
+
+
+def save_json(
+    path: Path, environment: dict[str, str], args: object, total: float, results: object
+) -> None:
+    """Write a run's raw numbers (environment, arguments, total seconds, results) as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "environment": environment,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "total_seconds": total,
+        "results": results,
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"raw numbers saved to {path}", file=sys.stderr)

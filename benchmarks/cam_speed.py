@@ -56,7 +56,6 @@ The Markdown table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -67,7 +66,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _timing import Candidate, Timing, environment, markdown_table, paired_ratio, run_interleaved
+from _timing import (
+    Candidate,
+    Timing,
+    environment,
+    markdown_table,
+    paired_ratio,
+    run_interleaved,
+    save_json,
+    status_line,
+)
 from torch import nn
 
 import seethrough
@@ -441,23 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(markdown_table(HEADERS, table))
     statuses = [r["status"] for res in results for r in res["rows"] if "status" in r]
-    passed = sum(s.startswith("PASS") for s in statuses)
-    unsure = sum(s.endswith("?") for s in statuses)
     print(
-        f"\n{passed} PASS, {len(statuses) - passed} FAIL ({unsure} marked ?: ratio@min or cpu "
-        "ratio disagrees). s/img = seconds per image; ratio = median over rounds of "
+        f"\n{status_line(statuses)}. s/img = seconds per image; ratio = median over rounds of "
         "method / floor."
     )
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "environment": env,
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "total_seconds": total,
-            "results": results,
-        }
-        args.json.write_text(json.dumps(payload, indent=2))
-        _log(f"raw numbers saved to {args.json}")
+        save_json(args.json, env, args, total, results)
     return 0
 
 

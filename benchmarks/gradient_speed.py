@@ -74,7 +74,6 @@ run). The Markdown table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -85,7 +84,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _timing import Candidate, Timing, environment, markdown_table, paired_ratio, run_interleaved
+from _timing import (
+    Candidate,
+    Timing,
+    environment,
+    markdown_table,
+    paired_ratio,
+    run_interleaved,
+    save_json,
+    status_line,
+)
 from torch import nn
 
 import seethrough
@@ -587,26 +595,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for column, label in (("status", "floor targets"), ("vs_captum", "vs Captum")):
         statuses = [r[column] for res in results for r in res["rows"] if column in r]
         statuses = [s for s in statuses if s != "n/a"]
-        passed = sum(s.startswith("PASS") for s in statuses)
-        unsure = sum(s.endswith("?") for s in statuses)
-        print(
-            f"\n{label}: {passed} PASS, {len(statuses) - passed} FAIL ({unsure} marked ?: "
-            "ratio@min or cpu ratio disagrees)."
-        )
+        print(f"\n{label}: {status_line(statuses)}.")
     print(
         "\ns/img = seconds per image; ratio = median over rounds of method / floor; "
         "ours/captum = median over rounds of ours / Captum (below 1: ours faster)."
     )
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "environment": env,
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "total_seconds": total,
-            "results": results,
-        }
-        args.json.write_text(json.dumps(payload, indent=2))
-        _log(f"raw numbers saved to {args.json}")
+        save_json(args.json, env, args, total, results)
     return 0
 
 
