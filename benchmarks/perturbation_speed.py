@@ -1,7 +1,8 @@
 """Speed and quality per model call of seethrough's LIME, Kernel SHAP and occlusion vs their peers.
 
-Everything runs in ONE process and, for the speed table, in ONE interleaved run per model (see
-``_timing.py``: round-robin over the candidates, median and min of the rounds), on the sample
+Everything runs in ONE process and, for the speed table, in ONE interleaved run per model (each
+round times every candidate once with ``_timing.run_interleaved``, in ABBA order: the listed
+order, then the reverse; median and min over the rounds), on the sample
 photo ``chelsea`` preprocessed by the model's own ``vm.preprocess`` (224x224). Models (default):
 ``resnet18`` with random weights and the bundled ``efficientnet_lite0`` (real ImageNet weights).
 The explained class is the model's top class; the explained score is its softmax probability.
@@ -360,7 +361,7 @@ def _floor_candidate(s: Setup, batch: int, images: int) -> Candidate:
             for _ in range(calls):
                 s.vm.module(xb)
 
-    return Candidate(f"floor:{batch}", run, units=calls * batch, warmup=1)
+    return Candidate(f"floor:{batch}", run, units=calls * batch, warmup=0)
 
 
 def _method_candidate(
@@ -379,23 +380,37 @@ def _method_candidate(
 
 
 def speed(s: Setup, args: argparse.Namespace) -> SpeedResult:
-    """Prime every code path with a tiny run, then the interleaved timed rounds."""
+    """Prime every code path, then the timed rounds, in ABBA order.
+
+    Round ``r`` times every candidate once, in the listed order for even ``r`` and in the
+    reverse order for odd ``r``: a load that rises or falls during the run then favours no
+    candidate over an even number of rounds (a plain rotation of the start, with a dozen
+    candidates, would leave each peer after ours in most rounds).
+    """
     result = SpeedResult(s)
     pairs = [(m, impl) for m in args.methods for impl in ("ours", *PEERS[m])]
     for method, impl in pairs:  # imports, lazily built state, allocator: untimed and small
         if method != "occlusion":
             explainer(s, method, impl)(min(args.n_samples, s.batch + 2), args.seed)
     candidates = [_floor_candidate(s, b, args.floor_images) for b in FLOOR_BATCHES]
+    for c in candidates:
+        c.fn()  # untimed warm-up of each floor batch size
     candidates += [
         _method_candidate(s, result, method, impl, args.n_samples, args.seed)
         for method, impl in pairs
     ]
-    _log(f"{s.name}: {len(candidates)} candidates, {args.repeats} rounds")
+    _log(f"{s.name}: {len(candidates)} candidates, {args.repeats} rounds (ABBA order)")
     start = time.perf_counter()
-    result.timings = run_interleaved(
-        candidates, args.repeats, warmup=0, progress=lambda m: _log(f"  {m}")
-    )
-    _log(f"  done in {time.perf_counter() - start:.1f} s")
+    result.timings = {c.name: Timing(c.name) for c in candidates}
+    for r in range(args.repeats):
+        order = candidates if r % 2 == 0 else candidates[::-1]
+        one = run_interleaved(order, 1, warmup=0)
+        for name, t in one.items():
+            merged = result.timings[name]
+            merged.samples += t.samples
+            merged.cpu += t.cpu
+            merged.rounds += [r] * len(t.samples)
+        _log(f"  round {r + 1}/{args.repeats} done at {time.perf_counter() - start:.1f} s")
     return result
 
 
@@ -677,9 +692,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="table 1 methods"
     )
     p.add_argument("--n-samples", type=int, default=1000, help="table 1 perturbations per image")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds (table 1)")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="timed rounds (table 1; even: whole ABBA pairs)"
+    )
     p.add_argument("--batch-size", type=int, default=0, help="0: the batch explain picks itself")
-    p.add_argument("--floor-images", type=int, default=128, help="images per floor call")
+    p.add_argument("--floor-images", type=int, default=256, help="images per floor call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)"

@@ -189,7 +189,10 @@ def test_preprocessing_describe():
 
 def test_crop_and_squash_shapes():
     image = sample_image("chelsea")  # 451x300, not square
-    crop, squash = Preprocessing(size=(96, 128), resize="crop"), Preprocessing(size=(96, 128), resize="squash")
+    crop, squash = (
+        Preprocessing(size=(96, 128), resize="crop"),
+        Preprocessing(size=(96, 128), resize="squash"),
+    )
     assert crop(image).shape == squash(image).shape == (1, 3, 96, 128)
     assert crop([image, image]).shape == (2, 3, 96, 128)
     assert crop.display_image(image).shape == (96, 128, 3)

@@ -54,12 +54,20 @@ def test_bad_arguments(call):
 
 
 def test_panels_per_explanation():
-    cam = Explanation(raw=np.ones((2, 2), np.float32), map=np.ones((8, 4), np.float32), method="gradcam", image=IMG)
+    cam = Explanation(
+        raw=np.ones((2, 2), np.float32),
+        map=np.ones((8, 4), np.float32),
+        method="gradcam",
+        image=IMG,
+    )
     [panel] = explanation_panels(cam)
     assert not panel.signed and panel.heatmap is not None
     weights = np.array([0.5, -1.0, 2.0, 0.1], np.float32)
     lime = Explanation(
-        raw=paint_segments(SEG, weights), map=paint_segments(SEG, weights), method="lime", image=IMG,
+        raw=paint_segments(SEG, weights),
+        map=paint_segments(SEG, weights),
+        method="lime",
+        image=IMG,
         extras={"segments": SEG.astype(np.int32), "weights": weights},
     )
     panels = explanation_panels(lime)
