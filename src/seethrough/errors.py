@@ -17,6 +17,7 @@ __all__ = [
     "ImageTooLargeError",
     "UnknownModelError",
     "UnknownMethodError",
+    "UnknownMetricError",
     "UnknownLayerError",
     "UnknownClassError",
     "InvalidParameterError",
@@ -48,6 +49,10 @@ class UnknownModelError(SeethroughError, LookupError):
 
 class UnknownMethodError(SeethroughError, LookupError):
     """An explanation method name is not in the registry."""
+
+
+class UnknownMetricError(SeethroughError, LookupError):
+    """An evaluation metric name is not in the registry."""
 
 
 class UnknownLayerError(SeethroughError, LookupError):

@@ -16,16 +16,27 @@ parameter's type, default, range and help text.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import InvalidParameterError, UnknownMethodError, suggest
+from .errors import InvalidParameterError, UnknownMethodError, UnknownMetricError, suggest
 
 if TYPE_CHECKING:
     from .methods.base import Method
 
-__all__ = ["Param", "MethodInfo", "register_method", "get_method", "list_methods", "families"]
+__all__ = [
+    "Param",
+    "MethodInfo",
+    "register_method",
+    "get_method",
+    "list_methods",
+    "families",
+    "MetricInfo",
+    "register_metric",
+    "get_metric",
+    "list_metrics",
+]
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ class MethodInfo:
 
 
 _METHODS: dict[str, MethodInfo] = {}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -167,3 +179,87 @@ def list_methods(family: str | None = None, pattern: str | None = None) -> list[
 def families() -> list[str]:
     """Method families present in the registry, in registration order."""
     return list(dict.fromkeys(m.family for m in list_methods()))
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """Registry record of one evaluation metric: how to read its number and what it needs.
+
+    Attributes:
+        name: the function's name in :mod:`seethrough.metrics` (``"iou"``, ``"deletion"``, ...).
+        title: display name.
+        category: ``"localisation"``, ``"faithfulness"``, ``"robustness"`` or ``"randomization"``.
+        higher_is_better: whether a larger number means a better explanation.
+        needs: what a call needs besides the map: ``"mask"`` (ground truth), ``"model"`` and
+            ``"image"`` (to re-evaluate the model), ``"method"`` (to recompute maps).
+        summary: first line of the function's docstring.
+        range: the bounds of the number, when it has any.
+        func: the function itself.
+    """
+
+    name: str
+    title: str
+    category: str
+    higher_is_better: bool
+    needs: tuple[str, ...]
+    summary: str
+    range: tuple[float, float] | None
+    func: Callable[..., Any] = field(repr=False)
+
+
+_METRICS: dict[str, MetricInfo] = {}
+METRIC_CATEGORIES = ("localisation", "faithfulness", "robustness", "randomization")
+
+
+def register_metric(
+    *,
+    title: str,
+    category: str,
+    higher_is_better: bool,
+    needs: tuple[str, ...] = (),
+    range: tuple[float, float] | None = None,  # noqa: A002
+) -> Callable[[F], F]:
+    """Function decorator: add a metric with its metadata to the registry."""
+    if category not in METRIC_CATEGORIES:
+        raise ValueError(f"metric category must be one of {METRIC_CATEGORIES}, not {category!r}")
+
+    def add(func: F) -> F:
+        doc = (func.__doc__ or "").strip()
+        info = MetricInfo(
+            name=func.__name__,
+            title=title,
+            category=category,
+            higher_is_better=higher_is_better,
+            needs=tuple(needs),
+            summary=doc.splitlines()[0] if doc else title,
+            range=range,
+            func=func,
+        )
+        if info.name in _METRICS and _METRICS[info.name].func is not func:
+            raise ValueError(f"metric name '{info.name}' is registered twice")
+        _METRICS[info.name] = info
+        return func
+
+    return add
+
+
+def _ensure_metrics_loaded() -> None:
+    from . import metrics  # noqa: F401  (importing registers the built-in metrics)
+
+
+def get_metric(name: str) -> MetricInfo:
+    """The registered metric called ``name``; ``UnknownMetricError`` if none."""
+    _ensure_metrics_loaded()
+    key = name.strip().lower()
+    if key not in _METRICS:
+        raise UnknownMetricError(
+            f"unknown metric '{name}'."
+            + (suggest(key, _METRICS) or f" Available: {', '.join(sorted(_METRICS))}.")
+        )
+    return _METRICS[key]
+
+
+def list_metrics(category: str | None = None) -> list[MetricInfo]:
+    """Registered metrics, in registration order, optionally of one category."""
+    _ensure_metrics_loaded()
+    return [m for m in _METRICS.values() if category is None or m.category == category]

@@ -1,0 +1,175 @@
+"""Localisation: does the map point at the object a ground-truth mask marks?
+
+Maps are any real-valued ``(H, W)`` arrays; masks are ``(H, W)`` arrays whose non-zero pixels
+are the object, at the map's resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InvalidParameterError
+from ..registry import register_metric
+from .base import as_map, as_mask
+
+__all__ = ["iou", "iou_sweep", "IoUSweep", "binarize", "pointing_game", "energy_pointing_game"]
+
+
+def _normalised(a: np.ndarray) -> np.ndarray:
+    """Min-max scaled to [0, 1] (a constant map becomes all zeros)."""
+    lo, hi = a.min(), a.max()
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def binarize(
+    saliency: Any, *, threshold: float | None = None, top: float | None = None
+) -> np.ndarray:
+    """The salient region of a map as a boolean array.
+
+    Args:
+        saliency: ``(H, W)`` map.
+        threshold: keep pixels whose min-max normalised value is ``>= threshold`` (in [0, 1]).
+        top: keep the ``top`` fraction of pixels with the highest values (in (0, 1]); ties at
+            the cut are broken by position so exactly ``round(top * H * W)`` pixels are kept.
+
+    Exactly one of ``threshold`` and ``top`` may be given; with neither, ``threshold=0.5``.
+    """
+    a = as_map(saliency)
+    if threshold is not None and top is not None:
+        raise InvalidParameterError("give either threshold or top, not both")
+    if top is not None:
+        if not 0 < top <= 1:
+            raise InvalidParameterError(f"top={top}: a fraction of pixels in (0, 1]")
+        k = max(1, int(round(top * a.size)))
+        order = np.argsort(-a, axis=None, kind="stable")
+        region = np.zeros(a.size, dtype=bool)
+        region[order[:k]] = True
+        return region.reshape(a.shape)
+    threshold = 0.5 if threshold is None else threshold
+    if not 0 <= threshold <= 1:
+        raise InvalidParameterError(
+            f"threshold={threshold}: a value in [0, 1] of the normalised map"
+        )
+    return _normalised(a) >= threshold
+
+
+def _iou(region: np.ndarray, mask: np.ndarray) -> float:
+    union = np.logical_or(region, mask).sum()
+    return float(np.logical_and(region, mask).sum() / union) if union else 1.0
+
+
+@register_metric(
+    title="IoU", category="localisation", higher_is_better=True, needs=("mask",), range=(0, 1)
+)
+def iou(
+    saliency: Any, mask: Any, *, threshold: float | None = None, top: float | None = None
+) -> float:
+    """Intersection over union of the thresholded map and the ground-truth mask.
+
+    ``|R & M| / |R | M|`` where ``R`` is :func:`binarize` ``(saliency, threshold, top)``: by
+    value (pixels at or above ``threshold`` of the min-max normalised map, default 0.5) or by
+    rank (the ``top`` fraction of pixels). 1 for a map that is high exactly on the object, 0 for
+    one high only off it. An empty mask and an empty region give 1.
+
+    Example:
+        >>> m = np.zeros((4, 4)); m[:2] = 1
+        >>> iou(m, m), iou(1 - m, m)
+        (1.0, 0.0)
+    """
+    a = as_map(saliency)
+    return _iou(binarize(a, threshold=threshold, top=top), as_mask(mask, a.shape))
+
+
+@dataclass
+class IoUSweep:
+    """IoU at each threshold of a sweep.
+
+    Attributes:
+        by: ``"value"`` (thresholds on the normalised map) or ``"top"`` (fractions of pixels).
+        thresholds: the thresholds, ascending.
+        ious: IoU at each threshold.
+    """
+
+    by: str
+    thresholds: np.ndarray
+    ious: np.ndarray
+
+    @property
+    def best(self) -> float:
+        """The highest IoU of the sweep."""
+        return float(self.ious.max())
+
+    @property
+    def best_threshold(self) -> float:
+        """The threshold that gives :attr:`best` (the lowest one on ties)."""
+        return float(self.thresholds[int(self.ious.argmax())])
+
+    @property
+    def mean(self) -> float:
+        """Mean IoU over the sweep: a threshold-free summary."""
+        return float(self.ious.mean())
+
+
+def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "value") -> IoUSweep:
+    """:func:`iou` at many thresholds (default 0.05, 0.10, ..., 0.95), by value or by ``top``."""
+    a = as_map(saliency)
+    m = as_mask(mask, a.shape)
+    if by not in ("value", "top"):
+        raise InvalidParameterError(f"by={by!r}: choose 'value' or 'top'")
+    ts = np.arange(1, 20) / 20 if thresholds is None else np.sort(np.asarray(thresholds, float))
+    if ts.size == 0:
+        raise InvalidParameterError("thresholds is empty")
+    key = "threshold" if by == "value" else "top"
+    ious = np.array([_iou(binarize(a, **{key: float(t)}), m) for t in ts])
+    return IoUSweep(by, ts, ious)
+
+
+@register_metric(
+    title="Pointing game",
+    category="localisation",
+    higher_is_better=True,
+    needs=("mask",),
+    range=(0, 1),
+)
+def pointing_game(saliency: Any, mask: Any, *, tolerance: float = 0) -> float:
+    """1 if the map's maximum falls on the object (within ``tolerance`` pixels), else 0.
+
+    Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016: a hit when the
+    most salient pixel lies within ``tolerance`` pixels (Euclidean) of the mask (the paper uses
+    15 px at 224x224). When several pixels share the maximum, the result is the fraction of
+    them that hit, so a constant map scores the mask's (dilated) share of the image, not 1.
+    """
+    a = as_map(saliency)
+    m = as_mask(mask, a.shape)
+    if tolerance < 0:
+        raise InvalidParameterError(f"tolerance={tolerance}: must be >= 0")
+    if not m.any():
+        raise InvalidParameterError("the mask is empty: the pointing game needs an object")
+    if tolerance > 0:
+        m = ndimage.distance_transform_edt(~m) <= tolerance
+    peaks = a == a.max()
+    return float(m[peaks].mean())
+
+
+@register_metric(
+    title="Energy pointing game",
+    category="localisation",
+    higher_is_better=True,
+    needs=("mask",),
+    range=(0, 1),
+)
+def energy_pointing_game(saliency: Any, mask: Any) -> float:
+    """Share of the map's positive energy that falls on the object.
+
+    Wang et al., "Score-CAM", CVPR-W 2020: ``sum(S+ * M) / sum(S+)`` with ``S+ = max(S, 0)``
+    (negative evidence is not energy). 1 when all of it is on the object; the object's area
+    share for a constant map. A map with no positive value gives 0.
+    """
+    a = np.clip(as_map(saliency), 0, None)
+    m = as_mask(mask, a.shape)
+    total = a.sum()
+    return float(a[m].sum() / total) if total > 0 else 0.0
