@@ -595,6 +595,14 @@ def test_cam_needs_gap_linear_head():
         seethrough.explain(model, x, "cam", layer="features")
 
 
+def test_cam_refuses_a_linear_layer_that_is_not_the_last():
+    """GAP -> Linear -> ReLU -> Linear: the first linear sees the pooled map but is no classifier."""
+    model = make_tiny()
+    model.fc = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4))
+    with pytest.raises(MethodNotApplicableError, match="gradcam"):
+        seethrough.explain(model, inputs(2, 16, torch.float32), "cam", layer="features")
+
+
 def test_cam_refuses_callable_target():
     model, x = make_net("gap"), inputs()
     with pytest.raises(MethodNotApplicableError):

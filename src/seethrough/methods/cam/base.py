@@ -32,6 +32,7 @@ class CAMState:
         scores: the target scores ``y`` ``(N,)``.
         target: the resolved targets.
         recorder: the recorder of the forward pass (for variants that record more modules).
+        output: the model's output on the input, detached.
     """
 
     ctx: Context
@@ -40,6 +41,7 @@ class CAMState:
     scores: torch.Tensor
     target: ResolvedTarget
     recorder: Recorder
+    output: torch.Tensor
 
 
 class CAMMethod(Method):
@@ -64,7 +66,7 @@ class CAMMethod(Method):
             grads = self._gradients(scores, acts, ctx.layer) if self.needs_gradients else None
         acts = tokens_to_map(acts.detach(), ctx.model, ctx.layer)  # ViT tokens: (N, D, h, w)
         grads = tokens_to_map(grads, ctx.model, ctx.layer) if grads is not None else None
-        state = CAMState(ctx, acts, grads, scores.detach(), target, rec)
+        state = CAMState(ctx, acts, grads, scores.detach(), target, rec, output.detach())
         with torch.no_grad():
             raw = self.combine(state)
         mapped = torch.relu(raw) if self.params["relu"] else raw

@@ -47,7 +47,7 @@ class CAM(CAMMethod):
         return head.weight.detach()[classes].to(s.activations.dtype)
 
     def _head(self, s: CAMState) -> nn.Linear:
-        head = gap_linear_head(s.recorder, s.activations)
+        head = gap_linear_head(s.recorder, s.activations, s.output)
         if head is None:
             raise MethodNotApplicableError(
                 f"CAM needs layer '{s.ctx.layer}' to feed global average pooling and one linear "

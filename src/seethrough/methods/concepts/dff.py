@@ -119,7 +119,7 @@ class DeepFeatureFactorization(Method):
             "concepts": concepts.heatmaps,
             "concept_embeddings": concepts.embeddings,
         }
-        head = gap_linear_head(rec, acts)
+        head = gap_linear_head(rec, acts, output)
         if head is not None:
             extras.update(self._classify(ctx, head, concepts.embeddings))
         stats = [{"reconstruction_error": float(e)} for e in concepts.errors]
