@@ -125,7 +125,7 @@ def test_progress_is_monotonic_and_complete(method):
     assert all(b > a for a, b in zip(done, done[1:], strict=False))
     assert calls[-1][0] == calls[-1][1]  # ends at the total
     assert all(d <= t for d, t in calls)
-    per_image = {"lime": 30, "kernelshap": 30, "rise": 30, "occlusion": 4 * 4 + 1}[method]
+    per_image = {"lime": 30, "kernelshap": 30, "rise": 30, "occlusion": 4 * 4}[method]
     assert calls[-1][1] == 2 * per_image
 
 

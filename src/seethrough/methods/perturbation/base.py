@@ -28,6 +28,8 @@ class Sample:
         score: model output to scores ``(B, T)`` of the explained targets (column 0 = the target).
         classes: class index of each column (``None`` for a callable target).
         generator: this image's seeded random generator.
+        clean: the model's output on the unperturbed image ``(1, ...)`` (from the clean
+            forward every method starts with: no method needs to evaluate it again).
     """
 
     index: int
@@ -37,6 +39,7 @@ class Sample:
     score: Callable[[torch.Tensor], torch.Tensor]
     classes: list[int | None]
     generator: torch.Generator
+    clean: torch.Tensor
 
 
 @dataclass
@@ -86,7 +89,14 @@ class PerturbationMethod(Method):
         if primary is None:
             row = target.row(i)
             return Sample(
-                i, x, hidden, ctx.image(i), lambda out: row(out)[:, None], [None], generator
+                i,
+                x,
+                hidden,
+                ctx.image(i),
+                lambda out: row(out)[:, None],
+                [None],
+                generator,
+                output[i : i + 1],
             )
         if output.dim() != 2:
             raise MethodNotApplicableError(
@@ -100,7 +110,9 @@ class PerturbationMethod(Method):
             score = lambda out: out.softmax(dim=1)[:, idx]  # noqa: E731
         else:
             score = lambda out: out[:, idx]  # noqa: E731
-        return Sample(i, x, hidden, ctx.image(i), score, list(classes), generator)
+        return Sample(
+            i, x, hidden, ctx.image(i), score, list(classes), generator, output[i : i + 1]
+        )
 
     def scores(
         self, ctx: Context, s: Sample, masks: object, batch: int, ticker: Ticker
