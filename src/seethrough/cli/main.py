@@ -1,4 +1,5 @@
-"""``seethrough`` command: models, methods, layers, predict, explain, demo.
+"""``seethrough`` command: models, methods, layers, predict, explain, demo (and, from
+``evaluate``: compare, benchmark, cost).
 
 Every expected failure (bad image, unknown model, method, layer or class, bad parameter) prints
 one line ``error: ...`` on stderr and exits with code 2; no traceback.
@@ -239,14 +240,36 @@ def explain_cmd(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs"),
 ) -> None:
     """Explain images with one or more methods; write overlays, arrays, manifests and a figure."""
-    methods = [get_method(m).name for m in method.split(",") if m.strip()]
-    params = _parse_params(param or [])
-    for key in params:  # fail before loading the model if a parameter fits no requested method
-        if not any(key in {p.name for p in get_method(m).params} for m in methods):
-            get_method(methods[0]).param(key)  # raises, with a suggestion
+    methods = _methods(method)
+    params = _params_for(methods, param)
     vm = _load(model, weights, arch, size, mean, std, resize, device)
     sources = _expand(images)
     _explain_all(vm, sources, methods, _target(target), layer, params, out)
+
+
+def _methods(text: str) -> list[str]:
+    """Comma-separated method names, checked; ``all`` for every registered method."""
+    if text.strip().lower() == "all":
+        return [m.name for m in list_methods()]
+    methods = [get_method(m).name for m in text.split(",") if m.strip()]
+    if not methods:
+        raise errors.InvalidParameterError("no method given")
+    return methods
+
+
+def _params_for(methods: list[str], pairs: Iterable[str] | None) -> dict[str, dict[str, str]]:
+    """``--param NAME=VALUE`` pairs, per method: each goes to the methods that have it.
+
+    Fails before any model is loaded when a parameter fits none of the methods.
+    """
+    params = _parse_params(pairs or [])
+    for key in params:
+        if not any(key in {p.name for p in get_method(m).params} for m in methods):
+            get_method(methods[0]).param(key)  # raises, with a suggestion
+    return {
+        m: {k: v for k, v in params.items() if k in {p.name for p in get_method(m).params}}
+        for m in methods
+    }
 
 
 def _explain_all(
@@ -255,17 +278,10 @@ def _explain_all(
     methods: list[str],
     target: int | str | None,
     layer: str | None,
-    params: dict[str, str],
+    params: dict[str, dict[str, str]],
     out: Path,
 ) -> None:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with _progress() as bar:
         task = bar.add_task("explaining", total=len(sources) * len(methods))
         evals = bar.add_task("model evaluations", total=None, visible=False)
 
@@ -277,11 +293,10 @@ def _explain_all(
             results = []
             for m in methods:
                 bar.update(task, description=f"{_stem(source)}: {m}")
-                own = {
-                    k: v for k, v in params.items() if k in {p.name for p in get_method(m).params}
-                }
                 results.append(
-                    explain_api(vm, image, m, target=target, layer=layer, progress=tick, **own)
+                    explain_api(
+                        vm, image, m, target=target, layer=layer, progress=tick, **params[m]
+                    )
                 )
                 bar.advance(task)
             folder = out / _stem(source)
@@ -294,6 +309,18 @@ def _explain_all(
 
         failed = _for_each(sources, one)
     _finish(failed)
+
+
+def _progress() -> Progress:
+    """The progress bar of long commands: description, bar, done/total, elapsed (on stderr)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
 
 
 def _save_figure(vm: VisionModel, image: Any, results: list[Explanation], path: Path) -> None:
@@ -340,8 +367,11 @@ def demo_cmd(
     vm = load_model("efficientnet_lite0")
     console.print(vm.describe(), markup=False)
     _print_predictions(vm, image, 5)
-    _explain_all(vm, [image], list(DEMO_METHODS), None, None, {}, out)
+    _explain_all(vm, [image], list(DEMO_METHODS), None, None, {m: {} for m in DEMO_METHODS}, out)
     console.print(f"figure: {out / _stem(image) / 'figure.png'}", markup=False)
+
+
+from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -116,11 +116,22 @@ class Preprocessing:
 
     def display_image(self, image: ImageSource) -> np.ndarray:
         """Return the resized / cropped image the model sees, as uint8 HxWx3 (not normalised)."""
-        pil = load_image(image)
+        return np.array(self._fit(load_image(image), _FILTERS[self.interpolation]))
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """A ground-truth mask (non-zero = object) through the same resize and crop as the image.
+
+        Nearest-neighbour resampling, so the result is a boolean ``(H, W)`` at the model's input
+        size that lines up with :meth:`display_image` of an image of the mask's size.
+        """
+        pil = Image.fromarray((np.asarray(mask) != 0).astype(np.uint8) * 255)
+        return np.array(self._fit(pil, Image.Resampling.NEAREST)) > 127
+
+    def _fit(self, pil: Image.Image, resample: Image.Resampling) -> Image.Image:
+        """Squash to the output size, or resize to cover it and crop the centre."""
         height, width = self.output_size
-        resample = _FILTERS[self.interpolation]
         if self.resize == "squash":
-            return np.array(pil.resize((width, height), resample))
+            return pil.resize((width, height), resample)
         cover_h, cover_w = self._resize_size()
         scale = max(cover_h / pil.height, cover_w / pil.width)
         new_w = max(cover_w, round(pil.width * scale))
@@ -128,7 +139,7 @@ class Preprocessing:
         resized = pil.resize((new_w, new_h), resample)
         left = round((new_w - width) / 2)
         top = round((new_h - height) / 2)
-        return np.array(resized.crop((left, top, left + width, top + height)))
+        return resized.crop((left, top, left + width, top + height))
 
     def _stats(self, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std as float32 tensors broadcastable over a (…, 3, H, W) tensor."""

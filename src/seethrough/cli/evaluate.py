@@ -1,0 +1,202 @@
+"""``seethrough compare``, ``seethrough benchmark`` and ``seethrough cost``: numbers about methods.
+
+- ``compare``: several models x several methods on a folder of images with masks; a table of
+  IoU (with its 95% confidence interval), pointing game, deletion / insertion AUC, top-1 and
+  seconds, written as CSV, Markdown and a self-contained HTML report;
+- ``benchmark``: every method on generated digits with known masks and the small CNN trained on
+  them (trained once, then cached), next to the random and centre baselines;
+- ``cost``: every method on one model and image, in seconds, model evaluations and forward
+  passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import errors
+from ..evaluation import (
+    Evaluation,
+    Sample,
+    cost_table,
+    evaluate,
+    load_folder,
+    write_report,
+)
+from ..evaluation.report import COLUMNS, format_value
+from ..evaluation.runner import METRICS
+from ..images import load_image
+from ..models import load_model
+from .main import (
+    DeviceOpt,
+    WeightsOpt,
+    _methods,
+    _params_for,
+    _progress,
+    app,
+    console,
+)
+
+MethodsOpt = Annotated[
+    str, typer.Option(help="Comma-separated method names, or 'all' (see `seethrough methods`).")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable)."),
+]
+MetricsOpt = Annotated[
+    str, typer.Option(help=f"Comma-separated metrics, from: {', '.join(METRICS)}.")
+]
+StepsOpt = Annotated[int, typer.Option(min=2, help="Steps of the deletion and insertion curves.")]
+ALL_METRICS = ",".join(METRICS)
+OutOpt = Annotated[Path, typer.Option(help="Output folder of the CSV, Markdown and HTML report.")]
+
+
+def _metrics(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for name in names:
+        if name not in METRICS:
+            raise errors.InvalidParameterError(
+                f"unknown metric '{name}'.{errors.suggest(name, METRICS)} Use: {', '.join(METRICS)}"
+            )
+    return names
+
+
+def _run(
+    models: list, samples: list[Sample] | object, methods: list[str], **kw: object
+) -> Evaluation:
+    with _progress() as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return evaluate(models, samples, methods, progress=tick, **kw)  # type: ignore[arg-type]
+
+
+def _print(evaluation: Evaluation, title: str) -> None:
+    table = Table(title=title)
+    columns = [(k, h) for k, h in COLUMNS if k not in set(METRICS) - set(evaluation.metrics)]
+    if "iou" not in evaluation.metrics:
+        columns = [(k, h) for k, h in columns if k != "iou_ci"]
+    for i, (_, head) in enumerate(columns):
+        table.add_column(head, justify="right" if i > 1 else "left")
+    last = None
+    for row in evaluation.summary():
+        if row.error is not None:
+            table.add_row(row.model, row.method, "0", f"not applicable: {row.error}")
+            continue
+        if last is not None and row.model != last:
+            table.add_section()
+        last = row.model
+        style = "dim" if row.method.startswith("baseline:") else None
+        table.add_row(*(format_value(getattr(row, k), k) for k, _ in columns), style=style)
+    console.print(table)
+
+
+def _write(evaluation: Evaluation, out: Path) -> None:
+    paths = write_report(evaluation, out)
+    console.print(f"wrote {paths['csv']}, {paths['md'].name}, {paths['html'].name}", markup=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    models: Annotated[str, typer.Option(help="Comma-separated model names or files.")],
+    data: Annotated[
+        Path, typer.Option(help="Folder: images/ + masks/ (+ labels.csv), or Pascal VOC.")
+    ],
+    methods: MethodsOpt = "gradcam,gradcam++",
+    weights: WeightsOpt = "default",
+    split: Annotated[str | None, typer.Option(help="VOC image set (default: val).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images.")] = None,
+    target: Annotated[
+        str,
+        typer.Option(help="'predicted' (each model's top class) or 'label' (labels.csv)."),
+    ] = "predicted",
+    metrics: MetricsOpt = ALL_METRICS,
+    steps: StepsOpt = 20,
+    param: ParamOpt = None,
+    device: DeviceOpt = "cpu",
+    out: OutOpt = Path("outputs/compare"),
+) -> None:
+    """Compare models by how well their explanations localise objects (seed study: VOC IoU)."""
+    names = _methods(methods)
+    params = _params_for(names, param)
+    chosen = _metrics(metrics)
+    dataset = load_folder(data, split=split, limit=limit)
+    loaded = [load_model(m.strip(), weights=weights, device=device) for m in models.split(",")]
+    evaluation = _run(
+        loaded, dataset, names, metrics=chosen, target=target, params=params, steps=steps
+    )
+    evaluation.settings.update(data=str(data), layout=dataset.layout, images=len(dataset))
+    _print(evaluation, f"{len(dataset)} images of {data}")
+    _write(evaluation, out)
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    n: Annotated[int, typer.Option("-n", min=1, help="Held-out images to evaluate.")] = 20,
+    methods: MethodsOpt = "all",
+    seed: Annotated[int, typer.Option(help="Seed of the generated images.")] = 0,
+    metrics: MetricsOpt = ALL_METRICS,
+    steps: StepsOpt = 20,
+    param: ParamOpt = None,
+    out: OutOpt = Path("outputs/benchmark"),
+) -> None:
+    """Every method on generated digits with known masks, with a small CNN trained on them."""
+    from ..datasets.synthetic import make_digits
+
+    names = _methods(methods)
+    params = _params_for(names, param)
+    chosen = _metrics(metrics)
+    vm = load_model("synthetic_digits")
+    digits = make_digits(n, split="test", seed=seed)
+    samples = [
+        Sample(f"digit{i:04d}", digits.images[i], digits.masks[i], int(digits.labels[i]))
+        for i in range(n)
+    ]
+    evaluation = _run([vm], samples, names, metrics=chosen, params=params, steps=steps)
+    evaluation.settings.update(images=n, data=f"synthetic digits (test split, seed {seed})")
+    _print(evaluation, f"{n} generated digit images (ground-truth class explained)")
+    _write(evaluation, out)
+
+
+@app.command("cost")
+def cost_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name or file.")] = (
+        "efficientnet_lite0"
+    ),
+    image: Annotated[str, typer.Option(help="Image to explain.")] = "sample:chelsea",
+    methods: MethodsOpt = "all",
+    weights: WeightsOpt = "default",
+    repeats: Annotated[int, typer.Option(min=1, help="Calls per method; the best is shown.")] = 1,
+    param: ParamOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """The cost of every method on one model and image: seconds, model evaluations, forwards."""
+    names = _methods(methods)
+    params = _params_for(names, param)
+    vm = load_model(model, weights=weights, device=device)
+    with _progress() as bar:
+        task = bar.add_task("timing", total=len(names))
+
+        def tick(name: str) -> None:
+            bar.update(task, description=name, completed=names.index(name))
+
+        forward, rows = cost_table(
+            vm, load_image(image), names, params=params, repeats=repeats, progress=tick
+        )
+    table = Table(title=f"cost on {vm.name}, one image (forward pass: {forward * 1e3:.1f} ms)")
+    for head in ("method", "family", "seconds", "model calls", "images evaluated", "x forward"):
+        table.add_column(head, justify="left" if head in ("method", "family") else "right")
+    for r in rows:
+        if r.error is not None:
+            table.add_row(r.title, r.family, f"not applicable: {r.error}", "", "", "")
+        else:
+            table.add_row(
+                r.title, r.family, f"{r.seconds:.3f}", str(r.calls), str(r.images), f"{r.ratio:.1f}"
+            )
+    console.print(table)

@@ -1,0 +1,157 @@
+"""Write an :class:`~seethrough.evaluation.Evaluation` as CSV, Markdown and a self-contained HTML page.
+
+The HTML report embeds its thumbnails as base64 PNG, so the one file can be mailed or attached
+to a ticket; it needs no network and runs no script.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..registry import get_metric
+from .runner import Evaluation, Summary
+
+__all__ = ["COLUMNS", "to_csv", "to_markdown", "to_html", "write_report", "format_value"]
+
+COLUMNS = (
+    ("model", "model"),
+    ("method", "method"),
+    ("n", "n"),
+    ("iou", "IoU"),
+    ("iou_ci", "± 95% CI"),
+    ("pointing_game", "pointing"),
+    ("energy_pointing_game", "energy PG"),
+    ("deletion", "deletion AUC"),
+    ("insertion", "insertion AUC"),
+    ("top1", "top-1"),
+    ("seconds", "s / image"),
+)
+"""Summary fields in table order, with their headers."""
+
+
+def _columns(evaluation: Evaluation) -> list[tuple[str, str]]:
+    skipped = {m for m in ("iou", "pointing_game", "energy_pointing_game", "deletion", "insertion")}
+    skipped -= set(evaluation.metrics)
+    if "iou" in skipped:
+        skipped.add("iou_ci")
+    return [(key, head) for key, head in COLUMNS if key not in skipped]
+
+
+def _arrow(key: str) -> str:
+    """↑ or ↓ after a metric's header: which way is better, from the registry."""
+    try:
+        return " ↑" if get_metric(key).higher_is_better else " ↓"
+    except LookupError:
+        return " ↑" if key == "top1" else ""
+
+
+def format_value(value: object, key: str = "") -> str:
+    """A table cell: 3 decimals for scores, 4 significant digits for seconds, '' for NaN."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.4g}" if key == "seconds" else f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def _cells(row: Summary, columns: Sequence[tuple[str, str]]) -> list[str]:
+    if row.error is not None:
+        return [row.model, row.method, "0", f"not applicable: {row.error}"] + [""] * (
+            len(columns) - 4
+        )
+    return [format_value(getattr(row, key), key) for key, _ in columns]
+
+
+def to_csv(evaluation: Evaluation, path: str | Path) -> Path:
+    """The summary table as CSV (raw numbers, every column, plus the error column)."""
+    path = Path(path)
+    keys = [k for k, _ in _columns(evaluation)] + ["error"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys, extrasaction="ignore")
+        writer.writeheader()
+        for row in evaluation.summary():
+            writer.writerow({k: "" if v is None else v for k, v in row.as_dict().items()})
+    return path
+
+
+def to_markdown(evaluation: Evaluation) -> str:
+    """The summary table as a GitHub-flavoured Markdown table."""
+    columns = _columns(evaluation)
+    head = [h + _arrow(k) for k, h in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cells(r, columns)) + " |" for r in evaluation.summary()]
+    return "\n".join(lines) + "\n"
+
+
+def _png_data(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd}
+th{text-align:left;background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.cases{display:flex;flex-wrap:wrap;gap:1em}.case{font-size:.8em;max-width:220px}
+figure{margin:0;display:inline-block;margin-right:.4em}img{image-rendering:auto}
+"""
+
+
+def to_html(evaluation: Evaluation, path: str | Path, title: str = "seethrough evaluation") -> Path:
+    """A self-contained HTML report: settings, the table, the best and worst case of each pair."""
+    columns = _columns(evaluation)
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        "<p>" + esc(", ".join(f"{k}={v}" for k, v in evaluation.settings.items())) + "</p>",
+        "<table><tr>" + "".join(f"<th>{esc(h + _arrow(k))}</th>" for k, h in columns) + "</tr>",
+    ]
+    for row in evaluation.summary():
+        cells = _cells(row, columns)
+        parts.append(
+            "<tr>"
+            + "".join(
+                f"<td class='{'num' if i > 1 else ''}'>{esc(c)}</td>" for i, c in enumerate(cells)
+            )
+            + "</tr>"
+        )
+    parts.append("</table><h2>Best and worst cases</h2><div class='cases'>")
+    for key, best in evaluation.best.items():
+        worst = evaluation.worst[key]
+        figures = "".join(
+            f"<figure><img alt='{esc(kind)}' src='{_png_data(c.overlay)}' width='96' height='96'>"
+            f"<figcaption>{esc(kind)}: {esc(c.caption)}</figcaption></figure>"
+            for kind, c in (("best", best), ("worst", worst))
+        )
+        parts.append(f"<div class='case'><b>{esc(key[0])} · {esc(key[1])}</b><br>{figures}</div>")
+    parts.append("</div></body></html>")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def write_report(
+    evaluation: Evaluation, directory: str | Path, stem: str = "report"
+) -> dict[str, Path]:
+    """Write ``STEM.csv``, ``STEM.md`` and ``STEM.html`` into ``directory``; returns the paths."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{stem}.md"
+    md.write_text(to_markdown(evaluation), encoding="utf-8")
+    return {
+        "csv": to_csv(evaluation, out / f"{stem}.csv"),
+        "md": md,
+        "html": to_html(evaluation, out / f"{stem}.html"),
+    }

@@ -1,0 +1,352 @@
+"""Run methods on images with ground truth and score each map with the metrics.
+
+:func:`evaluate` explains every sample with every method on every model, scores each map with
+the chosen metrics (localisation against the mask, faithfulness by deletion and insertion),
+scores the two baselines (a random map and a centre Gaussian) the same way, and returns an
+:class:`Evaluation`: one :class:`Record` per (model, method, sample) and a summary per (model,
+method) with means and 95% confidence intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import stats
+
+from ..api import explain
+from ..core.outputs import output_to_tensor
+from ..core.state import preserved_state
+from ..errors import InvalidParameterError, SeethroughError, UnknownClassError
+from ..metrics import (
+    centre_gaussian,
+    deletion,
+    energy_pointing_game,
+    insertion,
+    iou,
+    pointing_game,
+    random_map,
+)
+from ..models import VisionModel
+from ..registry import get_method, get_metric
+from .data import Sample
+
+__all__ = ["Record", "Summary", "Evaluation", "evaluate", "METRICS", "BASELINES"]
+
+METRICS = ("iou", "pointing_game", "energy_pointing_game", "deletion", "insertion")
+"""The metrics :func:`evaluate` can compute per map, in table order."""
+BASELINES = ("random", "centre")
+"""Baseline rows: ``baseline:random`` and ``baseline:centre``."""
+_THUMB = 96
+
+
+@dataclass
+class Record:
+    """The scores of one map: one model, one method (or baseline), one sample.
+
+    Metric fields are NaN when not computed; ``error`` holds the one-line reason when the method
+    could not run on this model.
+    """
+
+    model: str
+    method: str
+    sample: str
+    target: int | None = None
+    target_label: str | None = None
+    predicted: int | None = None
+    predicted_label: str | None = None
+    probability: float = math.nan
+    seconds: float = math.nan
+    iou: float = math.nan
+    pointing_game: float = math.nan
+    energy_pointing_game: float = math.nan
+    deletion: float = math.nan
+    insertion: float = math.nan
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    """Means over the samples of one (model, method) pair.
+
+    ``iou_ci`` is the half-width of the 95% confidence interval of the mean IoU (Student t);
+    ``top1`` is the share of images whose top-1 class is the ground-truth label (when the data
+    set has labels) or, without labels, the class most of the compared models predict.
+    """
+
+    model: str
+    method: str
+    n: int
+    iou: float = math.nan
+    iou_ci: float = math.nan
+    pointing_game: float = math.nan
+    energy_pointing_game: float = math.nan
+    deletion: float = math.nan
+    insertion: float = math.nan
+    top1: float = math.nan
+    seconds: float = math.nan
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict, for CSV and JSON."""
+        return asdict(self)
+
+
+@dataclass
+class Case:
+    """A thumbnail of one map for the report: the best or the worst case of a (model, method)."""
+
+    sample: str
+    score: float
+    overlay: np.ndarray
+    caption: str
+
+
+@dataclass
+class Evaluation:
+    """Everything :func:`evaluate` measured."""
+
+    records: list[Record]
+    metrics: tuple[str, ...]
+    models: tuple[str, ...]
+    methods: tuple[str, ...]
+    labelled: bool
+    best: dict[tuple[str, str], Case] = field(default_factory=dict)
+    worst: dict[tuple[str, str], Case] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> list[Summary]:
+        """One row per (model, method), baselines after the methods of each model."""
+        groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+        for r in self.records:
+            groups[(r.model, r.method)].append(r)
+        agree = self._top1()
+        rows = []
+        for (model, method), records in groups.items():
+            ok = [r for r in records if r.error is None]
+            row = Summary(model, method, len(ok))
+            if not ok:
+                row.error = records[0].error
+                rows.append(row)
+                continue
+            for name in self.metrics:
+                setattr(row, name, _mean([getattr(r, name) for r in ok]))
+            row.iou_ci = _ci([r.iou for r in ok])
+            row.seconds = _mean([r.seconds for r in ok])
+            row.top1 = agree.get(model, math.nan)
+            rows.append(row)
+        return rows
+
+    def _top1(self) -> dict[str, float]:
+        """Per model: share of samples whose prediction matches the label or the majority."""
+        predicted: dict[str, dict[str, int]] = defaultdict(dict)
+        truth: dict[str, int] = {}
+        for r in self.records:
+            if r.predicted is not None:
+                predicted[r.model][r.sample] = r.predicted
+                if self.labelled and r.target is not None:
+                    truth[r.sample] = r.target
+        if not self.labelled:
+            votes: dict[str, Counter[int]] = defaultdict(Counter)
+            for model in self.models:  # in the given order: ties go to the first model
+                for sample, cls in predicted[model].items():
+                    votes[sample][cls] += 1
+            truth = {s: c.most_common(1)[0][0] for s, c in votes.items()}
+        return {
+            model: _mean([float(cls == truth.get(s)) for s, cls in preds.items()])
+            for model, preds in predicted.items()
+        }
+
+
+def _mean(values: Sequence[float]) -> float:
+    a = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    return float(a.mean()) if a.size else math.nan
+
+
+def _ci(values: Sequence[float]) -> float:
+    a = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    if a.size < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+
+
+def _logits(vm: VisionModel, x: torch.Tensor) -> torch.Tensor:
+    with preserved_state(vm.module), torch.no_grad():
+        return output_to_tensor(vm.module(x.to(vm.device))).float().cpu()
+
+
+def _target(vm: VisionModel, sample: Sample, mode: str, predicted: int) -> int:
+    if mode == "label" and sample.label is not None:
+        try:
+            return vm.class_index(sample.label)
+        except UnknownClassError as exc:
+            raise InvalidParameterError(
+                f"label {sample.label!r} of {sample.name} is not a class of {vm.name}: {exc} "
+                "(explain the predicted class instead: target='predicted')"
+            ) from None
+    return predicted
+
+
+def _thumbnail(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    from ..viz import overlay
+
+    small = Image.fromarray(overlay(image, saliency)).resize((_THUMB, _THUMB), Image.BILINEAR)
+    return np.asarray(small)
+
+
+def evaluate(
+    models: Sequence[VisionModel],
+    data: Sequence[Sample],
+    methods: Sequence[str],
+    *,
+    metrics: Sequence[str] = METRICS,
+    baselines: bool = True,
+    target: str = "label",
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    threshold: float | None = None,
+    tolerance: float = 0.0,
+    steps: int = 50,
+    seed: int = 0,
+    progress: Callable[[int, int], object] | None = None,
+) -> Evaluation:
+    """Explain and score every sample with every method on every model.
+
+    Args:
+        models: the models to compare (each with its own preprocessing).
+        data: samples with masks (see :func:`~seethrough.evaluation.load_folder`).
+        methods: registry names of the methods.
+        metrics: which of :data:`METRICS` to compute (deletion and insertion cost ``2 * steps``
+            model evaluations per map, the others none).
+        baselines: also score a random map and a centre Gaussian per model.
+        target: ``"label"`` (the sample's ground-truth class when it has one) or
+            ``"predicted"`` (the model's top class).
+        params: per-method parameters, e.g. ``{"lime": {"n_samples": 500}}``.
+        threshold: IoU threshold on the normalised map (default: the metric's, 0.5).
+        tolerance: pointing-game tolerance in pixels at the model's input size.
+        steps: steps of the deletion and insertion curves.
+        seed: seed of the random baseline (sample ``i`` uses ``seed + i``).
+        progress: ``progress(done, total)`` after each (model, sample).
+    """
+    if target not in ("label", "predicted"):
+        raise InvalidParameterError(f"target={target!r}: choose 'label' or 'predicted'")
+    for name in metrics:
+        if name not in METRICS:
+            get_metric(name)  # unknown names get the registry's did-you-mean error
+            raise InvalidParameterError(
+                f"metric '{name}' is not computed per map here; use one of {', '.join(METRICS)}"
+            )
+    methods = [get_method(m).name for m in methods]
+    params = {get_method(k).name: dict(v) for k, v in (params or {}).items()}
+    if not models or not methods and not baselines:
+        raise InvalidParameterError("nothing to evaluate: give at least one model and one method")
+    result = Evaluation(
+        [],
+        tuple(m for m in METRICS if m in metrics),
+        tuple(vm.name for vm in models),
+        tuple(methods),
+        labelled=target == "label" and any(s.label is not None for s in data),
+        settings={"threshold": threshold, "tolerance": tolerance, "steps": steps, "seed": seed},
+    )
+    total, done = len(models) * len(data), 0
+    for vm in models:
+        for i, sample in enumerate(data):
+            _evaluate_sample(result, vm, sample, i, methods, params, baselines, target)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return result
+
+
+def _evaluate_sample(
+    result: Evaluation,
+    vm: VisionModel,
+    sample: Sample,
+    index: int,
+    methods: Sequence[str],
+    params: Mapping[str, Mapping[str, Any]],
+    baselines: bool,
+    target_mode: str,
+) -> None:
+    pil = Image.fromarray(sample.image)
+    x = vm.preprocessing([pil])[0]  # one model input (C, H, W)
+    shown = vm.preprocessing.display_image(pil)
+    mask = vm.preprocessing.mask(sample.mask)
+    probs = _logits(vm, x[None]).softmax(1)[0]
+    predicted = int(probs.argmax())
+    cls = _target(vm, sample, target_mode, predicted)
+    base = {
+        "model": vm.name,
+        "sample": sample.name,
+        "target": cls,
+        "target_label": vm.label(cls),
+        "predicted": predicted,
+        "predicted_label": vm.label(predicted),
+        "probability": float(probs[cls]),
+    }
+    s = result.settings
+    maps: list[tuple[str, np.ndarray | None, float, str | None]] = []
+    for method in methods:
+        try:
+            e = explain(vm, x, method, target=cls, **params.get(method, {}))
+            maps.append((method, e.map, e.seconds, None))
+        except SeethroughError as exc:
+            maps.append((method, None, math.nan, str(exc).splitlines()[0]))
+    if baselines:
+        shape = mask.shape
+        maps.append(("baseline:random", random_map(shape, seed=s["seed"] + index), 0.0, None))
+        maps.append(("baseline:centre", centre_gaussian(shape), 0.0, None))
+    for method, saliency, seconds, error in maps:
+        record = Record(method=method, seconds=seconds, error=error, **base)
+        if saliency is not None:
+            _score(record, result.metrics, vm, x, saliency, mask, s)
+            _keep_cases(result, record, shown, saliency)
+        result.records.append(record)
+
+
+def _score(
+    record: Record,
+    metrics: Sequence[str],
+    vm: VisionModel,
+    x: torch.Tensor,
+    saliency: np.ndarray,
+    mask: np.ndarray,
+    s: Mapping[str, Any],
+) -> None:
+    if "iou" in metrics:
+        record.iou = iou(saliency, mask, threshold=s["threshold"])
+    if "pointing_game" in metrics:
+        record.pointing_game = pointing_game(saliency, mask, tolerance=s["tolerance"])
+    if "energy_pointing_game" in metrics:
+        record.energy_pointing_game = energy_pointing_game(saliency, mask)
+    for name, curve in (("deletion", deletion), ("insertion", insertion)):
+        if name in metrics:
+            setattr(
+                record, name, curve(vm, x, saliency, target=record.target, steps=s["steps"]).auc
+            )
+
+
+def _keep_cases(
+    result: Evaluation, record: Record, shown: np.ndarray, saliency: np.ndarray
+) -> None:
+    """Keep the thumbnails of the best and the worst map (by IoU, else pointing game)."""
+    key = (record.model, record.method)
+    score = record.iou if not math.isnan(record.iou) else record.pointing_game
+    if math.isnan(score):
+        return
+    best, worst = result.best.get(key), result.worst.get(key)
+    if best is not None and worst is not None and worst.score <= score <= best.score:
+        return
+    caption = (
+        f"{record.sample}: {record.target_label} ({record.probability:.2f}), score {score:.2f}"
+    )
+    case = Case(record.sample, score, _thumbnail(shown, saliency), caption)
+    if best is None or score > best.score:
+        result.best[key] = case
+    if worst is None or score < worst.score:
+        result.worst[key] = case
