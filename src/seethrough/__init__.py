@@ -8,6 +8,7 @@ The public face::
     e = seethrough.explain(model, "sample:chelsea", "gradcam")
     e.save("out/")                                    # PNG overlay, .npz arrays, JSON manifest
     seethrough.list_methods()                         # everything explain() can run
+    seethrough.list_metrics()                         # how to score a map (seethrough.metrics)
 """
 
 from . import errors
@@ -15,7 +16,15 @@ from ._version import __version__
 from .api import explain
 from .explanation import Explanation
 from .models import Preprocessing, VisionModel, list_models, load_model
-from .registry import MethodInfo, Param, get_method, list_methods
+from .registry import (
+    MethodInfo,
+    MetricInfo,
+    Param,
+    get_method,
+    get_metric,
+    list_methods,
+    list_metrics,
+)
 
 __all__ = [
     "__version__",
@@ -30,4 +39,7 @@ __all__ = [
     "get_method",
     "MethodInfo",
     "Param",
+    "list_metrics",
+    "get_metric",
+    "MetricInfo",
 ]

@@ -23,7 +23,7 @@ from ..api import explain as explain_api
 from ..explanation import Explanation
 from ..images import IMAGE_EXTENSIONS, load_image
 from ..models import VisionModel, list_models, load_model
-from ..registry import get_method, list_methods
+from ..registry import get_method, list_methods, list_metrics
 
 app = typer.Typer(
     name="seethrough",
@@ -161,6 +161,22 @@ def methods_cmd(
         )
         params = ", ".join(f"{p.name}={p.default}" for p in m.params)
         table.add_row(m.name, m.title, m.family, needs or "-", params or "-", m.paper)
+    console.print(table)
+
+
+@app.command("metrics")
+def metrics_cmd(
+    category: Annotated[str | None, typer.Option(help="Only this category.")] = None,
+) -> None:
+    """List the evaluation metrics: category, which way is better, what each needs."""
+    table = Table(title="evaluation metrics (seethrough.metrics)")
+    for col in ("name", "category", "better", "needs"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("what it measures")
+    for m in list_metrics(category):
+        better = "higher" if m.higher_is_better else "lower"
+        summary = m.summary.replace("``", "")
+        table.add_row(m.name, m.category, better, ", ".join(m.needs) or "-", summary)
     console.print(table)
 
 

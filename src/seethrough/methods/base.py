@@ -14,7 +14,7 @@ from ..core.layers import LayerRef, resolve_layer
 from ..core.outputs import output_to_tensor
 from ..core.state import floating_dtype, no_param_grads, preserved_state
 from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
-from ..errors import CancelledError
+from ..errors import CancelledError, MethodNotApplicableError
 from ..registry import Param, get_method
 
 __all__ = ["Method", "MethodResult", "Context", "Progress", "Ticker", "RELU"]
@@ -161,6 +161,12 @@ class Method:
                 model-input space.
             labels: the model's class labels, for methods that name classes in their extras.
         """
+        if (self.needs_layer or self.swaps_modules) and isinstance(model, torch.jit.ScriptModule):
+            raise MethodNotApplicableError(
+                f"{self.name} needs hooks on the model's layers, which a TorchScript model does not "
+                "allow: use a gradient or perturbation method, or load the weights as a state dict "
+                "with its architecture (--arch)"
+            )
         device = next((t.device for t in model.parameters()), x.device)
         named = dict(model.named_modules())
         with preserved_state(model, modules=self.swaps_modules):
