@@ -18,7 +18,7 @@ from .base import ModelProbe, as_map, as_mask
 from .baselines import centre_gaussian, random_map
 from .faithfulness import *  # noqa: F403
 from .faithfulness import __all__ as _faithfulness
-from .localisation import energy_pointing_game, iou, iou_sweep, pointing_game
+from .localisation import IoUSweep, binarize, energy_pointing_game, iou, iou_sweep, pointing_game
 from .randomization import *  # noqa: F403
 from .randomization import __all__ as _randomization
 from .robustness import *  # noqa: F403
@@ -35,6 +35,8 @@ __all__ = [
     "centre_gaussian",
     "iou",
     "iou_sweep",
+    "IoUSweep",
+    "binarize",
     "pointing_game",
     "energy_pointing_game",
     *_faithfulness,
