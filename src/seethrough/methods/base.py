@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from ..core.layers import LayerRef, resolve_layer
 from ..core.outputs import output_to_tensor
-from ..core.state import floating_dtype, no_param_grads, preserved_state
+from ..core.state import floating_dtype, preserved_state
 from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
 from ..errors import CancelledError, MethodNotApplicableError
 from ..registry import Param, get_method
@@ -171,7 +171,7 @@ class Method:
         named = dict(model.named_modules())
         with preserved_state(model, modules=self.swaps_modules):
             if self.needs_gradients:
-                no_param_grads(model)
+                _freeze(named.values())
             ctx = Context(
                 model,
                 x.detach().to(device, floating_dtype(model)),
@@ -196,6 +196,15 @@ class Method:
     def describe(self) -> Mapping[str, Any]:
         """The parameters in effect."""
         return dict(self.params)
+
+
+def _freeze(modules: Iterable[nn.Module]) -> None:
+    """Stop every parameter of ``modules`` from requiring gradients (``no_param_grads`` for
+    modules already listed; :func:`~seethrough.core.state.preserved_state` undoes it)."""
+    for module in modules:
+        for p in module._parameters.values():
+            if p is not None and p.requires_grad:
+                p.requires_grad_(False)
 
 
 class Ticker:

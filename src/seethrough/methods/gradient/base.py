@@ -7,6 +7,8 @@ Every method here produces a full attribution ``(N, C, H, W)`` (kept as
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +25,8 @@ __all__ = [
     "input_gradients",
     "reduce_channels",
     "baseline_image",
+    "standard_normal",
+    "rows",
     "REDUCTIONS",
     "reduce_param",
     "BASELINE",
@@ -212,3 +216,70 @@ def accumulate(
         total.index_add_(0, i.to(ctx.x.device), term(i, k))
         ticker.advance(stop - start)
     return total
+
+
+def rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t[index]`` for an index tensor of :func:`accumulate`, without a copy when possible.
+
+    One index repeated (the image index of a batch of one image's samples) gives that single
+    row ``(1, ...)``: use the result only where it broadcasts against the batch. Consecutive
+    indices (the sample index of such a batch) give the slice ``t[first:last + 1]``, a view.
+    Any other index gathers.
+    """
+    first, last = int(index[0]), int(index[-1])
+    if first == last and bool((index == first).all()):
+        return t[first : first + 1]
+    if last - first == len(index) - 1 and torch.equal(index, torch.arange(first, last + 1)):
+        return t[first : last + 1]
+    return t[index]
+
+
+def standard_normal(
+    shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """``torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)``, faster.
+
+    The float64 draw is the documented recipe (it does not depend on the model's dtype), but
+    torch draws it with a scalar Box-Muller loop. Here the same uniforms (``torch.rand``, same
+    generator, same count) go through the same Box-Muller transform in vectorised float64
+    (``_box_muller``), which matches ``torch.randn`` to the last float64 bit or so and leaves
+    the generator in the same state. Falls back to ``torch.randn`` if this torch build draws
+    differently (checked once, see :func:`_box_muller_matches_randn`).
+    """
+    size = math.prod(shape)
+    if size < 16 or not _box_muller_matches_randn():
+        return torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+    return _box_muller(size, generator, dtype).view(shape)
+
+
+def _box_muller(size: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """``size >= 16`` standard normals as torch's CPU ``normal_`` makes them in float64.
+
+    torch (``normal_fill`` in ``ATen/native/cpu/DistributionTemplates.h``) draws ``size``
+    uniforms ``u``, then maps each block of 16 with ``r = sqrt(-2 log(1 - u[j]))``,
+    ``theta = 2 pi u[j + 8]`` to ``(r cos theta, r sin theta)`` at ``(j, j + 8)``, ``j < 8``;
+    when ``size % 16 != 0`` it draws 16 more uniforms and maps them onto the last 16 values.
+    """
+    blocks, rest = divmod(size, 16)
+    u = torch.rand(size + (16 if rest else 0), generator=generator, dtype=torch.float64)
+
+    def transform(v: torch.Tensor) -> torch.Tensor:  # (B, 16) uniforms -> (B, 16) normals
+        v = v.view(-1, 2, 8)  # u[j], u[j + 8]
+        radius = torch.rsub(v[:, 0], 1).log_().mul_(-2).sqrt_()
+        theta = v[:, 1] * (2.0 * math.pi)
+        pairs = torch.stack([radius * theta.cos(), radius.mul_(theta.sin_())], dim=1)
+        return pairs.to(dtype).view(-1, 16)
+
+    normals = transform(u[: blocks * 16].view(blocks, 16)).view(-1)
+    if rest:
+        normals = torch.cat([normals[: size - 16], transform(u[size:].view(1, 16)).view(-1)])
+    return normals
+
+
+@functools.cache
+def _box_muller_matches_randn() -> bool:
+    """Whether :func:`_box_muller` reproduces ``torch.randn`` (float64) in this torch build."""
+    size = 40  # two blocks and a tail
+    expected = torch.randn(size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    got = _box_muller(size, torch.Generator().manual_seed(1), torch.float64)
+    return torch.allclose(got, expected, rtol=1e-12, atol=1e-12)

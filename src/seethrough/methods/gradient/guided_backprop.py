@@ -32,49 +32,91 @@ _OTHER_ACTIVATIONS = (
 )
 
 
-class _GuidedClamp(torch.autograd.Function):
-    """Forward ``clamp(x, 0, upper)``; backward passes only positive gradients where ``0 < x < upper``."""
+class _GuidedReLUFunction(torch.autograd.Function):
+    """``relu(x)``; backward ``relu(grad) * [x > 0]``.
+
+    The mask comes from the output (``[relu(x) > 0] == [x > 0]``), saved as ``torch.relu``
+    saves it, so the forward may overwrite ``x`` as an in-place ``nn.ReLU`` does. The backward
+    is ``threshold_backward`` (the ReLU's own backward kernel: one pass) and an in-place clamp.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float) -> torch.Tensor:  # noqa: ANN001
-        ctx.save_for_backward(x)
-        ctx.upper = upper
-        return x.clamp(min=0) if math.isinf(upper) else x.clamp(0, upper)
+    def forward(ctx, x: torch.Tensor, inplace: bool) -> torch.Tensor:  # noqa: ANN001
+        if inplace:
+            ctx.mark_dirty(x)
+            out = x.relu_()
+        else:
+            out = x.relu()
+        ctx.save_for_backward(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
-        (x,) = ctx.saved_tensors
-        return grad.clamp(min=0) * ((x > 0) & (x < ctx.upper)), None
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0), None
+
+
+class _GuidedClampFunction(torch.autograd.Function):
+    """``clamp(x, 0, upper)`` (``nn.ReLU6``: upper 6); backward ``relu(grad) * [0 < x < upper]``.
+
+    Saves what ``hardtanh`` saves: the input, or the output when computed in place
+    (``0 < clamp(x, 0, upper) < upper`` exactly when ``0 < x < upper``). The backward is
+    ``hardtanh_backward`` (one pass) and an in-place clamp.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float, inplace: bool) -> torch.Tensor:  # noqa: ANN001
+        ctx.upper = upper
+        if inplace:
+            ctx.mark_dirty(x)
+            out = x.clamp_(0.0, upper)
+            ctx.save_for_backward(out)
+        else:
+            out = x.clamp(0.0, upper)
+            ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        (saved,) = ctx.saved_tensors
+        grad = torch.ops.aten.hardtanh_backward(grad, saved, 0.0, ctx.upper)
+        return grad.clamp_(min=0), None, None
 
 
 class GuidedReLU(nn.Module):
-    """Drop-in for ``nn.ReLU`` / ``nn.ReLU6`` (``upper=6``) with the guided backward rule."""
+    """Drop-in for ``nn.ReLU`` / ``nn.ReLU6`` (``upper=6``) with the guided backward rule.
 
-    def __init__(self, upper: float = math.inf) -> None:
+    With ``inplace=True`` (as the module it replaces) it overwrites its input when that input
+    is the output of another operation, never a leaf such as the model's input itself.
+    """
+
+    def __init__(self, upper: float = math.inf, inplace: bool = False) -> None:
         super().__init__()
         self.upper = upper
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _GuidedClamp.apply(x, self.upper)
+        inplace = self.inplace and x.grad_fn is not None
+        if math.isinf(self.upper):
+            return _GuidedReLUFunction.apply(x, inplace)
+        return _GuidedClampFunction.apply(x, self.upper, inplace)
 
 
 @contextmanager
 def guided_relus(model: nn.Module) -> Iterator[int]:
-    """Swap every ``nn.ReLU`` / ``nn.ReLU6`` module for :class:`GuidedReLU`; restore on exit.
+    """Swap every ``nn.ReLU`` / ``nn.ReLU6`` module for :class:`GuidedReLU` (in place where the
+    original is); restore on exit.
 
     Yields the number of swapped modules. Raises ``MethodNotApplicableError`` if there is none;
     warns about other activation modules, whose gradients stay unguided. ReLUs called as
     functions (``F.relu`` in a ``forward``) cannot be seen, and are not guided either.
     """
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
-    replacement: dict[int, nn.Module] = {}
     others: dict[str, int] = {}
-    for parent in model.modules():
-        for name, child in list(parent._modules.items()):  # named_children() skips repeats
+    for parent in _submodules(model):
+        for name, child in parent._modules.items():  # named_children() skips repeats
             if child is not None and type(child) in (nn.ReLU, nn.ReLU6):
-                upper = 6.0 if isinstance(child, nn.ReLU6) else math.inf
                 swaps.append((parent, name, child))
-                replacement.setdefault(id(child), GuidedReLU(upper))
             elif isinstance(child, _OTHER_ACTIVATIONS):
                 others[type(child).__name__] = others.get(type(child).__name__, 0) + 1
     if not swaps:
@@ -89,13 +131,30 @@ def guided_relus(model: nn.Module) -> Iterator[int]:
             "gradient",
             stacklevel=4,
         )
+    guided: dict[tuple[float, bool], GuidedReLU] = {}  # stateless: one per kind is enough
     try:
         for parent, name, child in swaps:
-            setattr(parent, name, replacement[id(child)])
+            kind = (6.0 if type(child) is nn.ReLU6 else math.inf, child.inplace)
+            if kind not in guided:
+                guided[kind] = GuidedReLU(*kind)
+            parent._modules[name] = guided[kind]  # = setattr for a registered submodule
         yield len(swaps)
     finally:
         for parent, name, child in swaps:
-            setattr(parent, name, child)
+            parent._modules[name] = child
+
+
+def _submodules(model: nn.Module) -> list[nn.Module]:
+    """Every distinct module of ``model`` (``model.modules()`` without its names, faster)."""
+    seen, stack, found = {id(model)}, [model], []
+    while stack:
+        module = stack.pop()
+        found.append(module)
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    return found
 
 
 @register_method

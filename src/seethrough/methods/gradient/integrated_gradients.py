@@ -17,9 +17,9 @@ from .base import (
     GradientMethod,
     accumulate,
     baseline_image,
-    clean_output,
     input_gradients,
     reduce_param,
+    rows,
 )
 
 __all__ = ["IntegratedGradients", "integration_rule", "RULES"]
@@ -80,12 +80,15 @@ class IntegratedGradients(GradientMethod):
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Gradients at every path point in batches, weighted and summed per image."""
         p = self.params
-        output, target = clean_output(ctx, target)
-        base = baseline_image(ctx, ctx.x, p["baseline"], torch.Generator().manual_seed(p["seed"]))
-        total = self.path_integral(ctx, ctx.x, base, target)
-        attributions = (ctx.x - base) * total
-        with torch.no_grad():
-            delta = target(output) - target(ctx.forward(base))
+        x, n = ctx.x, ctx.x.shape[0]
+        base = baseline_image(ctx, x, p["baseline"], torch.Generator().manual_seed(p["seed"]))
+        with torch.no_grad():  # the two ends of the path in one pass: y(x) and y(x')
+            ends = ctx.forward(torch.cat([x, base]))
+        output = ends[:n]
+        target = target or ctx.resolve(output)
+        total = self.path_integral(ctx, x, base, target)
+        attributions = (x - base) * total
+        delta = target(output) - target(ends[n:])
         gap = (attributions.flatten(1).sum(1) - delta).abs()
         stats = [
             {"completeness_gap": float(g), "delta": float(d)}
@@ -99,9 +102,10 @@ class IntegratedGradients(GradientMethod):
         """``sum_k w_k grad y(base + alpha_k (x - base))`` for each image ``(N, C, H, W)``."""
         alphas, weights = integration_rule(self.params["n_steps"], self.params["integration"])
         alphas, weights = alphas.to(x.device, x.dtype), weights.to(x.device, x.dtype)
+        diff = x - base
 
         def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            points = base[i] + alphas[k].view(-1, 1, 1, 1) * (x[i] - base[i])
+            points = (alphas[k].view(-1, 1, 1, 1) * rows(diff, i)).add_(rows(base, i))
             grads, _, _ = input_gradients(ctx, points, target.select(i.tolist()))
             return grads * weights[k].view(-1, 1, 1, 1)
 

@@ -20,6 +20,8 @@ from .base import (
     clean_output,
     input_gradients,
     reduce_param,
+    rows,
+    standard_normal,
 )
 
 __all__ = ["SmoothGrad", "GradientShap"]
@@ -72,10 +74,10 @@ class SmoothGrad(GradientMethod):
         x, m = ctx.x, p["n_samples"]
         generator = torch.Generator().manual_seed(p["seed"])
         sigma = (x.flatten(1).amax(1) - x.flatten(1).amin(1)) * p["noise"]
-        noise = torch.randn((m, *x.shape[1:]), generator=generator, dtype=torch.float64)
+        noise = standard_normal((m, *x.shape[1:]), generator, x.dtype).to(x.device)
 
         def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            noisy = x[i] + sigma[i].view(-1, 1, 1, 1) * noise[k].to(x.device, x.dtype)
+            noisy = rows(x, i) + rows(sigma, i).view(-1, 1, 1, 1) * rows(noise, k)
             sub_target = target.select(i.tolist())
             sub = dataclasses.replace(
                 ctx, x=noisy, target=_as_target_list(sub_target), progress=None
@@ -132,14 +134,20 @@ class GradientShap(GradientMethod):
             else None
         )
         t = torch.rand(m, generator=generator, dtype=torch.float64)
-        eps = torch.randn((m, *x.shape[1:]), generator=generator, dtype=torch.float64) * p["noise"]
+        # the last draw, so skipping it when it is multiplied by 0 changes nothing else
+        eps = (
+            (standard_normal((m, *x.shape[1:]), generator) * p["noise"]).to(x.device, x.dtype)
+            if p["noise"]
+            else None
+        )
 
         def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            b = baselines[pick[k]] if pick is not None else baselines[i]
-            noisy = x[i] + eps[k].to(x.device, x.dtype)
+            b = baselines[pick[k]] if pick is not None else rows(baselines, i)
+            xi = rows(x, i)
+            noisy = xi + rows(eps, k) if eps is not None else xi
             tk = t[k].to(x.device, x.dtype).view(-1, 1, 1, 1)
             grads, _, _ = input_gradients(ctx, b + tk * (noisy - b), target.select(i.tolist()))
-            return grads * (x[i] - b)
+            return grads * (xi - b)
 
         return Attribution(accumulate(ctx, m, p["internal_batch_size"], term) / m, output, target)
 
@@ -149,7 +157,5 @@ class GradientShap(GradientMethod):
             return base.to(ctx.x.device, ctx.x.dtype)
         if isinstance(base, str) and base == "noise":
             shape = (self.params["n_samples"], *ctx.x.shape[1:])
-            return torch.randn(shape, generator=generator, dtype=torch.float64).to(
-                ctx.x.device, ctx.x.dtype
-            )
+            return standard_normal(shape, generator, ctx.x.dtype).to(ctx.x.device)
         return baseline_image(ctx, ctx.x, base, generator)
