@@ -70,3 +70,18 @@ def lite0():
     import seethrough
 
     return seethrough.load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory):
+    """A cache folder holding the synthetic-digits model, trained once per test session.
+
+    One torch thread: ~1.5 min alone, and no slower beside another busy process (two OpenMP
+    threads on a 2-core machine with one core taken ran 2 to 3 times slower than one thread).
+    """
+    from seethrough.datasets import synthetic
+
+    folder = tmp_path_factory.mktemp("digits-cache")
+    with synthetic._threads(1):
+        synthetic.load_digits_model(cache_dir=folder, progress=False)
+    return folder

@@ -1,4 +1,4 @@
-"""The model zoo: load classifiers by name (bundled, torchvision, timm) or from local files.
+"""The model zoo: load classifiers by name (bundled, synthetic, torchvision, timm) or from files.
 
 Weights files are only ever read as plain tensors (``safetensors`` or ``torch.load`` with
 ``weights_only=True``): a file that holds other Python objects is refused, never executed.
@@ -39,9 +39,12 @@ from seethrough.models.vision_model import VisionModel
 __all__ = ["load_model", "list_models", "remap_in_order", "read_state_dict", "SOURCES"]
 
 BUNDLED = "efficientnet_lite0"
-SOURCES = ("bundled", "torchvision", "timm")
+SYNTHETIC = "synthetic_digits"  # seethrough.datasets.synthetic: trained once, cached on disk
+SOURCES = ("bundled", "synthetic", "torchvision", "timm")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+# The layer CAM-style methods use by default (the last conv block of the synthetic DigitsNet).
+_DEFAULT_LAYERS = {"bundled": "bn2", "synthetic": "features.block4"}
 
 # What a loader returns before it is wrapped: module, preprocessing, labels, weights description.
 _Loaded = tuple[nn.Module, Preprocessing, list[str], str]
@@ -63,12 +66,12 @@ def _torchvision_names() -> tuple[str, ...]:
 
 
 def list_models(pattern: str | None = None, source: str | None = None) -> list[str]:
-    """Names :func:`load_model` knows: bundled first, then torchvision, then timm (each sorted).
+    """Names :func:`load_model` knows: bundled, synthetic, then torchvision and timm (sorted).
 
     Args:
         pattern: an ``fnmatch`` pattern such as ``"resnet*"``.
-        source: only names from ``"bundled"``, ``"torchvision"`` or ``"timm"``. Without it a
-            name is listed once, under the source a plain name resolves to.
+        source: only names from ``"bundled"``, ``"synthetic"``, ``"torchvision"`` or ``"timm"``.
+            Without it a name is listed once, under the source a plain name resolves to.
     """
     if source is not None and source not in SOURCES:
         raise InvalidParameterError(
@@ -76,6 +79,7 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[s
         )
     groups = {
         "bundled": [BUNDLED],
+        "synthetic": [SYNTHETIC],
         "torchvision": list(_torchvision_names()),
         "timm": sorted(timm.list_models()),
     }
@@ -96,6 +100,8 @@ def _resolve_name(name: str) -> tuple[str, str]:
         return prefix, rest
     if name == BUNDLED:
         return "bundled", name
+    if name == SYNTHETIC:
+        return "synthetic", name
     if name in _torchvision_names():
         return "torchvision", name
     if timm.is_model(name):
@@ -112,6 +118,10 @@ def _resolve_name(name: str) -> tuple[str, str]:
 def _architecture(source: str, arch: str, num_classes: int | None = None) -> nn.Module:
     """A randomly initialised model (the bundled model is timm's efficientnet_lite0)."""
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if source == "synthetic":
+        from seethrough.datasets.synthetic import DigitsNet
+
+        return DigitsNet(**kwargs)
     if source == "torchvision":
         return torchvision.models.get_model(arch, weights=None, **kwargs)
     return timm.create_model(arch, pretrained=False, **kwargs)
@@ -121,6 +131,10 @@ def _default_preprocessing(source: str, module: nn.Module) -> Preprocessing:
     """Preprocessing of a model without pretrained weights metadata."""
     if source == "torchvision":
         return Preprocessing()
+    if source == "synthetic":
+        from seethrough.datasets.synthetic import MEAN, STD
+
+        return Preprocessing(size=64, resize="squash", mean=MEAN, std=STD)
     cfg = resolve_data_config({}, model=module)
     _, height, width = cfg["input_size"]
     interpolation = cfg.get("interpolation")
@@ -136,6 +150,15 @@ def _default_preprocessing(source: str, module: nn.Module) -> Preprocessing:
 def _default_classes(module: nn.Module) -> int:
     """The number of classes of a freshly built architecture (torchvision's are all 1000)."""
     return int(getattr(module, "num_classes", 1000))
+
+
+def _labels(source: str, classes: int) -> list[str]:
+    """Class names: the digits for the synthetic model's 10 classes, else :func:`labels_for`."""
+    if source == "synthetic" and classes == 10:
+        from seethrough.datasets.synthetic import LABEL_NAMES
+
+        return list(LABEL_NAMES)
+    return labels_for(classes)
 
 
 # ----------------------------------------------------------------------------- weights files
@@ -282,7 +305,7 @@ def _from_file(source: str, arch: str, path: Path) -> _Loaded:
     if classes is not None:
         module = _architecture(source, arch, num_classes=classes)
     _load_checked(module, state, f"weights file '{path}' does not fit '{arch}'")
-    labels = labels_for(classes if classes is not None else _default_classes(module))
+    labels = _labels(source, classes if classes is not None else _default_classes(module))
     return module, _default_preprocessing(source, module), labels, str(path)
 
 
@@ -309,6 +332,12 @@ def _pretrained(source: str, arch: str) -> _Loaded:
         module.load_state_dict(_bundled_state_dict(), strict=True)
         preprocessing = _default_preprocessing(source, module)
         return module, preprocessing, imagenet_labels(), "bundled ImageNet weights"
+    if source == "synthetic":
+        from seethrough.datasets.synthetic import cache_path, load_digits_model
+
+        module = load_digits_model()
+        description = f"trained on synthetic digits (cached in {cache_path()})"
+        return module, _default_preprocessing(source, module), _labels(source, 10), description
     if source == "torchvision":
         weights = torchvision.models.get_model_weights(arch).DEFAULT
         with _download_errors(arch):
@@ -411,7 +440,8 @@ def load_model(
     Args:
         name_or_path: a model name (see :func:`list_models`; ``timm:NAME`` / ``torchvision:NAME``
             force the source), a TorchScript file, or a weights file when ``arch`` is given.
-        weights: ``"default"`` (pretrained: bundled, or downloaded / cached), ``"none"`` (or
+        weights: ``"default"`` (pretrained: bundled, downloaded / cached, or for
+            ``"synthetic_digits"`` trained once in about a minute and cached), ``"none"`` (or
             ``None``: random init) or the path of a ``.safetensors`` / ``.pt`` / ``.pth`` /
             ``.bin`` state dict.
         arch: the architecture name when ``name_or_path`` is a weights file.
@@ -460,7 +490,7 @@ def load_model(
             loaded = _pretrained(source, name)
         else:
             module = _architecture(source, name)
-            labels = labels_for(_default_classes(module))
+            labels = _labels(source, _default_classes(module))
             loaded = (module, _default_preprocessing(source, module), labels, "none (random)")
     module, preprocessing, labels, description = loaded
     module.eval()
@@ -471,6 +501,6 @@ def load_model(
         name=name,
         source=source,
         weights=description,
-        default_layer="bn2" if source == "bundled" else None,
+        default_layer=_DEFAULT_LAYERS.get(source),
     )
     return model.to(device)

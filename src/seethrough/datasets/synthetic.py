@@ -1,0 +1,608 @@
+"""Synthetic digits on clutter: a benchmark with ground-truth object masks and a model trained on it.
+
+Every image holds ONE handwritten digit (an 8x8 image of scikit-learn's ``load_digits``, shipped
+inside scikit-learn: no download), its 8x8 cell upscaled smoothly to 30-60 % of the image side,
+slightly rotated, sheared and stretched, placed fully inside the image in a colour that contrasts with the background under it. The
+background is clutter that carries no class information and holds no digit-like shape: smooth
+colour noise, soft stripes, blobs, rectangles, thin line fragments and pixel noise, in random
+colours (the digit is not "the bright thing"). The class is the digit's alone, and its pixels are
+known, so an explanation can be scored against where the evidence really is.
+
+* :func:`make_digits` renders a data set (``split="train"`` and ``"test"`` draw their digits from
+  disjoint source images); ``with_digit=False`` renders the very same backgrounds without the digit.
+* :class:`DigitsNet` is a small CNN with a global-average-pool + linear head (CAM applies).
+* :func:`train_digits_model` trains it in about a minute on two CPU cores;
+  :func:`load_digits_model` trains once and caches the weights (safetensors) on disk.
+* :func:`write_folder` writes ``images/``, ``masks/`` and ``labels.csv`` for command-line tools.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seethrough.errors import InvalidParameterError, WeightsMismatchError, WeightsUnavailableError
+
+__all__ = [
+    "LABEL_NAMES",
+    "MEAN",
+    "STD",
+    "DEFAULT_LAYER",
+    "CACHE_VERSION",
+    "SyntheticDigits",
+    "DigitsNet",
+    "make_digits",
+    "digit_sources",
+    "train_digits_model",
+    "load_digits_model",
+    "accuracy",
+    "cache_path",
+    "write_folder",
+]
+
+LABEL_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
+MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)  # make_digits(2000): about 0.50 and 0.22
+STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
+DEFAULT_LAYER = "features.block4"  # the last conv block (16x16 for a 64x64 input)
+CACHE_VERSION = "v2"  # bump when the generator, the architecture or the training recipe changes
+_SPLITS = {"train": 0, "test": 1}
+_CHUNK = 256  # images rendered at once
+_LAYERS = {"blobs": 3, "rects": 3, "lines": 4}  # clutter items drawn per image (each may be off)
+Split = Literal["train", "test"]
+
+
+# ------------------------------------------------------------------------------------ sources
+
+
+@lru_cache(maxsize=1)
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 digits as float32 ``(1797, 8, 8)`` in [0, 1] and their int64 labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return (data.images / 16.0).astype(np.float32), data.target.astype(np.int64)
+
+
+def digit_sources(split: Split = "train") -> np.ndarray:
+    """Indices into scikit-learn's digits that a split draws from (test: every fifth, from 4).
+
+    Args:
+        split: ``"train"`` (about 80 % of the 1797 digits) or ``"test"`` (the other 20 %).
+    """
+    if split not in _SPLITS:
+        raise InvalidParameterError(f"split must be 'train' or 'test', got {split!r}")
+    index = np.arange(len(_sklearn_digits()[1]))
+    return index[(index % 5 == 4) == (split == "test")]
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """Run torch on ``count`` intra-op threads for the block (``None``: unchanged), then restore."""
+    saved = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class SyntheticDigits:
+    """A rendered data set; arrays are indexed by image.
+
+    Attributes:
+        images: uint8 ``(N, size, size, 3)`` RGB images.
+        masks: bool ``(N, size, size)``: the digit's stroke pixels (where its blending weight is
+            above 0.5), dilated by one pixel so that soft stroke edges count.
+        boxes: int64 ``(N, 4)``: ``(x0, y0, x1, y1)``, the tight box of ``masks`` (ends exclusive,
+            so ``masks[i, y0:y1, x0:x1]`` holds every mask pixel).
+        labels: int64 ``(N,)``: the digit's class, ``0`` to ``9``.
+        sources: int64 ``(N,)``: the index of the digit in scikit-learn's ``load_digits``.
+        label_names: ``"0"`` to ``"9"``.
+        split: ``"train"`` or ``"test"``.
+        seed: the seed it was rendered from.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    sources: np.ndarray
+    label_names: tuple[str, ...] = LABEL_NAMES
+    split: str = "train"
+    seed: int = 0
+
+    def __len__(self) -> int:
+        """The number of images."""
+        return len(self.labels)
+
+
+def _draw(rng: np.random.Generator, pool: list[np.ndarray], size: int) -> dict[str, torch.Tensor]:
+    """Every random choice of a chunk of images (lengths in pixels of a ``size``-pixel image)."""
+    n, u, f, k = _CHUNK, rng.uniform, size / 64, _LAYERS
+    labels = rng.integers(10, size=n)
+    counts = np.array([len(sources) for sources in pool])
+    flat, offsets = np.concatenate(pool), np.r_[0, np.cumsum(counts)[:-1]]
+
+    def items(count: int, chance: float, *ranges: tuple[float, float]) -> np.ndarray:
+        """``(n, count, 1 + len(ranges))``: whether each item is drawn, then its parameters."""
+        values = [u(low, high, (n, count, 1)) for low, high in ranges]
+        return np.concatenate([rng.random((n, count, 1)) < chance, *values], 2)
+
+    corner, side = (-8 * f, 60 * f), (4 * f, 24 * f)  # of rectangles
+    values = {
+        "label": labels,
+        "source": flat[offsets[labels] + (rng.random(n) * counts[labels]).astype(np.int64)],
+        # background: a base colour plus coarse and fine smooth noise
+        "base": u(0.15, 0.85, (n, 3)),
+        "coarse": u(-1, 1, (n, 3, 4, 4)) * u(0.1, 0.3, (n, 1, 1, 1)),
+        "fine": u(-1, 1, (n, 3, 8, 8)) * u(0.03, 0.12, (n, 1, 1, 1)),
+        # soft stripes: on, angle, period, phase, strength
+        "stripes": items(1, 0.5, (0, np.pi), (8 * f, 16 * f), (0, 2 * np.pi), (0.2, 0.6))[:, 0],
+        # blobs: on, x, y, sigma, strength
+        "blobs": items(k["blobs"], 0.7, (0, size), (0, size), (3 * f, 10 * f), (0.4, 0.9)),
+        # rectangles: on, x, y, width, height, opacity
+        "rects": items(k["rects"], 0.7, corner, corner, side, side, (0.5, 1.0)),
+        # thin line fragments: on, x, y, angle, length, width
+        "lines": items(
+            k["lines"], 0.7, (0, size), (0, size), (0, np.pi), (6 * f, 20 * f), (0.6, 1.4)
+        ),
+        "colours": u(0, 1, (n, 1 + sum(k.values()), 3)),  # stripes, blobs, rectangles, lines
+        "noise": u(0, 0.07, (n, 1, 1, 1)) * (rng.random((n, 3, size, size), np.float32) - 0.5),
+        # the digit: side of its 8x8 cell, rotation, shear, log aspect ratio, centre (fraction
+        # of the free range)
+        "digit": np.c_[
+            u(0.3, 0.6, n) * size, u(-0.2, 0.2, n), u(-0.1, 0.1, (n, 2)), u(0, 1, (n, 2))
+        ],
+        "digit_colours": u(0, 1, (n, 4, 3)),  # candidates: the farthest from the background wins
+    }
+    return {
+        key: torch.from_numpy(v).float() if v.dtype.kind in "fb" else torch.from_numpy(v)
+        for key, v in values.items()
+    }
+
+
+def _blend(image: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Paint ``colour`` ``(B, 3)`` over ``image`` ``(B, 3, H, W)`` with weights ``(B, H, W)``."""
+    return image.lerp_(colour[:, :, None, None], alpha[:, None])
+
+
+def _upsample(t: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
+    """Smooth resize of ``(B, C, h, w)`` to ``size`` x ``size``."""
+    return F.interpolate(t, size=(size, size), mode=mode, align_corners=False)
+
+
+def _render(p: dict[str, torch.Tensor], size: int, with_digit: bool) -> dict[str, torch.Tensor]:
+    """Render drawn parameters: float images ``(B, 3, S, S)`` in [0, 1] and stroke masks."""
+    colours = iter(p["colours"].unbind(1))
+    # smooth layers (noise, stripes, blobs) at half resolution, then upsampled
+    half = size // 2
+    grid = (torch.arange(half, dtype=torch.float32) + 0.5) * (size / half)
+    ys, xs = grid[:, None], grid[None, :]
+    image = p["base"][:, :, None, None] + _upsample(p["coarse"], half) + _upsample(p["fine"], half)
+    on, angle, period, phase, strength = p["stripes"].T[..., None, None]
+    wave = torch.sin((xs * angle.cos() + ys * angle.sin()) * (2 * np.pi / period) + phase)
+    image = _blend(image, on * strength * (0.5 + 0.5 * (2 * wave).clamp(-1, 1)), next(colours))
+    for on, x, y, sigma, strength in p["blobs"].permute(1, 2, 0)[..., None, None]:
+        blob = torch.exp(((xs - x) ** 2 + (ys - y) ** 2) / (-2 * sigma**2))
+        image = _blend(image, on * strength * blob, next(colours))
+    image = _upsample(image, size, "bilinear")
+    # sharp layers at full resolution: rectangles and thin line fragments
+    grid = torch.arange(size, dtype=torch.float32) + 0.5
+    ys, xs = grid[:, None], grid[None, :]
+    for on, x, y, w, h, opacity in p["rects"].permute(1, 2, 0)[..., None, None]:
+        inside = ((xs >= x) & (xs < x + w)) * ((ys >= y) & (ys < y + h)) * (on * opacity)
+        image = _blend(image, inside, next(colours))
+    for on, x, y, angle, length, width in p["lines"].permute(1, 2, 0)[..., None, None]:
+        dx, dy, rx, ry = angle.cos(), angle.sin(), xs - x, ys - y
+        t = (rx * dx + ry * dy).clamp(-length / 2, length / 2)
+        line = (width / 2 + 0.5 - torch.hypot(rx - t * dx, ry - t * dy)).clamp(0, 1)
+        image = _blend(image, on * line, next(colours))
+    background = image.clamp_(0, 1)
+
+    # the digit: its 8x8 cell, sheared, stretched, rotated and scaled to about `side` pixels, lies
+    # fully inside the image
+    n = len(background)
+    side, rotation, shear, aspect, fx, fy = p["digit"].T
+    cos, sin, one, zero = rotation.cos(), rotation.sin(), torch.ones(n), torch.zeros(n)
+    warp = (
+        torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2)
+        @ torch.stack([one, shear, zero, one], 1).view(n, 2, 2)
+        @ torch.diag_embed(torch.stack([aspect.exp(), (-aspect).exp()], 1))
+    )  # cell coordinates -> image coordinates, in units of `side`
+    reach = warp.abs().sum(2)  # (n, 2): the warped cell's extent along x and y, per unit side
+    side = torch.minimum(side, size / reach.max(1).values)
+    extent = reach * side[:, None]
+    centre = extent / 2 + torch.stack([fx, fy], 1) * (size - extent)
+    inverse = torch.linalg.inv(warp)  # image (x, y) in [-1, 1] -> digit (u, v) in [-1, 1]
+    shift = (inverse @ (size - 2 * centre)[:, :, None]) / size
+    theta = torch.cat([inverse, shift], 2) * (size / side)[:, None, None]
+    sampling = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+    ink = F.grid_sample(p["digits"][:, None], sampling, mode="bicubic", align_corners=False)
+    t = ((ink[:, 0] - 0.25) / 0.3).clamp(0, 1)
+    alpha = t * t * (3 - 2 * t)  # smoothstep: solid strokes with soft edges
+    local = (alpha[:, None] * background).sum((2, 3)) / alpha.sum((1, 2))[:, None].clamp_min(1e-6)
+    candidates = p["digit_colours"]
+    colour = candidates[torch.arange(n), (candidates - local[:, None]).norm(dim=2).argmax(1)]
+    masks = F.max_pool2d((alpha > 0.5).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    image = _blend(background, alpha, colour) if with_digit else background
+    return {"images": image.add_(p["noise"]).clamp_(0, 1), "masks": masks}
+
+
+def make_digits(
+    n: int, *, size: int = 64, seed: int = 0, split: Split = "train", with_digit: bool = True
+) -> SyntheticDigits:
+    """Render ``n`` images, each one digit on clutter (see the module docstring).
+
+    Image ``i`` depends only on ``(seed, split, i, size)``: ``make_digits(10)`` is the first ten
+    images of ``make_digits(1000)``, and ``with_digit=False`` gives the same images with the digit
+    left out (the backgrounds; masks, boxes and labels still say where and what it would be).
+
+    Args:
+        n: the number of images.
+        size: the image side in pixels (at least 16).
+        seed: the random seed (an integer >= 0).
+        split: ``"train"`` or ``"test"``: which digit sources are used (disjoint, see
+            :func:`digit_sources`); the two splits also draw different clutter.
+        with_digit: ``False`` leaves the digit out.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InvalidParameterError(f"n must be an integer >= 0, got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
+        raise InvalidParameterError(f"size must be an integer >= 16, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidParameterError(f"seed must be an integer >= 0, got {seed!r}")
+    digits, targets = _sklearn_digits()
+    sources = digit_sources(split)
+    pool = [sources[targets[sources] == label] for label in range(10)]
+    images, masks = np.empty((n, size, size, 3), np.uint8), np.empty((n, size, size), bool)
+    labels, used = np.empty(n, np.int64), np.empty(n, np.int64)
+    with _threads(1), torch.no_grad():  # small ops: one thread is faster on a busy machine
+        for chunk, start in enumerate(range(0, n, _CHUNK)):
+            p = _draw(np.random.default_rng([seed, _SPLITS[split], chunk]), pool, size)
+            p = {key: v[: n - start] for key, v in p.items()}  # the same draws for any n
+            p["digits"] = torch.from_numpy(digits[p["source"].numpy()])
+            r = _render(p, size, with_digit)
+            end = start + len(p["label"])
+            images[start:end] = (r["images"] * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            masks[start:end] = r["masks"].numpy()
+            labels[start:end], used[start:end] = p["label"].numpy(), p["source"].numpy()
+    return SyntheticDigits(images, masks, _boxes(masks), labels, used, split=split, seed=seed)
+
+
+def _boxes(masks: np.ndarray) -> np.ndarray:
+    """``(x0, y0, x1, y1)`` per mask, ends exclusive (all zeros for an empty mask)."""
+
+    def span(hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = hit.any(1)
+        first, last = hit.argmax(1), hit.shape[1] - hit[:, ::-1].argmax(1)
+        return np.where(found, first, 0), np.where(found, last, 0)
+
+    (x0, x1), (y0, y1) = span(masks.any(1)), span(masks.any(2))
+    return np.stack([x0, y0, x1, y1], 1).astype(np.int64)
+
+
+# -------------------------------------------------------------------------------------- model
+
+
+def _block(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """3x3 conv (no bias) - batch norm - ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),  # not in place: backward hooks of explanation methods stay valid
+    )
+
+
+class DigitsNet(nn.Module):
+    """A small CNN for 64x64 digits: conv blocks, global average pooling, one linear layer.
+
+    ``features.stem`` (stride 2) and ``features.pool`` take a 64x64 input to 16x16 maps, which
+    ``features.block2`` to ``features.block4`` (the CAM layer, :data:`DEFAULT_LAYER`) keep;
+    ``block3`` is dilated (2) so that a unit of ``block4`` sees 41 pixels, a whole digit, while
+    its maps stay local: with ``block4`` dilated too (4; a 65-pixel view, the whole image) the
+    net was 1.5 points more accurate but Grad-CAM's pointing game fell from 0.70 to 0.32, below
+    the centre prior.
+    Input: RGB in [0, 1] normalised with :data:`MEAN` / :data:`STD`.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 64) -> None:
+        """Build the network.
+
+        Args:
+            num_classes: the number of outputs.
+            width: the channels of the 16x16 blocks (``stem`` has a quarter, ``block1`` half).
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            OrderedDict(
+                stem=_block(3, width // 4, stride=2),
+                block1=_block(width // 4, width // 2),
+                pool=nn.MaxPool2d(2),
+                block2=_block(width // 2, width),
+                block3=_block(width, width, dilation=2),
+                block4=_block(width, width),
+            )
+        )
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores ``(N, num_classes)`` of a normalised batch ``(N, 3, H, W)``."""
+        return self.fc(self.gap(self.features(x)).flatten(1))
+
+
+def _to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` images to a normalised float batch ``(N, 3, H, W)``."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+    return (x - mean) / std
+
+
+def accuracy(model: nn.Module, data: SyntheticDigits, batch: int = 500) -> float:
+    """The fraction of ``data`` that ``model`` (a :class:`DigitsNet`) classifies right.
+
+    Args:
+        model: the network; it is run in eval mode and left in eval mode.
+        data: images and labels.
+        batch: images per forward pass.
+    """
+    model.eval()
+    with torch.no_grad():
+        chunks = [data.images[i : i + batch] for i in range(0, len(data), batch)]
+        predicted = [model(_to_input(images)).argmax(1).numpy() for images in chunks]
+    return float((np.concatenate(predicted) == data.labels).mean()) if chunks else 0.0
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+def train_digits_model(
+    *,
+    n_train: int = 24000,
+    epochs: int = 2,
+    batch: int = 64,
+    lr: float = 8e-3,
+    n_test: int = 2000,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> tuple[DigitsNet, dict[str, Any]]:
+    """Train a :class:`DigitsNet` on :func:`make_digits` (about a minute on two CPU cores).
+
+    AdamW with a one-cycle learning rate, cross-entropy, one seeded data order: the same seed,
+    library versions and thread count give the same weights. Accuracy is measured on ``n_test``
+    images of the test split (held-out digit sources, clutter of seed ``seed + 1``) and on the
+    same images without their digit (near chance, 0.1, when the class lives in the digit only).
+    The defaults reach about 0.95 held out; many images seen twice did better than fewer images
+    seen more often for the same time.
+
+    Args:
+        n_train: training images (rendered once, before training).
+        epochs: passes over them.
+        batch: images per step.
+        lr: the peak learning rate.
+        n_test: held-out images for the reported accuracy.
+        seed: seeds the data, the initial weights and the data order.
+        threads: torch intra-op threads while training (``None``: torch's current setting).
+        progress: show a progress bar and one line per epoch.
+
+    Returns:
+        The model in eval mode, and ``{"test_accuracy", "background_accuracy", "seconds", ...}``.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if min(n_train, epochs, batch, n_test) < 1 or not lr > 0:
+        raise InvalidParameterError("n_train, epochs, batch and n_test must be >= 1, lr > 0")
+    start = time.perf_counter()
+    with _threads(threads):
+        torch.manual_seed(seed)
+        data = make_digits(n_train, seed=seed, split="train")
+        labels = torch.from_numpy(data.labels)
+        model = DigitsNet().to(memory_format=torch.channels_last)  # faster convolutions on CPU
+        steps = epochs * -(-n_train // batch)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, steps, pct_start=0.2)
+        order = torch.Generator().manual_seed(seed)
+        bar = Progress(
+            TextColumn("training synthetic digits"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not progress,
+        )
+        with bar:
+            task = bar.add_task("train", total=steps, loss=float("nan"))
+            for epoch in range(epochs):
+                model.train()
+                total = 0.0
+                for idx in torch.randperm(n_train, generator=order).split(batch):
+                    x = _to_input(data.images[idx.numpy()]).to(memory_format=torch.channels_last)
+                    loss = F.cross_entropy(model(x), labels[idx])
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    total += loss.item() * len(idx)
+                    bar.update(task, advance=1, loss=loss.item())
+                if progress:
+                    bar.console.print(
+                        f"epoch {epoch + 1}/{epochs}: mean loss {total / n_train:.4f}"
+                    )
+        model = model.to(memory_format=torch.contiguous_format).eval()
+        test = make_digits(n_test, seed=seed + 1, split="test")
+        background = make_digits(n_test, seed=seed + 1, split="test", with_digit=False)
+        info = {
+            "test_accuracy": accuracy(model, test),
+            "background_accuracy": accuracy(model, background),
+            "seconds": round(time.perf_counter() - start, 1),
+            "threads": torch.get_num_threads(),
+        }
+    info |= {"seed": seed, "n_train": n_train, "epochs": epochs, "batch": batch, "lr": lr}
+    if progress:
+        print(
+            f"synthetic digits: held-out accuracy {info['test_accuracy']:.3f} "
+            f"(without the digit {info['background_accuracy']:.3f}) in {info['seconds']:.0f} s",
+            file=sys.stderr,
+        )
+    return model, info
+
+
+# -------------------------------------------------------------------------------------- cache
+
+
+def cache_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the trained weights are cached (a JSON sidecar with the same stem lies beside them).
+
+    Args:
+        cache_dir: the folder; default ``$SEETHROUGH_CACHE``, else ``$XDG_CACHE_HOME/seethrough``,
+            else ``~/.cache/seethrough``.
+    """
+    if cache_dir is None:
+        cache_dir = os.environ.get("SEETHROUGH_CACHE") or Path(
+            os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "seethrough"
+        )
+    return Path(cache_dir).expanduser() / f"synthetic_digits-{CACHE_VERSION}.safetensors"
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary)`` beside ``path``, then rename it over ``path`` (never a half file)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(name))
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _save(model: nn.Module, info: dict[str, Any], path: Path) -> None:
+    """Write the weights (safetensors) and their JSON sidecar, each atomically."""
+    import sklearn
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    versions = {"torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}
+    meta = {"version": CACHE_VERSION, **info, **versions, "python": platform.python_version()}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # the sidecar first: weights present means the sidecar is too
+    _write_atomically(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=2)))
+    _write_atomically(path, lambda p: save_file(state, str(p), metadata={"version": CACHE_VERSION}))
+
+
+def load_digits_model(
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+) -> DigitsNet:
+    """The trained :class:`DigitsNet` (eval mode): from the cache, else trained once and cached.
+
+    Training (:func:`train_digits_model` with its defaults) takes about a minute; the weights go
+    to :func:`cache_path` as safetensors, written atomically so that two processes training at
+    once leave one whole file. A cache file that cannot be read or does not fit the network is
+    an error (never silently retrained): delete it or pass ``retrain=True``.
+
+    Args:
+        cache_dir: the cache folder (see :func:`cache_path` for the default).
+        retrain: train again and overwrite the cache.
+        progress: show training progress (the one line saying that training starts is always
+            printed, on stderr).
+
+    Raises:
+        WeightsUnavailableError: the cache file cannot be read.
+        WeightsMismatchError: its tensors do not fit :class:`DigitsNet`.
+    """
+    from safetensors.torch import load_file
+
+    path = cache_path(cache_dir)
+    if retrain or not path.is_file():
+        print(
+            f"training the synthetic digits model once (~1 min); cached in {path.parent}",
+            file=sys.stderr,
+        )
+        model, info = train_digits_model(progress=progress)
+        _save(model, info, path)
+        return model
+    remedy = "delete it or call load_digits_model(retrain=True) to train again (~1 min)"
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"cannot read the cached synthetic digits weights '{path}' ({type(exc).__name__}): "
+            f"{remedy}"
+        ) from None
+    model = DigitsNet()
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        wrong = sorted(k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k))
+        raise WeightsMismatchError(
+            f"the cached synthetic digits weights '{path}' do not fit DigitsNet "
+            f"({len(wrong)} missing, unexpected or mis-shaped: {', '.join(wrong[:5])}): {remedy}"
+        )
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------- folder
+
+
+def write_folder(
+    directory: str | os.PathLike[str], n: int, *, seed: int = 0, split: Split = "test"
+) -> Path:
+    """Write :func:`make_digits` images to a data set folder (the layout ``load_folder`` reads).
+
+    ``images/NAME.png`` (RGB), ``masks/NAME.png`` (uint8, 255 on the digit's stroke mask, 0
+    elsewhere) and ``labels.csv`` (header ``name,label``; ``name`` is the file stem NAME,
+    ``digit0000``, ``digit0001``, ...; ``label`` the digit, 0 to 9).
+
+    Args:
+        directory: the folder (created if needed; existing files of the same names are replaced).
+        n: the number of images.
+        seed: the seed of :func:`make_digits`.
+        split: the digit sources, ``"test"`` (held out from training) or ``"train"``.
+
+    Returns:
+        The folder, as a Path.
+    """
+    from PIL import Image
+
+    data = make_digits(n, seed=seed, split=split)
+    root = Path(directory)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    names = [f"digit{i:04d}" for i in range(n)]
+    for name, image, mask in zip(names, data.images, data.masks, strict=True):
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"{name}.png")
+    with (root / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "label"])
+        writer.writerows(zip(names, data.labels.tolist(), strict=True))
+    return root
