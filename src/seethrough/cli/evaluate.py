@@ -26,7 +26,7 @@ from ..evaluation import (
     load_folder,
     write_report,
 )
-from ..evaluation.report import COLUMNS, format_value
+from ..evaluation.report import columns_for, format_value
 from ..evaluation.runner import METRICS
 from ..images import load_image
 from ..models import load_model
@@ -78,23 +78,50 @@ def _run(
 
 
 def _print(evaluation: Evaluation, title: str) -> None:
+    """The summary as a table: whole on a terminal's width, unclipped when piped to a file."""
+    columns = columns_for(evaluation)
+    if len(evaluation.models) == 1:  # one model: named in the title, not on every row
+        columns = [(k, h) for k, h in columns if k != "model"]
+        title = f"{evaluation.models[0]}: {title}"
+    rows = evaluation.summary()
+    cells = [
+        [
+            f"not applicable: {r.error}" if r.error and k == "n" else format_value(getattr(r, k), k)
+            for k, _ in columns
+        ]
+        for r in rows
+    ]
+    sections = [i for i in range(1, len(rows)) if rows[i].model != rows[i - 1].model]
+    dim = [r.method.startswith("baseline:") for r in rows]
+    _show(title, [h for _, h in columns], cells, sections, dim)
+
+
+def _show(
+    title: str,
+    heads: list[str],
+    cells: list[list[str]],
+    sections: list[int] | None = None,
+    dim: list[bool] | None = None,
+) -> None:
+    """A table whose names stay whole: on a terminal's width, unclipped when piped to a file.
+
+    Columns whose cells are all text (no digit first) are left-aligned, numbers right-aligned;
+    a section line goes before each row index in ``sections``; ``dim`` rows are greyed out.
+    """
     table = Table(title=title)
-    columns = [(k, h) for k, h in COLUMNS if k not in set(METRICS) - set(evaluation.metrics)]
-    if "iou" not in evaluation.metrics:
-        columns = [(k, h) for k, h in columns if k != "iou_ci"]
-    for i, (_, head) in enumerate(columns):
-        table.add_column(head, justify="right" if i > 1 else "left")
-    last = None
-    for row in evaluation.summary():
-        if row.error is not None:
-            table.add_row(row.model, row.method, "0", f"not applicable: {row.error}")
-            continue
-        if last is not None and row.model != last:
+    widths = []
+    for i, head in enumerate(heads):
+        column = [c[i] for c in cells if not c[i].startswith("not applicable")]
+        width = max([len(head)] + [len(c) for c in column])
+        widths.append(width + 3)
+        text = any(c and not (c[0].isdigit() or c[0] == "-") for c in column)
+        table.add_column(head, justify="left" if text else "right", min_width=width)
+    for i, texts in enumerate(cells):
+        if sections and i in sections:
             table.add_section()
-        last = row.model
-        style = "dim" if row.method.startswith("baseline:") else None
-        table.add_row(*(format_value(getattr(row, k), k) for k, _ in columns), style=style)
-    console.print(table)
+        table.add_row(*texts, style="dim" if dim and dim[i] else None)
+    wide = None if console.is_terminal else max(console.width, sum(widths) + 1)
+    console.print(table, width=wide, crop=wide is None)
 
 
 def _write(evaluation: Evaluation, out: Path) -> None:
@@ -189,14 +216,11 @@ def cost_cmd(
         forward, rows = cost_table(
             vm, load_image(image), names, params=params, repeats=repeats, progress=tick
         )
-    table = Table(title=f"cost on {vm.name}, one image (forward pass: {forward * 1e3:.1f} ms)")
-    for head in ("method", "family", "seconds", "model calls", "images evaluated", "x forward"):
-        table.add_column(head, justify="left" if head in ("method", "family") else "right")
-    for r in rows:
-        if r.error is not None:
-            table.add_row(r.title, r.family, f"not applicable: {r.error}", "", "", "")
-        else:
-            table.add_row(
-                r.title, r.family, f"{r.seconds:.3f}", str(r.calls), str(r.images), f"{r.ratio:.1f}"
-            )
-    console.print(table)
+    heads = ["method", "family", "seconds", "model calls", "images evaluated", "x forward"]
+    cells = [
+        [r.title, r.family, f"not applicable: {r.error}", "", "", ""]
+        if r.error is not None
+        else [r.title, r.family, f"{r.seconds:.3f}", str(r.calls), str(r.images), f"{r.ratio:.1f}"]
+        for r in rows
+    ]
+    _show(f"cost on {vm.name}, one image (forward pass: {forward * 1e3:.1f} ms)", heads, cells)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..api import explain, prepare_inputs
+from ..core.outputs import output_to_tensor
 from ..core.state import preserved_state
 from ..errors import SeethroughError
 from ..models import VisionModel
@@ -64,6 +65,15 @@ def forward_seconds(vm: VisionModel, x: torch.Tensor, repeats: int = 5) -> float
     return statistics.median(times)
 
 
+def _warm_up(vm: VisionModel, x: torch.Tensor) -> None:
+    """One untimed forward and backward, so the first method timed pays no allocator warm-up."""
+    with preserved_state(vm.module), torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        out = vm.module(xg)
+        out = out if isinstance(out, torch.Tensor) else output_to_tensor(out)
+        torch.autograd.grad(out.sum(), xg)  # input gradient only: no parameter's .grad is touched
+
+
 class _Counter:
     """Counts forward calls and images of a module while installed (a context manager)."""
 
@@ -109,6 +119,7 @@ def cost_table(
     params = {get_method(k).name: dict(v) for k, v in (params or {}).items()}
     x, _, _ = prepare_inputs(vm, image)
     x = x.to(vm.device)
+    _warm_up(vm, x)
     forward = forward_seconds(vm, x)
     rows = []
     for name in names:

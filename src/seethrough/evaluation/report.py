@@ -20,7 +20,15 @@ from PIL import Image
 from ..registry import get_metric
 from .runner import Evaluation, Summary
 
-__all__ = ["COLUMNS", "to_csv", "to_markdown", "to_html", "write_report", "format_value"]
+__all__ = [
+    "COLUMNS",
+    "columns_for",
+    "to_csv",
+    "to_markdown",
+    "to_html",
+    "write_report",
+    "format_value",
+]
 
 COLUMNS = (
     ("model", "model"),
@@ -38,7 +46,8 @@ COLUMNS = (
 """Summary fields in table order, with their headers."""
 
 
-def _columns(evaluation: Evaluation) -> list[tuple[str, str]]:
+def columns_for(evaluation: Evaluation) -> list[tuple[str, str]]:
+    """The (field, header) pairs of :data:`COLUMNS` that ``evaluation`` has numbers for."""
     skipped = {m for m in ("iou", "pointing_game", "energy_pointing_game", "deletion", "insertion")}
     skipped -= set(evaluation.metrics)
     if "iou" in skipped:
@@ -74,7 +83,7 @@ def _cells(row: Summary, columns: Sequence[tuple[str, str]]) -> list[str]:
 def to_csv(evaluation: Evaluation, path: str | Path) -> Path:
     """The summary table as CSV (raw numbers, every column, plus the error column)."""
     path = Path(path)
-    keys = [k for k, _ in _columns(evaluation)] + ["error"]
+    keys = [k for k, _ in columns_for(evaluation)] + ["error"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, keys, extrasaction="ignore")
         writer.writeheader()
@@ -85,7 +94,7 @@ def to_csv(evaluation: Evaluation, path: str | Path) -> Path:
 
 def to_markdown(evaluation: Evaluation) -> str:
     """The summary table as a GitHub-flavoured Markdown table."""
-    columns = _columns(evaluation)
+    columns = columns_for(evaluation)
     head = [h + _arrow(k) for k, h in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(r, columns)) + " |" for r in evaluation.summary()]
@@ -109,7 +118,7 @@ figure{margin:0;display:inline-block;margin-right:.4em}img{image-rendering:auto}
 
 def to_html(evaluation: Evaluation, path: str | Path, title: str = "seethrough evaluation") -> Path:
     """A self-contained HTML report: settings, the table, the best and worst case of each pair."""
-    columns = _columns(evaluation)
+    columns = columns_for(evaluation)
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

@@ -512,15 +512,8 @@ def increase_in_confidence(
     Chattopadhyay et al., "Grad-CAM++", WACV 2018: with ``Y`` and ``O`` as in
     :func:`average_drop` (clean input, and input ``x * m + hide * (1 - m)`` for the min-max
     normalised map ``m``), the number is ``1[O > Y]``; its mean over images is the paper's
-    "% increase in confidence" (divided by 100). **Higher is better.**
-
-    Args:
-        model: a :class:`~seethrough.VisionModel` or a ``torch.nn.Module``.
-        image: one image, as :func:`seethrough.explain` accepts it.
-        saliency: ``(H, W)`` map at model-input resolution, or an :class:`~seethrough.Explanation`.
-        target: the class scored: ``None`` (the top class on the clean image), an index, or a
-            label (with a ``VisionModel``).
-        hide: what masked-out pixels become (see the module's notes).
+    "% increase in confidence" (divided by 100). **Higher is better.** The arguments are
+    those of :func:`average_drop` (model, image, saliency, target, hide).
 
     Returns:
         1.0 or 0.0.
