@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -13,7 +13,11 @@ __all__ = ["preserved_state"]
 
 @contextmanager
 def preserved_state(
-    module: nn.Module, *, eval_mode: bool = True, modules: bool = False
+    module: nn.Module,
+    *,
+    eval_mode: bool = True,
+    modules: bool = False,
+    walk: Iterable[nn.Module] | None = None,
 ) -> Iterator[nn.Module]:
     """Run a block with ``module`` in eval mode and restore its state afterwards.
 
@@ -26,8 +30,10 @@ def preserved_state(
         module: the model to protect.
         eval_mode: put the model in eval mode for the duration of the block.
         modules: also snapshot and restore the module tree (costs a second walk).
+        walk: ``module`` and its submodules, when the caller has already listed them (the
+            values of ``dict(module.named_modules())``), to spare one walk of the tree.
     """
-    mods = list(module.modules())
+    mods = list(module.modules() if walk is None else walk)
     training = [m.training for m in mods]
     params = list(
         {id(p): p for m in mods for p in m._parameters.values() if p is not None}.values()

@@ -169,7 +169,7 @@ class Method:
             )
         device = next((t.device for t in model.parameters()), x.device)
         named = dict(model.named_modules())
-        with preserved_state(model, modules=self.swaps_modules):
+        with preserved_state(model, modules=self.swaps_modules, walk=named.values()):
             if self.needs_gradients:
                 _freeze(named.values())
             ctx = Context(

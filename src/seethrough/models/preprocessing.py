@@ -170,8 +170,8 @@ class Preprocessing:
                 f"expected a (3, H, W) or (N, 3, H, W) tensor, got shape {tuple(tensor.shape)}"
             )
         mean, std = self._stats(tensor.dim())
-        pixels = (tensor.detach().cpu().float() * std + mean) * 255.0
-        pixels = pixels.round().clamp(0, 255).to(torch.uint8)
+        pixels = torch.addcmul(mean * 255.0, tensor.detach().cpu().float(), std * 255.0)
+        pixels = pixels.round_().clamp_(0, 255).to(torch.uint8)
         return pixels.movedim(-3, -1).numpy()
 
     def describe(self) -> str:
