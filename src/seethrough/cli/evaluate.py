@@ -85,15 +85,25 @@ def _print(evaluation: Evaluation, title: str) -> None:
         title = f"{evaluation.models[0]}: {title}"
     rows = evaluation.summary()
     cells = [
-        [
-            f"not applicable: {r.error}" if r.error and k == "n" else format_value(getattr(r, k), k)
-            for k, _ in columns
-        ]
+        ["n/a" if r.error and k == "n" else format_value(getattr(r, k), k) for k, _ in columns]
         for r in rows
     ]
     sections = [i for i in range(1, len(rows)) if rows[i].model != rows[i - 1].model]
     dim = [r.method.startswith("baseline:") for r in rows]
     _show(title, [h for _, h in columns], cells, sections, dim)
+    _notes(
+        {
+            f"{r.model} / {r.method}" if len(evaluation.models) > 1 else r.method: r.error
+            for r in rows
+        }
+    )
+
+
+def _notes(errors: dict[str, str | None]) -> None:
+    """Below a table: why each n/a row could not run."""
+    for name, error in errors.items():
+        if error is not None:
+            console.print(f"n/a {name}: {error}", markup=False, style="dim")
 
 
 def _show(
@@ -111,10 +121,10 @@ def _show(
     table = Table(title=title)
     widths = []
     for i, head in enumerate(heads):
-        column = [c[i] for c in cells if not c[i].startswith("not applicable")]
+        column = [c[i] for c in cells]
         width = max([len(head)] + [len(c) for c in column])
         widths.append(width + 3)
-        text = any(c and not (c[0].isdigit() or c[0] == "-") for c in column)
+        text = any(c and c != "n/a" and not (c[0].isdigit() or c[0] == "-") for c in column)
         table.add_column(head, justify="left" if text else "right", min_width=width)
     for i, texts in enumerate(cells):
         if sections and i in sections:
@@ -218,9 +228,10 @@ def cost_cmd(
         )
     heads = ["method", "family", "seconds", "model calls", "images evaluated", "x forward"]
     cells = [
-        [r.title, r.family, f"not applicable: {r.error}", "", "", ""]
+        [r.title, r.family, "n/a", "", "", ""]
         if r.error is not None
         else [r.title, r.family, f"{r.seconds:.3f}", str(r.calls), str(r.images), f"{r.ratio:.1f}"]
         for r in rows
     ]
     _show(f"cost on {vm.name}, one image (forward pass: {forward * 1e3:.1f} ms)", heads, cells)
+    _notes({r.title: r.error for r in rows})
