@@ -246,3 +246,19 @@ def test_cost_counts_model_evaluations():
     vm.module.fc = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
     _, rows = cost_table(vm, image, ["cam"])
     assert rows[0].error is not None and math.isnan(rows[0].seconds)
+
+
+def test_every_metric_column_on_the_bright_detector():
+    from seethrough.evaluation import METRICS
+
+    data = [square_sample(i) for i in range(3)]
+    result = evaluate([bright_model()], data, ["gradcam"], metrics=METRICS, steps=6)
+    rows = {r.method: r for r in result.summary()}
+    good, noise = rows["gradcam"], rows["baseline:random"]
+    assert good.iou_sweep > 0.5 > noise.iou_sweep
+    # hiding the 10% most salient pixels (102 of 1024) hides the whole 64-pixel object
+    assert good.hide_top == 1.0 and noise.hide_top == 0.0
+    assert good.average_drop < noise.average_drop
+    assert set(METRICS) <= set(good.as_dict())
+    header = to_markdown(result).splitlines()[0]
+    assert "IoU sweep ↑" in header and "avg drop ↓" in header and "label flips ↑" in header

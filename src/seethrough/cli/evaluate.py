@@ -27,7 +27,7 @@ from ..evaluation import (
     write_report,
 )
 from ..evaluation.report import columns_for, format_value
-from ..evaluation.runner import METRICS
+from ..evaluation.runner import DEFAULT_METRICS, METRICS
 from ..images import load_image
 from ..models import load_model
 from .main import (
@@ -48,14 +48,17 @@ ParamOpt = Annotated[
     typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable)."),
 ]
 MetricsOpt = Annotated[
-    str, typer.Option(help=f"Comma-separated metrics, from: {', '.join(METRICS)}.")
+    str,
+    typer.Option(help=f"Comma-separated metrics, from: {', '.join(METRICS)} (or 'all')."),
 ]
 StepsOpt = Annotated[int, typer.Option(min=2, help="Steps of the deletion and insertion curves.")]
-ALL_METRICS = ",".join(METRICS)
+ALL_METRICS = ",".join(DEFAULT_METRICS)
 OutOpt = Annotated[Path, typer.Option(help="Output folder of the CSV, Markdown and HTML report.")]
 
 
 def _metrics(text: str) -> list[str]:
+    if text.strip().lower() == "all":
+        return list(METRICS)
     names = [m.strip() for m in text.split(",") if m.strip()]
     for name in names:
         if name not in METRICS:

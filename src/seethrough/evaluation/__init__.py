@@ -11,7 +11,7 @@
 from .cost import Cost, cost_table, forward_seconds
 from .data import FolderDataset, Sample, load_folder
 from .report import to_csv, to_html, to_markdown, write_report
-from .runner import BASELINES, METRICS, Evaluation, Record, Summary, evaluate
+from .runner import BASELINES, DEFAULT_METRICS, METRICS, Evaluation, Record, Summary, evaluate
 
 __all__ = [
     "Sample",
@@ -22,6 +22,7 @@ __all__ = [
     "Record",
     "Summary",
     "METRICS",
+    "DEFAULT_METRICS",
     "BASELINES",
     "to_csv",
     "to_markdown",

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..registry import get_metric
-from .runner import Evaluation, Summary
+from .runner import METRICS, Evaluation, Summary
 
 __all__ = [
     "COLUMNS",
@@ -36,10 +36,14 @@ COLUMNS = (
     ("n", "n"),
     ("iou", "IoU"),
     ("iou_ci", "± 95% CI"),
+    ("iou_sweep", "IoU sweep"),
     ("pointing_game", "pointing"),
     ("energy_pointing_game", "energy PG"),
     ("deletion", "deletion AUC"),
     ("insertion", "insertion AUC"),
+    ("average_drop", "avg drop"),
+    ("increase_in_confidence", "increase"),
+    ("hide_top", "label flips"),
     ("top1", "top-1"),
     ("seconds", "s / image"),
 )
@@ -48,8 +52,7 @@ COLUMNS = (
 
 def columns_for(evaluation: Evaluation) -> list[tuple[str, str]]:
     """The (field, header) pairs of :data:`COLUMNS` that ``evaluation`` has numbers for."""
-    skipped = {m for m in ("iou", "pointing_game", "energy_pointing_game", "deletion", "insertion")}
-    skipped -= set(evaluation.metrics)
+    skipped = set(METRICS) - set(evaluation.metrics)
     if "iou" in skipped:
         skipped.add("iou_ci")
     return [(key, head) for key, head in COLUMNS if key not in skipped]

@@ -25,11 +25,15 @@ from ..core.outputs import output_to_tensor
 from ..core.state import preserved_state
 from ..errors import InvalidParameterError, SeethroughError, UnknownClassError
 from ..metrics import (
+    average_drop,
     centre_gaussian,
     deletion,
     energy_pointing_game,
+    hide_top,
+    increase_in_confidence,
     insertion,
     iou,
+    iou_sweep,
     pointing_game,
     random_map,
 )
@@ -37,10 +41,30 @@ from ..models import VisionModel
 from ..registry import get_method, get_metric
 from .data import Sample
 
-__all__ = ["Record", "Summary", "Evaluation", "evaluate", "METRICS", "BASELINES"]
+__all__ = [
+    "Record",
+    "Summary",
+    "Evaluation",
+    "evaluate",
+    "METRICS",
+    "DEFAULT_METRICS",
+    "BASELINES",
+]
 
-METRICS = ("iou", "pointing_game", "energy_pointing_game", "deletion", "insertion")
+METRICS = (
+    "iou",
+    "iou_sweep",
+    "pointing_game",
+    "energy_pointing_game",
+    "deletion",
+    "insertion",
+    "average_drop",
+    "increase_in_confidence",
+    "hide_top",
+)
 """The metrics :func:`evaluate` can compute per map, in table order."""
+DEFAULT_METRICS = METRICS[:6]
+"""What :func:`evaluate` computes unless told otherwise (the last three cost one forward each)."""
 BASELINES = ("random", "centre")
 """Baseline rows: ``baseline:random`` and ``baseline:centre``."""
 _THUMB = 96
@@ -64,10 +88,14 @@ class Record:
     probability: float = math.nan
     seconds: float = math.nan
     iou: float = math.nan
+    iou_sweep: float = math.nan
     pointing_game: float = math.nan
     energy_pointing_game: float = math.nan
     deletion: float = math.nan
     insertion: float = math.nan
+    average_drop: float = math.nan
+    increase_in_confidence: float = math.nan
+    hide_top: float = math.nan
     error: str | None = None
 
 
@@ -76,6 +104,9 @@ class Summary:
     """Means over the samples of one (model, method) pair.
 
     ``iou_ci`` is the half-width of the 95% confidence interval of the mean IoU (Student t);
+    ``iou_sweep`` the mean over images of the IoU averaged over thresholds 0.05 ... 0.95 (a
+    threshold-free IoU); ``hide_top`` the share of images whose top-1 class changes when the
+    10% most salient pixels are hidden;
     ``top1`` is the share of images whose top-1 class is the ground-truth label (when the data
     set has labels) or, without labels, the class most of the compared models predict.
     """
@@ -85,10 +116,14 @@ class Summary:
     n: int
     iou: float = math.nan
     iou_ci: float = math.nan
+    iou_sweep: float = math.nan
     pointing_game: float = math.nan
     energy_pointing_game: float = math.nan
     deletion: float = math.nan
     insertion: float = math.nan
+    average_drop: float = math.nan
+    increase_in_confidence: float = math.nan
+    hide_top: float = math.nan
     top1: float = math.nan
     seconds: float = math.nan
     error: str | None = None
@@ -205,7 +240,7 @@ def evaluate(
     data: Sequence[Sample],
     methods: Sequence[str],
     *,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = DEFAULT_METRICS,
     baselines: bool = True,
     target: str = "label",
     params: Mapping[str, Mapping[str, Any]] | None = None,
@@ -221,8 +256,9 @@ def evaluate(
         models: the models to compare (each with its own preprocessing).
         data: samples with masks (see :func:`~seethrough.evaluation.load_folder`).
         methods: registry names of the methods.
-        metrics: which of :data:`METRICS` to compute (deletion and insertion cost ``2 * steps``
-            model evaluations per map, the others none).
+        metrics: which of :data:`METRICS` to compute (default :data:`DEFAULT_METRICS`; deletion
+            and insertion cost ``2 * steps`` model evaluations per map, ``average_drop``,
+            ``increase_in_confidence`` and ``hide_top`` one batch of two, the others none).
         baselines: also score a random map and a centre Gaussian per model.
         target: ``"label"`` (the sample's ground-truth class when it has one) or
             ``"predicted"`` (the model's top class).
@@ -320,15 +356,22 @@ def _score(
 ) -> None:
     if "iou" in metrics:
         record.iou = iou(saliency, mask, threshold=s["threshold"])
+    if "iou_sweep" in metrics:
+        record.iou_sweep = iou_sweep(saliency, mask).mean
     if "pointing_game" in metrics:
         record.pointing_game = pointing_game(saliency, mask, tolerance=s["tolerance"])
     if "energy_pointing_game" in metrics:
         record.energy_pointing_game = energy_pointing_game(saliency, mask)
-    for name, curve in (("deletion", deletion), ("insertion", insertion)):
-        if name in metrics:
-            setattr(
-                record, name, curve(vm, x, saliency, target=record.target, steps=s["steps"]).auc
-            )
+    target = record.target
+    for curve in (deletion, insertion):
+        if curve.__name__ in metrics:
+            auc = curve(vm, x, saliency, target=target, steps=s["steps"]).auc
+            setattr(record, curve.__name__, auc)
+    for metric in (average_drop, increase_in_confidence):
+        if metric.__name__ in metrics:
+            setattr(record, metric.__name__, metric(vm, x, saliency, target=target))
+    if "hide_top" in metrics:
+        record.hide_top = float(hide_top(vm, x, saliency, target=target).changed)
 
 
 def _keep_cases(

@@ -114,8 +114,17 @@ class IoUSweep:
         return float(self.ious.mean())
 
 
+@register_metric(
+    title="IoU sweep", category="localisation", higher_is_better=True, needs=("mask",), range=(0, 1)
+)
 def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "value") -> IoUSweep:
-    """:func:`iou` at many thresholds (default 0.05, 0.10, ..., 0.95), by value or by ``top``."""
+    """:func:`iou` at many thresholds: a threshold-free view of localisation.
+
+    ``IoU(t)`` for ``t`` in ``thresholds`` (default 0.05, 0.10, ..., 0.95) on the min-max
+    normalised map (``by="value"``) or as fractions of the most salient pixels (``by="top"``).
+    The result keeps every value; ``.mean`` (the number tables report), ``.best`` and
+    ``.best_threshold`` summarise it.
+    """
     a = as_map(saliency)
     m = as_mask(mask, a.shape)
     if by not in ("value", "top"):
