@@ -42,6 +42,7 @@ from ..registry import get_method, get_metric
 from .data import Sample
 
 __all__ = [
+    "Scores",
     "Record",
     "Summary",
     "Evaluation",
@@ -70,12 +71,27 @@ BASELINES = ("random", "centre")
 _THUMB = 96
 
 
+@dataclass(kw_only=True)
+class Scores:
+    """One number per metric of :data:`METRICS` (NaN when not computed)."""
+
+    iou: float = math.nan
+    iou_sweep: float = math.nan
+    pointing_game: float = math.nan
+    energy_pointing_game: float = math.nan
+    deletion: float = math.nan
+    insertion: float = math.nan
+    average_drop: float = math.nan
+    increase_in_confidence: float = math.nan
+    hide_top: float = math.nan
+
+
 @dataclass
-class Record:
+class Record(Scores):
     """The scores of one map: one model, one method (or baseline), one sample.
 
-    Metric fields are NaN when not computed; ``error`` holds the one-line reason when the method
-    could not run on this model.
+    ``hide_top`` is 1 when hiding the 10% most salient pixels changes the top-1 class. ``error``
+    holds the one-line reason when the method could not run on this model.
     """
 
     model: str
@@ -87,43 +103,25 @@ class Record:
     predicted_label: str | None = None
     probability: float = math.nan
     seconds: float = math.nan
-    iou: float = math.nan
-    iou_sweep: float = math.nan
-    pointing_game: float = math.nan
-    energy_pointing_game: float = math.nan
-    deletion: float = math.nan
-    insertion: float = math.nan
-    average_drop: float = math.nan
-    increase_in_confidence: float = math.nan
-    hide_top: float = math.nan
     error: str | None = None
 
 
 @dataclass
-class Summary:
+class Summary(Scores):
     """Means over the samples of one (model, method) pair.
 
     ``iou_ci`` is the half-width of the 95% confidence interval of the mean IoU (Student t);
     ``iou_sweep`` the mean over images of the IoU averaged over thresholds 0.05 ... 0.95 (a
     threshold-free IoU); ``hide_top`` the share of images whose top-1 class changes when the
-    10% most salient pixels are hidden;
-    ``top1`` is the share of images whose top-1 class is the ground-truth label (when the data
-    set has labels) or, without labels, the class most of the compared models predict.
+    10% most salient pixels are hidden; ``top1`` the share of images whose top-1 class is the
+    ground-truth label (when the data set has labels) or, without labels, the class most of the
+    compared models predict.
     """
 
     model: str
     method: str
     n: int
-    iou: float = math.nan
     iou_ci: float = math.nan
-    iou_sweep: float = math.nan
-    pointing_game: float = math.nan
-    energy_pointing_game: float = math.nan
-    deletion: float = math.nan
-    insertion: float = math.nan
-    average_drop: float = math.nan
-    increase_in_confidence: float = math.nan
-    hide_top: float = math.nan
     top1: float = math.nan
     seconds: float = math.nan
     error: str | None = None
