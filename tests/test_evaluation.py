@@ -262,3 +262,18 @@ def test_every_metric_column_on_the_bright_detector():
     assert set(METRICS) <= set(good.as_dict())
     header = to_markdown(result).splitlines()[0]
     assert "IoU sweep ↑" in header and "avg drop ↓" in header and "label flips ↑" in header
+
+
+def test_top1_is_accuracy_where_the_label_is_a_class_of_the_model():
+    """Labels count for the models that have them, whatever is explained; another model (other
+    label space) is scored by agreement with the majority, by class name."""
+    bright = bright_model()
+    other = bright_model()
+    other.name, other.labels = "other", ["light", "shade"]  # the same net, other class names
+    data = [square_sample(i) for i in range(2)]  # labelled 'bright'
+    result = evaluate([bright, other], data, ["gradcam"], metrics=["iou"], target="predicted")
+    top1 = {r.model: r.top1 for r in result.summary() if r.method == "gradcam"}
+    assert top1["bright"] == 1.0  # accuracy against the labels
+    assert top1["other"] == 0.0  # 'light' is not what the majority ('bright', first) says
+    records = [r for r in result.records if r.model == "other"]
+    assert all(r.truth is None and r.target == r.predicted == 0 for r in records)

@@ -90,8 +90,9 @@ class Scores:
 class Record(Scores):
     """The scores of one map: one model, one method (or baseline), one sample.
 
-    ``hide_top`` is 1 when hiding the 10% most salient pixels changes the top-1 class. ``error``
-    holds the one-line reason when the method could not run on this model.
+    ``truth`` is the sample's label as a class of this model (``None`` without a label, or when
+    the model has no such class); ``hide_top`` is 1 when hiding the 10% most salient pixels
+    changes the top-1 class; ``error`` holds the one-line reason when the method could not run.
     """
 
     model: str
@@ -101,6 +102,7 @@ class Record(Scores):
     target_label: str | None = None
     predicted: int | None = None
     predicted_label: str | None = None
+    truth: int | None = None
     probability: float = math.nan
     seconds: float = math.nan
     error: str | None = None
@@ -114,8 +116,8 @@ class Summary(Scores):
     ``iou_sweep`` the mean over images of the IoU averaged over thresholds 0.05 ... 0.95 (a
     threshold-free IoU); ``hide_top`` the share of images whose top-1 class changes when the
     10% most salient pixels are hidden; ``top1`` the share of images whose top-1 class is the
-    ground-truth label (when the data set has labels) or, without labels, the class most of the
-    compared models predict.
+    ground-truth label (over the images whose label is a class of the model) or, for a model
+    without such images, the class name most of the compared models predict.
     """
 
     model: str
@@ -149,7 +151,6 @@ class Evaluation:
     metrics: tuple[str, ...]
     models: tuple[str, ...]
     methods: tuple[str, ...]
-    labelled: bool
     best: dict[tuple[str, str], Case] = field(default_factory=dict)
     worst: dict[tuple[str, str], Case] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -177,24 +178,29 @@ class Evaluation:
         return rows
 
     def _top1(self) -> dict[str, float]:
-        """Per model: share of samples whose prediction matches the label or the majority."""
-        predicted: dict[str, dict[str, int]] = defaultdict(dict)
-        truth: dict[str, int] = {}
+        """Per model: accuracy on the samples whose label is one of its classes; for a model
+        with no such sample, agreement with the class (by name) most of the models predict."""
+        seen: dict[str, dict[str, Record]] = defaultdict(dict)  # one record per (model, sample)
         for r in self.records:
             if r.predicted is not None:
-                predicted[r.model][r.sample] = r.predicted
-                if self.labelled and r.target is not None:
-                    truth[r.sample] = r.target
-        if not self.labelled:
-            votes: dict[str, Counter[int]] = defaultdict(Counter)
-            for model in self.models:  # in the given order: ties go to the first model
-                for sample, cls in predicted[model].items():
-                    votes[sample][cls] += 1
-            truth = {s: c.most_common(1)[0][0] for s, c in votes.items()}
-        return {
-            model: _mean([float(cls == truth.get(s)) for s, cls in preds.items()])
-            for model, preds in predicted.items()
-        }
+                seen[r.model][r.sample] = r
+        votes: dict[str, Counter[str | None]] = defaultdict(Counter)
+        for model in self.models:  # in the given order: ties go to the first model
+            for sample, r in seen.get(model, {}).items():
+                votes[sample][r.predicted_label] += 1
+        top1 = {}
+        for model, by_sample in seen.items():
+            labelled = [r for r in by_sample.values() if r.truth is not None]
+            if labelled:
+                top1[model] = _mean([float(r.predicted == r.truth) for r in labelled])
+            else:
+                top1[model] = _mean(
+                    [
+                        float(r.predicted_label == votes[s].most_common(1)[0][0])
+                        for s, r in by_sample.items()
+                    ]
+                )
+        return top1
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -214,16 +220,23 @@ def _logits(vm: VisionModel, x: torch.Tensor) -> torch.Tensor:
         return output_to_tensor(vm.module(x.to(vm.device))).float().cpu()
 
 
-def _target(vm: VisionModel, sample: Sample, mode: str, predicted: int) -> int:
-    if mode == "label" and sample.label is not None:
-        try:
-            return vm.class_index(sample.label)
-        except UnknownClassError as exc:
-            raise InvalidParameterError(
-                f"label {sample.label!r} of {sample.name} is not a class of {vm.name}: {exc} "
-                "(explain the predicted class instead: target='predicted')"
-            ) from None
-    return predicted
+def _truth(vm: VisionModel, sample: Sample, mode: str) -> int | None:
+    """The sample's label as a class index of ``vm``; ``None`` when unknown.
+
+    A label that is not a class of the model is an error only when it is to be explained
+    (``mode="label"``); otherwise it just does not count toward top-1.
+    """
+    if sample.label is None:
+        return None
+    try:
+        return vm.class_index(sample.label)
+    except UnknownClassError as exc:
+        if mode != "label":
+            return None
+        raise InvalidParameterError(
+            f"label {sample.label!r} of {sample.name} is not a class of {vm.name}: {exc} "
+            "(explain the predicted class instead: target='predicted')"
+        ) from None
 
 
 def _thumbnail(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
@@ -284,7 +297,6 @@ def evaluate(
         tuple(m for m in METRICS if m in metrics),
         tuple(vm.name for vm in models),
         tuple(methods),
-        labelled=target == "label" and any(s.label is not None for s in data),
         settings={"threshold": threshold, "tolerance": tolerance, "steps": steps, "seed": seed},
     )
     total, done = len(models) * len(data), 0
@@ -313,7 +325,8 @@ def _evaluate_sample(
     mask = vm.preprocessing.mask(sample.mask)
     probs = _logits(vm, x[None]).softmax(1)[0]
     predicted = int(probs.argmax())
-    cls = _target(vm, sample, target_mode, predicted)
+    truth = _truth(vm, sample, target_mode)
+    cls = truth if target_mode == "label" and truth is not None else predicted
     base = {
         "model": vm.name,
         "sample": sample.name,
@@ -321,6 +334,7 @@ def _evaluate_sample(
         "target_label": vm.label(cls),
         "predicted": predicted,
         "predicted_label": vm.label(predicted),
+        "truth": truth,
         "probability": float(probs[cls]),
     }
     s = result.settings
