@@ -223,6 +223,15 @@ def environment() -> dict[str, str]:
     return env
 
 
+def print_header(title: str, env: dict[str, str]) -> None:
+    """The report's title, the environment it ran in and the load average at the end."""
+    print(f"# {title}\n")
+    for key, value in env.items():
+        print(f"- {key}: {value}")
+    if hasattr(os, "getloadavg"):
+        print(f"- load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table; columns whose cells all look numeric are right-aligned."""
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]

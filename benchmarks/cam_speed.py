@@ -56,7 +56,6 @@ The Markdown table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -72,6 +71,7 @@ from _timing import (
     environment,
     markdown_table,
     paired_ratio,
+    print_header,
     run_interleaved,
     save_json,
     status_line,
@@ -418,11 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             configs.append(cfg)
     total = time.perf_counter() - wall
 
-    print("# CAM speed\n")
-    for key, value in env.items():
-        print(f"- {key}: {value}")
-    if hasattr(os, "getloadavg"):
-        print(f"- load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print_header("CAM speed", env)
     print(
         f"- rounds: {args.repeats} at batch 1, {args.large_batch_repeats} at larger batches "
         f"(pytorch-grad-cam: {args.theirs_large_batch_repeats}); warm-up {args.warmup}; "

@@ -75,7 +75,6 @@ run). The Markdown table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -91,6 +90,7 @@ from _timing import (
     environment,
     markdown_table,
     paired_ratio,
+    print_header,
     run_interleaved,
     save_json,
     status_line,
@@ -557,11 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs.append(cfg)
     total = time.perf_counter() - wall
 
-    print("# Gradient methods speed\n")
-    for key, value in env.items():
-        print(f"- {key}: {value}")
-    if hasattr(os, "getloadavg"):
-        print(f"- load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print_header("Gradient methods speed", env)
     print(f"- command: {' '.join(sys.argv)}")
     import captum
 

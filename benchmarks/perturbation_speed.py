@@ -86,7 +86,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -98,7 +97,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from _timing import Candidate, Timing, environment, markdown_table, paired_ratio, run_interleaved
+from _timing import (
+    Candidate,
+    Timing,
+    environment,
+    markdown_table,
+    paired_ratio,
+    print_header,
+    run_interleaved,
+)
 
 import seethrough
 from seethrough.images import sample_image
@@ -752,11 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quality_results = quality(setup(args.quality_model), args, reuse)
     total = time.perf_counter() - wall
 
-    print("# Perturbation methods: speed and quality per model call\n")
-    for key, value in env.items():
-        print(f"- {key}: {value}")
-    if hasattr(os, "getloadavg"):
-        print(f"- load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print_header("Perturbation methods: speed and quality per model call", env)
     print(f"- command: {' '.join(sys.argv)}")
     print(f"- total run time: {total:.0f} s")
     out: dict[str, Any] = {"environment": env, "args": vars(args), "seconds": total}
