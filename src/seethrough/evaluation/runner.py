@@ -21,8 +21,6 @@ from PIL import Image
 from scipy import stats
 
 from ..api import explain
-from ..core.outputs import output_to_tensor
-from ..core.state import preserved_state
 from ..errors import InvalidParameterError, SeethroughError, UnknownClassError
 from ..metrics import (
     average_drop,
@@ -37,6 +35,7 @@ from ..metrics import (
     pointing_game,
     random_map,
 )
+from ..metrics.base import class_scores
 from ..models import VisionModel
 from ..registry import get_method, get_metric
 from .data import Sample
@@ -215,11 +214,6 @@ def _ci(values: Sequence[float]) -> float:
     return float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
 
 
-def _logits(vm: VisionModel, x: torch.Tensor) -> torch.Tensor:
-    with preserved_state(vm.module), torch.no_grad():
-        return output_to_tensor(vm.module(x.to(vm.device))).float().cpu()
-
-
 def _truth(vm: VisionModel, sample: Sample, mode: str) -> int | None:
     """The sample's label as a class index of ``vm``; ``None`` when unknown.
 
@@ -323,7 +317,7 @@ def _evaluate_sample(
     x = vm.preprocessing([pil])[0]  # one model input (C, H, W)
     shown = vm.preprocessing.display_image(pil)
     mask = vm.preprocessing.mask(sample.mask)
-    probs = _logits(vm, x[None]).softmax(1)[0]
+    probs = class_scores(vm.module, x[None].to(vm.device)).float().cpu().softmax(1)[0]
     predicted = int(probs.argmax())
     truth = _truth(vm, sample, target_mode)
     cls = truth if target_mode == "label" and truth is not None else predicted

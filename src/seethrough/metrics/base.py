@@ -22,7 +22,7 @@ from ..core.state import preserved_state
 from ..errors import InvalidParameterError, InvalidTargetError
 from ..explanation import Explanation
 
-__all__ = ["as_map", "as_mask", "ModelProbe", "SCORES"]
+__all__ = ["as_map", "as_mask", "class_scores", "ModelProbe", "SCORES"]
 
 SCORES = ("probability", "logit")
 
@@ -61,6 +61,21 @@ def as_mask(mask: Any, shape: tuple[int, ...] | None = None, name: str = "mask")
             f"{name} has shape {m.shape} but the map has shape {tuple(shape)}: resize one of them"
         )
     return m != 0
+
+
+def class_scores(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """``module``'s class scores ``(B, K)`` on ``batch``: eval mode, no autograd, state restored.
+
+    Raises:
+        InvalidTargetError: the model's output is not ``(N, classes)``.
+    """
+    with preserved_state(module), torch.no_grad():
+        out = output_to_tensor(module(batch))
+    if out.dim() != 2:
+        raise InvalidTargetError(
+            f"metrics need class scores of shape (N, classes); the model gave {tuple(out.shape)}"
+        )
+    return out.detach()
 
 
 @dataclass
@@ -127,13 +142,7 @@ class ModelProbe:
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's class scores ``(B, K)`` on a batch of inputs (state protected)."""
-        with self.protected():
-            out = output_to_tensor(self.module(batch.to(self.x.device, self.x.dtype)))
-        if out.dim() != 2:
-            raise InvalidTargetError(
-                f"metrics need class scores of shape (N, classes); the model gave {tuple(out.shape)}"
-            )
-        return out.detach()
+        return class_scores(self.module, batch.to(self.x.device, self.x.dtype))
 
     def scores(self, batch: torch.Tensor) -> np.ndarray:
         """The target's score (probability or logit) for each input of ``batch``, float64 ``(B,)``."""

@@ -179,9 +179,7 @@ def _model_input(model: Any, pixels: torch.Tensor, like: torch.Tensor) -> torch.
     from ..models import VisionModel
 
     if isinstance(model, VisionModel):
-        mean = torch.tensor(model.preprocessing.mean, dtype=torch.float64).view(1, 3, 1, 1)
-        std = torch.tensor(model.preprocessing.std, dtype=torch.float64).view(1, 3, 1, 1)
-        pixels = (pixels - mean) / std
+        pixels = model.preprocessing.normalize(pixels)
     return pixels.to(like.device, like.dtype)
 
 

@@ -141,19 +141,28 @@ class Preprocessing:
         top = round((new_h - height) / 2)
         return resized.crop((left, top, left + width, top + height))
 
-    def _stats(self, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std as float32 tensors broadcastable over a (…, 3, H, W) tensor."""
+    def _stats(
+        self, ndim: int, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as tensors broadcastable over a (…, 3, H, W) tensor."""
         shape = (3, 1, 1) if ndim == 3 else (1, 3, 1, 1)
         return (
-            torch.tensor(self.mean, dtype=torch.float32).view(shape),
-            torch.tensor(self.std, dtype=torch.float32).view(shape),
+            torch.tensor(self.mean, dtype=dtype).view(shape),
+            torch.tensor(self.std, dtype=dtype).view(shape),
         )
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1], ``(3, H, W)`` or ``(N, 3, H, W)``, to model input: ``(p - mean) / std``.
+
+        Computed in the dtype of ``pixels`` (no resize: they already have the model's size).
+        """
+        mean, std = self._stats(pixels.dim(), pixels.dtype)
+        return (pixels - mean.to(pixels.device)) / std.to(pixels.device)
 
     def transform_one(self, image: ImageSource) -> torch.Tensor:
         """Preprocess one image into a normalised float32 ``(3, H, W)`` tensor."""
         pixels = torch.from_numpy(self.display_image(image)).permute(2, 0, 1)
-        mean, std = self._stats(3)
-        return ((pixels.float() / 255.0 - mean) / std).contiguous()
+        return self.normalize(pixels.float() / 255.0).contiguous()
 
     def __call__(self, images: ImageSource | Sequence[ImageSource]) -> torch.Tensor:
         """Preprocess one image or a list of images into a float32 ``(N, 3, H, W)`` batch."""
