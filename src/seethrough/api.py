@@ -59,8 +59,8 @@ def prepare_inputs(
         return x, shows, False
     pils = [load_image(i) for i in items]
     if vm is not None:
-        x = vm.preprocessing(pils)
         shows = [vm.preprocessing.display_image(p) for p in pils]
+        x = torch.stack([vm.preprocessing.from_display(s) for s in shows])
     else:
         arrays = [to_array(p) for p in pils]
         if len({a.shape for a in arrays}) > 1:

@@ -314,8 +314,8 @@ def _evaluate_sample(
     target_mode: str,
 ) -> None:
     pil = Image.fromarray(sample.image)
-    x = vm.preprocessing([pil])[0]  # one model input (C, H, W)
     shown = vm.preprocessing.display_image(pil)
+    x = vm.preprocessing.from_display(shown)  # one model input (C, H, W)
     mask = vm.preprocessing.mask(sample.mask)
     probs = class_scores(vm.module, x[None].to(vm.device)).float().cpu().softmax(1)[0]
     predicted = int(probs.argmax())

@@ -161,7 +161,14 @@ class Preprocessing:
 
     def transform_one(self, image: ImageSource) -> torch.Tensor:
         """Preprocess one image into a normalised float32 ``(3, H, W)`` tensor."""
-        pixels = torch.from_numpy(self.display_image(image)).permute(2, 0, 1)
+        return self.from_display(self.display_image(image))
+
+    def from_display(self, shown: np.ndarray) -> torch.Tensor:
+        """The model input ``(3, H, W)`` float32 of an image :meth:`display_image` returned.
+
+        For callers that need both the image the model sees and its input: resizing once.
+        """
+        pixels = torch.from_numpy(np.ascontiguousarray(shown)).permute(2, 0, 1)
         return self.normalize(pixels.float() / 255.0).contiguous()
 
     def __call__(self, images: ImageSource | Sequence[ImageSource]) -> torch.Tensor:
