@@ -22,7 +22,7 @@ from ..core.state import preserved_state
 from ..errors import InvalidParameterError, InvalidTargetError
 from ..explanation import Explanation
 
-__all__ = ["as_map", "as_mask", "class_scores", "ModelProbe", "SCORES"]
+__all__ = ["as_map", "as_mask", "rank_pixels", "class_scores", "ModelProbe", "SCORES"]
 
 SCORES = ("probability", "logit")
 
@@ -45,6 +45,17 @@ def as_map(saliency: Any, name: str = "saliency") -> np.ndarray:
     if not np.isfinite(a).all():
         raise InvalidParameterError(f"{name} holds NaN or infinite values")
     return a
+
+
+def rank_pixels(a: np.ndarray) -> np.ndarray:
+    """Rank of every pixel of a map, 0 for the most salient; ties broken by raster order.
+
+    The one ordering every metric that takes "the top k pixels" uses, so they agree on ties.
+    """
+    order = np.argsort(-a, axis=None, kind="stable")
+    rank = np.empty(a.size, dtype=np.int64)
+    rank[order] = np.arange(a.size)
+    return rank.reshape(a.shape)
 
 
 def as_mask(mask: Any, shape: tuple[int, ...] | None = None, name: str = "mask") -> np.ndarray:

@@ -34,7 +34,7 @@ from ..errors import InvalidParameterError
 from ..methods.base import Progress
 from ..methods.perturbation.engine import Ticker, auto_batch_size, evaluate, hidden_image
 from ..registry import register_metric
-from .base import ModelProbe, as_map
+from .base import ModelProbe, as_map, rank_pixels
 from .localisation import _normalised
 
 __all__ = [
@@ -83,14 +83,6 @@ def _hidden(model: Any, probe: ModelProbe, hide: object) -> torch.Tensor:
     return hidden_image(probe.x, hide, torch.Generator().manual_seed(0))
 
 
-def _ranking(a: np.ndarray) -> np.ndarray:
-    """Rank of every pixel, 0 for the most salient; ties broken by raster order."""
-    order = np.argsort(-a, axis=None, kind="stable")
-    rank = np.empty(a.size, dtype=np.int64)
-    rank[order] = np.arange(a.size)
-    return rank.reshape(a.shape)
-
-
 @dataclass
 class _RankMasks:
     """Masks built on demand from a ranking: mask ``i`` concerns the ``counts[i]`` top pixels.
@@ -114,7 +106,7 @@ class _RankMasks:
 
 
 def _rank_masks(a: np.ndarray, counts: np.ndarray, keep_top: bool, device: Any) -> _RankMasks:
-    rank = torch.from_numpy(_ranking(a)).to(device)
+    rank = torch.from_numpy(rank_pixels(a)).to(device)
     return _RankMasks(rank, torch.as_tensor(counts, dtype=torch.int64, device=device), keep_top)
 
 

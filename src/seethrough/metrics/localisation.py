@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from ..errors import InvalidParameterError
 from ..registry import register_metric
-from .base import as_map, as_mask
+from .base import as_map, as_mask, rank_pixels
 
 __all__ = ["iou", "iou_sweep", "IoUSweep", "binarize", "pointing_game", "energy_pointing_game"]
 
@@ -44,11 +44,7 @@ def binarize(
     if top is not None:
         if not 0 < top <= 1:
             raise InvalidParameterError(f"top={top}: a fraction of pixels in (0, 1]")
-        k = max(1, int(round(top * a.size)))
-        order = np.argsort(-a, axis=None, kind="stable")
-        region = np.zeros(a.size, dtype=bool)
-        region[order[:k]] = True
-        return region.reshape(a.shape)
+        return rank_pixels(a) < max(1, int(round(top * a.size)))
     threshold = 0.5 if threshold is None else threshold
     if not 0 <= threshold <= 1:
         raise InvalidParameterError(
