@@ -13,10 +13,10 @@ from torch import nn
 
 from .core.layers import LayerRef
 from .core.targets import TargetLike
-from .errors import InvalidImageError, InvalidParameterError
+from .errors import InvalidImageError
 from .explanation import Explanation
 from .images import is_raw_image, load_image, to_array
-from .models import VisionModel
+from .models import VisionModel, module_of
 from .registry import get_method
 
 __all__ = ["explain", "prepare_inputs"]
@@ -110,11 +110,7 @@ def explain(
     """
     info = get_method(method)
     vm = model if isinstance(model, VisionModel) else None
-    module = vm.module if vm is not None else model
-    if not isinstance(module, nn.Module):
-        raise InvalidParameterError(
-            f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
-        )
+    module = module_of(model)
     for key in ("hide", "baseline"):  # image-valued parameters are preprocessed like the input
         if params.get(key) is not None and _is_image_argument(params[key]):
             params[key] = prepare_inputs(model, params[key])[0]

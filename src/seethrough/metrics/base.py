@@ -113,16 +113,12 @@ class ModelProbe:
     ) -> ModelProbe:
         """Prepare ``image`` for ``model`` and fix ``target`` (None: the top class)."""
         from ..api import prepare_inputs
-        from ..models import VisionModel
+        from ..models import VisionModel, module_of
 
         if score not in SCORES:
             raise InvalidParameterError(f"score={score!r}: choose one of {', '.join(SCORES)}")
         vm = model if isinstance(model, VisionModel) else None
-        module = vm.module if vm is not None else model
-        if not isinstance(module, nn.Module):
-            raise InvalidParameterError(
-                f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
-            )
+        module = module_of(model)
         x, _, _ = prepare_inputs(model, image)
         if x.shape[0] != 1:
             raise InvalidParameterError(f"a metric takes one image, got a batch of {x.shape[0]}")

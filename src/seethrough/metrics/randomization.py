@@ -26,6 +26,7 @@ from ..errors import (
     UnknownLayerError,
     suggest,
 )
+from ..models.vision_model import module_of
 from ..registry import get_method, register_metric
 from .base import ModelProbe, as_map
 from .robustness import _correlations
@@ -46,24 +47,13 @@ def randomizable_layers(model: Any) -> list[str]:
     Args:
         model: a :class:`~seethrough.VisionModel` or an ``nn.Module``.
     """
-    module = _module(model)
+    module = module_of(model)
     return [n for n, m in reversed(list(module.named_modules())) if n and _own_parameters(m)]
-
-
-def _module(model: Any) -> nn.Module:
-    from ..models import VisionModel
-
-    module = model.module if isinstance(model, VisionModel) else model
-    if not isinstance(module, nn.Module):
-        raise InvalidParameterError(
-            f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
-        )
-    return module
 
 
 def _steps(module: nn.Module, layers: int | Sequence[str] | None) -> list[str]:
     """The names randomised at each step, checked against the model."""
-    default = [n for n, m in reversed(list(module.named_modules())) if n and _own_parameters(m)]
+    default = randomizable_layers(module)
     if layers is None:
         if not default:
             raise InvalidParameterError("the model has no parameters to randomise")
@@ -204,7 +194,7 @@ def _copy_model(model: Any) -> Any:
     from ..models import VisionModel
 
     try:
-        module = copy.deepcopy(_module(model))
+        module = copy.deepcopy(module_of(model))
     except (RuntimeError, TypeError, copy.Error) as exc:
         raise InvalidParameterError(
             f"the model cannot be copied for randomisation: {exc}"
@@ -284,7 +274,7 @@ def cascading_randomization(
             "cascading_randomization needs a class target (index or label), not a callable"
         )
     info = get_method(method)
-    user = _module(model)
+    user = module_of(model)
     steps = _steps(user, layers)
     if isinstance(layer, nn.Module):
         layer = resolve_layer(user, layer)[0]
@@ -297,7 +287,7 @@ def cascading_randomization(
             raise CancelledError(f"cancelled after {done} of {total} maps")
 
     clone = _copy_model(model)
-    module = _module(clone)
+    module = module_of(clone)
     named = dict(module.named_modules())
     first = explain(clone, x, method, [cls], layer, **method_params)[0]
     used = first.layer if info.needs_layer else None

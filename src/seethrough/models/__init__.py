@@ -7,7 +7,7 @@
 
 from seethrough.models.labels import generic_labels, imagenet_labels
 from seethrough.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from seethrough.models.vision_model import Prediction, VisionModel
+from seethrough.models.vision_model import Prediction, VisionModel, module_of
 from seethrough.models.zoo import list_models, load_model
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "imagenet_labels",
     "list_models",
     "load_model",
+    "module_of",
 ]

@@ -20,7 +20,7 @@ from seethrough.errors import (
 from seethrough.images import ImageSource
 from seethrough.models.preprocessing import Preprocessing
 
-__all__ = ["VisionModel", "Prediction"]
+__all__ = ["VisionModel", "Prediction", "module_of"]
 
 
 class Prediction(NamedTuple):
@@ -233,3 +233,17 @@ class VisionModel:
                 f"parameters:    {parameters:,}",
             ]
         )
+
+
+def module_of(model: VisionModel | nn.Module) -> nn.Module:
+    """The network of a :class:`VisionModel`, or ``model`` itself when it is an ``nn.Module``.
+
+    Raises:
+        InvalidParameterError: ``model`` is neither.
+    """
+    module = model.module if isinstance(model, VisionModel) else model
+    if not isinstance(module, nn.Module):
+        raise InvalidParameterError(
+            f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
+        )
+    return module
