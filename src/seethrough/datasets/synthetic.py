@@ -39,11 +39,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from seethrough.errors import InvalidParameterError, WeightsMismatchError, WeightsUnavailableError
+from seethrough.models.preprocessing import Preprocessing
 
 __all__ = [
     "LABEL_NAMES",
     "MEAN",
     "STD",
+    "PREPROCESSING",
     "DEFAULT_LAYER",
     "CACHE_VERSION",
     "SyntheticDigits",
@@ -60,6 +62,8 @@ __all__ = [
 LABEL_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
 MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)  # make_digits(2000): about 0.50 and 0.22
 STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
+PREPROCESSING = Preprocessing(size=64, resize="squash", mean=MEAN, std=STD)
+"""What the net expects; ``load_model("synthetic_digits")`` uses it too."""
 DEFAULT_LAYER = "features.block4"  # the last conv block (16x16 for a 64x64 input)
 CACHE_VERSION = "v2"  # bump when the generator, the architecture or the training recipe changes
 _SPLITS = {"train": 0, "test": 1}
@@ -357,8 +361,7 @@ class DigitsNet(nn.Module):
 def _to_input(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` images to a normalised float batch ``(N, 3, H, W)``."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
-    return (x - mean) / std
+    return PREPROCESSING.normalize(x)
 
 
 def accuracy(model: nn.Module, data: SyntheticDigits, batch: int = 500) -> float:

@@ -132,9 +132,9 @@ def _default_preprocessing(source: str, module: nn.Module) -> Preprocessing:
     if source == "torchvision":
         return Preprocessing()
     if source == "synthetic":
-        from seethrough.datasets.synthetic import MEAN, STD
+        from seethrough.datasets.synthetic import PREPROCESSING
 
-        return Preprocessing(size=64, resize="squash", mean=MEAN, std=STD)
+        return PREPROCESSING
     cfg = resolve_data_config({}, model=module)
     _, height, width = cfg["input_size"]
     interpolation = cfg.get("interpolation")
