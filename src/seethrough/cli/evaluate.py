@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -29,7 +30,7 @@ from ..evaluation import (
 from ..evaluation.report import columns_for, format_value
 from ..evaluation.runner import DEFAULT_METRICS, METRICS
 from ..images import load_image
-from ..models import load_model
+from ..models import VisionModel, load_model
 from .main import (
     DeviceOpt,
     WeightsOpt,
@@ -69,7 +70,7 @@ def _metrics(text: str) -> list[str]:
 
 
 def _run(
-    models: list, samples: list[Sample] | object, methods: list[str], **kw: object
+    models: Sequence[VisionModel], samples: Sequence[Sample], methods: list[str], **kw: Any
 ) -> Evaluation:
     with _progress() as bar:
         task = bar.add_task("evaluating", total=None)
@@ -77,7 +78,7 @@ def _run(
         def tick(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return evaluate(models, samples, methods, progress=tick, **kw)  # type: ignore[arg-type]
+        return evaluate(models, samples, methods, progress=tick, **kw)
 
 
 def _print(evaluation: Evaluation, title: str) -> None:
