@@ -69,8 +69,7 @@ def _warm_up(vm: VisionModel, x: torch.Tensor) -> None:
     """One untimed forward and backward, so the first method timed pays no allocator warm-up."""
     with preserved_state(vm.module), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
-        out = vm.module(xg)
-        out = out if isinstance(out, torch.Tensor) else output_to_tensor(out)
+        out = output_to_tensor(vm.module(xg))
         torch.autograd.grad(out.sum(), xg)  # input gradient only: no parameter's .grad is touched
 
 
