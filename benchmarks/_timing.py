@@ -223,6 +223,23 @@ def environment() -> dict[str, str]:
     return env
 
 
+FLOOR_HEADERS = (
+    "model",
+    "batch",
+    "method",
+    "s/img median",
+    "s/img min",
+    "spread",
+    "floor",
+    "ratio",
+    "ratio@min",
+    "cpu ratio",
+    "target",
+    "status",
+)
+"""The columns every speed table starts with: timings, the floor they are set against, the verdict."""
+
+
 def print_header(title: str, env: dict[str, str]) -> None:
     """The report's title, the environment it ran in and the load average at the end."""
     print(f"# {title}\n")

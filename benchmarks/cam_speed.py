@@ -66,6 +66,7 @@ from typing import Any
 
 import torch
 from _timing import (
+    FLOOR_HEADERS,
     Candidate,
     Timing,
     environment,
@@ -279,18 +280,7 @@ def _rows(cfg: Config, forward_b1: float | None) -> list[dict[str, Any]]:
 
 
 HEADERS = (
-    "model",
-    "batch",
-    "method",
-    "s/img median",
-    "s/img min",
-    "spread",
-    "floor",
-    "ratio",
-    "ratio@min",
-    "cpu ratio",
-    "target",
-    "status",
+    *FLOOR_HEADERS,
     "grad-cam s/img",
     "ours/grad-cam",
 )

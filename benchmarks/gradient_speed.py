@@ -85,6 +85,7 @@ from typing import Any
 
 import torch
 from _timing import (
+    FLOOR_HEADERS,
     Candidate,
     Timing,
     environment,
@@ -408,18 +409,7 @@ def _rows(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 HEADERS = (
-    "model",
-    "batch",
-    "method",
-    "s/img median",
-    "s/img min",
-    "spread",
-    "floor",
-    "ratio",
-    "ratio@min",
-    "cpu ratio",
-    "target",
-    "status",
+    *FLOOR_HEADERS,
     "captum s/img",
     "ours/captum",
     "@min",
