@@ -1,4 +1,4 @@
-"""``seethrough`` command: models, methods, layers, predict, explain, demo (and, from
+"""``seethrough`` command: models, methods, layers, predict, explain, demo, dashboard (and, from
 ``evaluate``: compare, benchmark, cost).
 
 Every expected failure (bad image, unknown model, method, layer or class, bad parameter) prints
@@ -23,6 +23,7 @@ from ..api import explain as explain_api
 from ..explanation import Explanation
 from ..images import IMAGE_EXTENSIONS, load_image
 from ..models import VisionModel, list_models, load_model
+from ..models.preprocessing import parse_triple
 from ..registry import get_method, list_methods, list_metrics
 
 app = typer.Typer(
@@ -56,22 +57,6 @@ ResizeOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1, ...")]
 
 
-def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        raise errors.InvalidParameterError(
-            f"--{what} '{text}': expected three numbers like 0.5,0.5,0.5"
-        ) from None
-    if len(values) != 3:
-        raise errors.InvalidParameterError(
-            f"--{what} '{text}': expected three numbers, got {len(values)}"
-        )
-    return values  # type: ignore[return-value]
-
-
 def _load(
     model: str,
     weights: str,
@@ -87,8 +72,8 @@ def _load(
         weights=weights,
         arch=arch,
         size=size,
-        mean=_triple(mean, "mean"),
-        std=_triple(std, "std"),
+        mean=parse_triple(mean, "--mean"),
+        std=parse_triple(std, "--std"),
         resize=resize,
         device=device,  # type: ignore[arg-type]
     )
@@ -385,6 +370,26 @@ def demo_cmd(
     _print_predictions(vm, image, 5)
     _explain_all(vm, [image], list(DEMO_METHODS), None, None, {m: {} for m in DEMO_METHODS}, out)
     console.print(f"figure: {out / _stem(image) / 'figure.png'}", markup=False)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    host: Annotated[
+        str, typer.Option(help="Address to serve on; loopback unless you ask for another.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+) -> None:
+    """Start the web dashboard (Streamlit): model, image, predictions, explanations, compare."""
+    from ..dashboard import LOOPBACK, command, launch
+
+    command(host, port)  # checks the port before anything starts
+    if host not in LOOPBACK:
+        err_console.print(
+            f"warning: serving on {host}: anyone who reaches this address can use the dashboard",
+            markup=False,
+        )
+    console.print(f"seethrough dashboard: http://{host}:{port}  (Ctrl+C stops it)", markup=False)
+    raise typer.Exit(launch(host, port))
 
 
 from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)

@@ -15,7 +15,7 @@ from PIL import Image
 from seethrough.errors import InvalidParameterError
 from seethrough.images import ImageSource, load_image
 
-__all__ = ["Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "parse_triple"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -47,6 +47,25 @@ def _triple(name: str, value: object) -> tuple[float, float, float]:
     if not all(math.isfinite(v) for v in numbers):
         raise InvalidParameterError(f"{name} must be finite, got {value!r}")
     return numbers  # type: ignore[return-value]
+
+
+def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | None:
+    """Read three comma-separated numbers typed by a user (``"0.5, 0.5, 0.5"``).
+
+    Empty text or ``None`` means "keep the default" and gives ``None``; anything else that is not
+    three finite numbers raises ``InvalidParameterError`` naming ``what`` (e.g. ``"mean"``).
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise InvalidParameterError(
+            f"{what} '{text}': expected three numbers like 0.5,0.5,0.5"
+        ) from None
+    if len(values) != 3:
+        raise InvalidParameterError(f"{what} '{text}': expected three numbers, got {len(values)}")
+    return _triple(what, values)
 
 
 def _size(value: object) -> int | tuple[int, int]:

@@ -1,0 +1,437 @@
+"""The seethrough dashboard page (Streamlit). Start it with ``seethrough dashboard``.
+
+Model panel (sidebar) -> image -> predictions -> explain, plus a compare view. The page calls
+the public library through :mod:`seethrough.dashboard.service`; nothing typed on the page is
+evaluated as code, and uploaded weights are read only as safetensors, ``weights_only`` state
+dicts or TorchScript.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+import torch
+from PIL import Image
+
+from seethrough import __version__
+from seethrough.dashboard import service as svc
+from seethrough.errors import CancelledError, SeethroughError
+from seethrough.explanation import Explanation
+from seethrough.images import list_samples, sample_image
+from seethrough.models import VisionModel, list_models
+from seethrough.models.preprocessing import parse_triple
+from seethrough.registry import get_method
+from seethrough.viz import figure_to_array, prediction_bar_chart
+
+BUNDLED = "efficientnet_lite0"
+DEFAULT_METHODS = {"cam": ["gradcam"]}
+FAMILY_TITLES = {
+    "cam": "CAM family",
+    "perturbation": "Perturbation",
+    "gradient": "Gradient",
+    "concepts": "Concepts",
+    "attention": "Attention (transformers)",
+    "features": "Feature views",
+}
+OTHER_CLASS = "another class..."
+
+
+def _fail(exc: BaseException) -> None:
+    """One short line in the page; never a traceback."""
+    if isinstance(exc, SeethroughError):
+        st.error(" ".join(str(exc).split()))
+    else:
+        st.error(f"unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
+# ---------------------------------------------------------------------------------------------
+# model panel
+
+
+def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
+    """The sidebar: framework, model, weights, preprocessing; returns the loaded model or None."""
+    sb = st.sidebar
+    sb.header("Model")
+    sb.selectbox("Framework", svc.FRAMEWORKS, key="framework", help="Backends the library loads.")
+    source = sb.radio("Model", ["From the registry", "My own file"], key="model_source")
+    try:
+        if source == "From the registry":
+            names = list_models()
+            name = sb.selectbox(
+                "Architecture",
+                names,
+                index=names.index(BUNDLED),
+                key="model_name",
+                help="efficientnet_lite0 ships real ImageNet weights and works offline. Other "
+                "pretrained weights are downloaded on first use.",
+            )
+            weights = sb.radio(
+                "Weights",
+                ["default", "none"],
+                key="weights",
+                horizontal=True,
+                help="default: pretrained; none: random (for mechanics and timing).",
+            )
+            spec = svc.ModelSpec(name=name, weights=weights)
+        else:
+            spec = _own_model(sb)
+            if spec is None:
+                return None
+        sb.subheader("Preprocessing")
+        size = sb.number_input(
+            "Image size (0 = the model's)",
+            min_value=0,
+            max_value=4096,
+            value=0,
+            step=16,
+            key="size",
+        )
+        mean = sb.text_input("Mean", key="mean", placeholder="the model's, e.g. 0.485,0.456,0.406")
+        std = sb.text_input("Std", key="std", placeholder="the model's, e.g. 0.229,0.224,0.225")
+        resize = sb.selectbox("Resize", ["the model's", "squash", "crop"], key="resize")
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        device = sb.selectbox("Device", devices, key="device")
+        spec = svc.ModelSpec(
+            name=spec.name,
+            weights=spec.weights,
+            arch=spec.arch,
+            size=int(size) or None,
+            mean=parse_triple(mean, "mean"),
+            std=parse_triple(std, "std"),
+            resize=None if resize == "the model's" else resize,  # type: ignore[arg-type]
+            device=device,
+        )
+        with st.spinner(f"Loading {spec.title()}..."):
+            slot = svc.MODELS.get(spec)
+    except Exception as exc:  # shown in the sidebar, the rest of the page waits for a model
+        with sb:
+            _fail(exc)
+        return None
+    sb.caption("Applied preprocessing")
+    sb.code(slot.model.preprocessing.describe(), language=None, wrap_lines=True)
+    sb.caption(f"{slot.model.num_classes} classes · default layer {slot.model.default_layer}")
+    return spec, slot
+
+
+def _own_model(sb: Any) -> svc.ModelSpec | None:
+    kind = sb.radio("File kind", ["State dict", "TorchScript"], key="file_kind", horizontal=True)
+    upload = sb.file_uploader(
+        "Weights file",
+        key="weights_file",
+        help="A .safetensors or .pt/.pth state dict (read with weights_only=True) for the "
+        "architecture below, or a TorchScript file. Never a pickled object or Python code.",
+    )
+    arch = None
+    if kind == "State dict":
+        arch = sb.selectbox("Architecture of the file", list_models(), key="arch")
+    if upload is None:
+        sb.info("Upload a weights file to use your own model.")
+        return None
+    path = svc.store_upload(upload.getvalue(), upload.name)
+    return svc.ModelSpec(name=str(path), arch=arch)
+
+
+# ---------------------------------------------------------------------------------------------
+# image and predictions
+
+
+def image_panel() -> Image.Image | None:
+    """Upload or bundled sample; a bad file gives one line of error."""
+    left, right = st.columns([1, 2])
+    with left:
+        source = st.radio("Image", ["Sample photo", "Upload"], key="image_source", horizontal=True)
+        if source == "Sample photo":
+            samples = list_samples()
+            name = st.selectbox("Sample", samples, index=samples.index("chelsea"), key="sample")
+            image = sample_image(name)
+            image.info["name"] = f"sample:{name}"
+            return image
+        upload = st.file_uploader(
+            f"Upload an image ({', '.join(svc.UPLOAD_TYPES)}; at most "
+            f"{svc.MAX_UPLOAD_BYTES // 2**20} MiB and {svc.MAX_UPLOAD_PIXELS // 10**6} MP)",
+            key="upload",
+        )
+        if upload is None:
+            st.info("Choose an image file.")
+            return None
+        try:
+            return svc.read_upload(upload.getvalue(), upload.name)
+        except SeethroughError as exc:
+            _fail(exc)
+            return None
+
+
+def predictions_panel(vm: VisionModel, image: Image.Image) -> list[Any] | None:
+    """The image, what the model sees, and the top-k table and bar chart."""
+    k = st.slider("Top-k", 1, 10, 5, key="top_k")
+    try:
+        with st.spinner("Predicting..."):
+            preds = vm.predict(image, k=k)
+    except Exception as exc:
+        _fail(exc)
+        return None
+    a, b, c = st.columns([1, 1, 2])
+    a.image(image, caption=f"{image.info.get('name', 'image')} · {image.width}x{image.height}")
+    b.image(
+        vm.preprocessing.display_image(image),
+        caption=f"what the model sees · {vm.preprocessing.output_size[1]}x"
+        f"{vm.preprocessing.output_size[0]}",
+    )
+    with c:
+        st.dataframe(
+            [
+                {"class": p.label, "index": p.index, "probability": round(p.probability, 4)}
+                for p in preds
+            ],
+            hide_index=True,
+        )
+        st.image(figure_to_array(prediction_bar_chart(preds, title=f"top-{k}: {vm.name}")))
+    return preds
+
+
+# ---------------------------------------------------------------------------------------------
+# explain
+
+
+def _param_widgets(method: str) -> dict[str, Any]:
+    """The method's parameters, generated from the registry (help text included)."""
+    info = get_method(method)
+    values: dict[str, Any] = {}
+    for f in svc.param_fields(info):
+        p, key = f.param, f"param.{method}.{f.name}"
+        if f.kind == "checkbox":
+            values[f.name] = st.checkbox(f.name, value=bool(p.default), key=key, help=p.help)
+        elif f.kind == "select":
+            options = list(p.choices or ())
+            values[f.name] = st.selectbox(
+                f.name, options, index=options.index(p.default), key=key, help=p.help
+            )
+        elif f.kind in ("int", "float"):
+            cast = int if f.kind == "int" else float
+            values[f.name] = st.number_input(
+                f.name,
+                min_value=None if p.min is None else cast(p.min),
+                max_value=None if p.max is None else cast(p.max),
+                value=cast(p.default),
+                step=1 if f.kind == "int" else None,
+                format=None if f.kind == "int" else "%g",
+                key=key,
+                help=p.help,
+            )
+        else:
+            values[f.name] = st.text_input(f.name, value=str(f.default), key=key, help=p.help)
+    return values
+
+
+def _choose_methods() -> list[str]:
+    st.markdown("**Methods** (grouped by family)")
+    chosen: list[str] = []
+    groups = svc.methods_by_family()
+    cols = st.columns(min(len(groups), 3))
+    for i, (family, infos) in enumerate(groups.items()):
+        with cols[i % len(cols)]:
+            chosen += st.multiselect(
+                FAMILY_TITLES.get(family, family.capitalize()),
+                [m.name for m in infos],
+                default=DEFAULT_METHODS.get(family, []),
+                format_func=lambda n: get_method(n).title,
+                key=f"methods.{family}",
+                help="; ".join(f"{m.title}: {m.summary}" for m in infos),
+            )
+    return chosen
+
+
+def _choose_target(vm: VisionModel, preds: list[Any]) -> int | None:
+    options = [f"{p.label} ({p.probability:.2f})" for p in preds] + [OTHER_CLASS]
+    choice = st.selectbox(
+        "Target class",
+        options,
+        key="target",
+        help="The class to explain: the top-1 by default, any of the top-k, or any other class.",
+    )
+    if choice != OTHER_CLASS:
+        return int(preds[options.index(choice)].index)
+    text = st.text_input("Class name or index", key="target_text", placeholder="e.g. tabby")
+    if not text.strip():
+        st.info("Type a class name (or part of one) or an index.")
+        return None
+    index = vm.class_index(int(text) if text.strip().isdigit() else text.strip())
+    st.caption(f"explaining class {index}: {vm.label(index)}")
+    return index
+
+
+def _cancel() -> None:
+    st.session_state["cancelled"] = True
+
+
+def explain_panel(
+    spec: svc.ModelSpec, slot: svc.ModelSlot, image: Image.Image, preds: list[Any]
+) -> None:
+    """Methods, target, parameters, the Explain button, and the results side by side."""
+    st.subheader("Explain")
+    methods = _choose_methods()
+    try:
+        target = _choose_target(slot.model, preds)
+    except SeethroughError as exc:
+        _fail(exc)
+        return
+    layer = st.text_input(
+        "Layer (for CAM-family methods)",
+        key="layer",
+        placeholder=f"default: {slot.model.default_layer}",
+        help="A dotted module name, see `seethrough layers`. Empty: the model's default layer.",
+    ).strip()
+    params: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        with st.expander(f"{get_method(m).title} parameters"):
+            params[m] = _param_widgets(m)
+    if st.session_state.pop("cancelled", False):
+        st.warning("Cancelled: the run stopped between two batches; nothing was kept from it.")
+    if st.button("Explain", type="primary", key="explain", disabled=not methods):
+        if target is None and preds:
+            target = int(preds[0].index)
+        cancel = st.empty()
+        cancel.button("Cancel", key="cancel", on_click=_cancel)
+        st.session_state["results"] = _run(spec, slot, image, methods, target, layer, params)
+        cancel.empty()
+    _show_results(st.session_state.get("results", []))
+
+
+def _run(
+    spec: svc.ModelSpec,
+    slot: svc.ModelSlot,
+    image: Image.Image,
+    methods: list[str],
+    target: int | None,
+    layer: str,
+    raw: dict[str, dict[str, Any]],
+) -> list[tuple[str, Explanation | str]]:
+    results: list[tuple[str, Explanation | str]] = []
+    for m in methods:
+        title = get_method(m).title
+        bar = st.progress(0.0, text=f"{title}: starting")
+
+        def tick(done: int, total: int, bar: Any = bar, title: str = title) -> None:
+            bar.progress(min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total}")
+
+        try:
+            params = svc.clean_params(get_method(m), raw[m])
+            e = svc.run_method(
+                slot,
+                spec,
+                image,
+                m,
+                target=target,
+                layer=layer or None,
+                params=params,
+                progress=tick,
+            )
+            results.append((spec.title(), e))
+        except CancelledError:
+            raise
+        except Exception as exc:
+            results.append((spec.title(), f"{title}: {' '.join(str(exc).split())}"))
+        bar.empty()
+    return results
+
+
+def _caption(e: Explanation, model: str) -> str:
+    return " · ".join(e.caption().splitlines() + [model])
+
+
+def _show_results(results: list[tuple[str, Explanation | str]]) -> None:
+    if not results:
+        return
+    st.subheader("Results")
+    for row in range(0, len(results), 2):
+        cols = st.columns(2)
+        for col, i in zip(cols, range(row, min(row + 2, len(results))), strict=False):
+            model, e = results[i]
+            with col:
+                if isinstance(e, str):
+                    st.error(e)
+                    continue
+                st.image(svc.result_image(e, model), caption=_caption(e, model))
+                legend = svc.concept_legend_image(e)
+                if legend is not None:
+                    st.image(legend, caption="concepts: each colour's top classes")
+                for name, value in e.stats.items():
+                    st.caption(f"{name.replace('_', ' ')}: {value:.4g}")
+                files = svc.downloads(e, e.method)
+                d = st.columns(len(files))
+                for c, (kind, data) in zip(d, files.items(), strict=True):
+                    c.download_button(
+                        kind.upper() if kind != "json" else "manifest",
+                        data,
+                        file_name=f"{e.method}.{kind}",
+                        key=f"download.{i}.{kind}",
+                        on_click="ignore",
+                    )
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def compare_panel(image: Image.Image, device: str) -> None:
+    """One method on the same image for several models, side by side."""
+    st.subheader("Compare models")
+    names = list_models()
+    models = st.multiselect(
+        "Models", names, default=[BUNDLED], key="compare_models", max_selections=6
+    )
+    weights = st.radio(
+        "Weights of the other models",
+        ["default", "none"],
+        key="compare_weights",
+        horizontal=True,
+        help="efficientnet_lite0 always uses its bundled weights. Other pretrained weights are "
+        "downloaded on first use; 'none' gives random weights.",
+    )
+    infos = [m for ms in svc.methods_by_family().values() for m in ms]
+    method = st.selectbox(
+        "Method",
+        [m.name for m in infos],
+        index=1,
+        key="compare_method",
+        format_func=lambda n: get_method(n).title,
+    )
+    if st.button("Compare", type="primary", key="compare", disabled=not models):
+        results: list[tuple[str, Explanation | str]] = []
+        for name in models:
+            spec = svc.ModelSpec(
+                name=name, weights="default" if name == BUNDLED else weights, device=device
+            )
+            try:
+                with st.spinner(f"{spec.title()}: loading and explaining..."):
+                    slot = svc.MODELS.get(spec)
+                    results.append((spec.title(), svc.run_method(slot, spec, image, method)))
+            except Exception as exc:
+                results.append((spec.title(), f"{spec.title()}: {' '.join(str(exc).split())}"))
+        st.session_state["compare_results"] = results
+    _show_results(st.session_state.get("compare_results", []))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    st.set_page_config(page_title="seethrough", layout="wide")
+    st.title("seethrough")
+    st.caption(f"what the model looks at, and why · version {__version__}")
+    loaded = model_panel()
+    image = image_panel()
+    if loaded is None or image is None:
+        return
+    spec, slot = loaded
+    explain_tab, compare_tab = st.tabs(["Explain", "Compare models"])
+    with explain_tab:
+        preds = predictions_panel(slot.model, image)
+        if preds is not None:
+            explain_panel(spec, slot, image, preds)
+    with compare_tab:
+        compare_panel(image, spec.device)
+
+
+main()

@@ -1,0 +1,450 @@
+"""What the dashboard does, without the page: models, images, forms, runs, caches, downloads.
+
+Everything here is plain Python on the public library API, so it is tested without a browser and
+imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these out as widgets.
+
+- :class:`ModelSpec` names a model the way the model panel does (registry name or the user's own
+  file, weights, preprocessing overrides, device); :class:`ModelPool` loads each spec once and
+  hands out a :class:`ModelSlot` whose lock serialises every use of that module, so that two
+  sessions never attach hooks to the same model at the same time.
+- :func:`read_upload` checks an uploaded image (extension, bytes, pixels) and decodes it.
+- :func:`param_fields` turns a method's registry parameters into form fields;
+  :func:`clean_params` checks what the user typed (numbers and keywords only: no paths, no code).
+- :class:`ResultCache` keeps explanations per (image hash, model, method, target, layer,
+  parameters); :func:`run_method` goes through it.
+- :func:`downloads` gives the PNG, ``.npz`` and JSON manifest of an explanation as bytes;
+  :func:`result_image` the picture the page shows for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from ..api import explain
+from ..errors import InvalidImageError, InvalidParameterError
+from ..explanation import Explanation
+from ..images import load_image
+from ..models import VisionModel, load_model
+from ..registry import MethodInfo, Param, families, list_methods
+
+__all__ = [
+    "FRAMEWORKS",
+    "UPLOAD_TYPES",
+    "WEIGHTS_TYPES",
+    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_PIXELS",
+    "ModelSpec",
+    "ModelSlot",
+    "ModelPool",
+    "ResultCache",
+    "Field",
+    "param_fields",
+    "clean_params",
+    "methods_by_family",
+    "read_upload",
+    "image_digest",
+    "store_upload",
+    "run_method",
+    "result_image",
+    "concept_legend_image",
+    "downloads",
+    "MODELS",
+    "RESULTS",
+]
+
+FRAMEWORKS: tuple[str, ...] = ("PyTorch",)
+"""Frameworks the model panel offers: only what the library can load today."""
+
+UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
+WEIGHTS_TYPES: tuple[str, ...] = ("safetensors", "pt", "pth", "bin", "ts")
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+"""Largest uploaded image file (bytes)."""
+MAX_UPLOAD_PIXELS = 40_000_000
+"""Largest uploaded image (width x height), checked from the header before decoding."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as the model panel describes it; hashable, so it is the cache key.
+
+    Attributes:
+        name: a registry name (``list_models()``), or the path of a TorchScript file or of a
+            state dict (then ``arch`` names its architecture).
+        weights: ``"default"`` (pretrained) or ``"none"`` (random) for a registry name.
+        arch: the architecture of a state-dict file.
+        size: input size override (``None``: the model's own).
+        mean: normalisation mean override.
+        std: normalisation std override.
+        resize: ``"squash"`` or ``"crop"`` override.
+        device: ``"cpu"``, ``"cuda"``, ...
+    """
+
+    name: str = "efficientnet_lite0"
+    weights: str = "default"
+    arch: str | None = None
+    size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    resize: Literal["crop", "squash"] | None = None
+    device: str = "cpu"
+
+    def load(self) -> VisionModel:
+        """Load the model (:func:`seethrough.load_model`)."""
+        if self.arch is not None:
+            return load_model(
+                self.name,
+                arch=self.arch,
+                size=self.size,
+                mean=self.mean,
+                std=self.std,
+                resize=self.resize,
+                device=self.device,
+            )
+        return load_model(
+            self.name,
+            weights=self.weights,
+            size=self.size,
+            mean=self.mean,
+            std=self.std,
+            resize=self.resize,
+            device=self.device,
+        )
+
+    def title(self) -> str:
+        """Short display name: the registry name or the file's name, with random weights noted."""
+        name = Path(self.name).name if self.arch or "/" in self.name else self.name
+        if self.arch:
+            name = f"{self.arch} ({name})"
+        return f"{name} (random weights)" if self.weights == "none" else name
+
+
+@dataclass
+class ModelSlot:
+    """A loaded model and the lock every predict / explain on it must hold."""
+
+    model: VisionModel
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _LRU:
+    """A small thread-safe least-recently-used mapping."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class ModelPool:
+    """Loaded models per :class:`ModelSpec`, the least recently used dropped beyond ``size``.
+
+    A spec is loaded once even when several sessions ask for it at the same moment: loading
+    holds a lock of its own per spec.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._slots = _LRU(size)
+        self._loading: dict[ModelSpec, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, spec: ModelSpec) -> ModelSlot:
+        """The slot of ``spec``, loading the model on first use (errors propagate, typed)."""
+        slot = self._slots.get(spec)
+        if slot is not None:
+            return slot
+        with self._guard:
+            loading = self._loading.setdefault(spec, threading.Lock())
+        with loading:
+            slot = self._slots.get(spec)
+            if slot is None:
+                slot = ModelSlot(spec.load())
+                self._slots.put(spec, slot)
+        return slot
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+class ResultCache:
+    """Explanations per (image hash, model, method, target, layer, parameters)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._items = _LRU(size)
+        self.hits = 0
+
+    @staticmethod
+    def key(
+        digest: str,
+        spec: ModelSpec,
+        method: str,
+        target: int | None,
+        layer: str | None,
+        params: Mapping[str, Any],
+    ) -> tuple[Hashable, ...]:
+        """The cache key of one run."""
+        return (digest, spec, method, target, layer, tuple(sorted(params.items())))
+
+    def get(self, key: tuple[Hashable, ...]) -> Explanation | None:
+        found = self._items.get(key)
+        if found is not None:
+            self.hits += 1
+        return found
+
+    def put(self, key: tuple[Hashable, ...], value: Explanation) -> None:
+        self._items.put(key, value)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+MODELS = ModelPool()
+"""The process-wide model pool shared by every dashboard session."""
+RESULTS = ResultCache()
+"""The process-wide result cache shared by every dashboard session."""
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+
+def read_upload(data: bytes, filename: str) -> Image.Image:
+    """Check and decode an uploaded image (EXIF orientation applied, RGB).
+
+    Raises:
+        InvalidImageError: a file type not in :data:`UPLOAD_TYPES`, an empty or too large file,
+            more pixels than :data:`MAX_UPLOAD_PIXELS`, or bytes that are not a readable image.
+    """
+    suffix = Path(filename).suffix.lower().lstrip(".")
+    if suffix not in UPLOAD_TYPES:
+        raise InvalidImageError(
+            f"{filename}: not an image file type the dashboard reads ({', '.join(UPLOAD_TYPES)})"
+        )
+    if not data:
+        raise InvalidImageError(f"{filename}: the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InvalidImageError(
+            f"{filename}: {len(data) / 2**20:.1f} MiB is larger than the "
+            f"{MAX_UPLOAD_BYTES // 2**20} MiB limit"
+        )
+    image = load_image(data, max_pixels=MAX_UPLOAD_PIXELS)
+    image.info["name"] = filename
+    return image
+
+
+def image_digest(image: Image.Image) -> str:
+    """A content hash of a decoded image (pixels and size), the image part of cache keys."""
+    h = hashlib.sha256(f"{image.mode}{image.size}".encode())
+    h.update(np.asarray(image).tobytes())
+    return h.hexdigest()[:32]
+
+
+def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
+    """Write an uploaded weights file where the loader can read it, named by its content hash.
+
+    The same bytes always give the same path, so the model pool's cache key follows the content.
+    The file is only ever read with ``weights_only=True``, safetensors or TorchScript.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix.lstrip(".") not in WEIGHTS_TYPES:
+        raise InvalidParameterError(
+            f"{filename}: weights must be one of {', '.join('.' + t for t in WEIGHTS_TYPES)}"
+        )
+    if not data:
+        raise InvalidParameterError(f"{filename}: the file is empty")
+    root = (
+        Path(folder) if folder is not None else Path(tempfile.gettempdir()) / "seethrough-uploads"
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
+    if not path.exists():
+        path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# forms
+
+
+@dataclass(frozen=True)
+class Field:
+    """One form field generated from a registry :class:`~seethrough.registry.Param`.
+
+    ``kind`` is ``"checkbox"``, ``"select"``, ``"int"``, ``"float"`` or ``"text"``.
+    """
+
+    param: Param
+    kind: str
+
+    @property
+    def name(self) -> str:
+        return self.param.name
+
+    @property
+    def default(self) -> Any:
+        return "" if self.kind == "text" and self.param.default is None else self.param.default
+
+
+def param_fields(info: MethodInfo) -> list[Field]:
+    """The form fields of a method's parameters, in the registry's order."""
+    out = []
+    for p in info.params:
+        if p.type is bool:
+            kind = "checkbox"
+        elif p.choices is not None:
+            kind = "select"
+        elif p.type is int:
+            kind = "int"
+        elif p.type is float:
+            kind = "float"
+        else:
+            kind = "text"
+        out.append(Field(p, kind))
+    return out
+
+
+_SAFE_TEXT = re.compile(r"^[A-Za-z0-9_.,+\- ]*$")
+
+
+def clean_params(info: MethodInfo, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check form values against the registry; only changed values are returned.
+
+    Free-text parameters (``segments``, ``hide``, ``baseline``, ``window``, ...) take numbers and
+    keywords only: text with a path separator, a colon or naming an existing file is refused, so
+    that a page can never make the server read a file of its choosing. Nothing typed is evaluated.
+
+    Raises:
+        InvalidParameterError: a value of the wrong type or out of range, or unsafe text.
+    """
+    out: dict[str, Any] = {}
+    for p in info.params:
+        if p.name not in values:
+            continue
+        value = values[p.name]
+        if isinstance(value, str):
+            value = value.strip()
+            if not _SAFE_TEXT.match(value) or (value and Path(value).exists()):
+                raise InvalidParameterError(
+                    f"{info.name}: {p.name}={value!r}: use a number or a keyword "
+                    "(paths are not accepted here)"
+                )
+            if value == "":
+                continue
+            if value == str(p.default):
+                continue
+        value = p.validate(value)
+        if value != p.default:
+            out[p.name] = value
+    info.validate(out)  # the same checks the library applies
+    return out
+
+
+def methods_by_family() -> dict[str, list[MethodInfo]]:
+    """Registered methods grouped by family, families in registration order."""
+    return {f: list_methods(family=f) for f in families()}
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+
+def run_method(
+    slot: ModelSlot,
+    spec: ModelSpec,
+    image: Image.Image,
+    method: str,
+    *,
+    target: int | None = None,
+    layer: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], bool | None] | None = None,
+    cache: ResultCache | None = RESULTS,
+) -> Explanation:
+    """Explain ``image`` with ``method`` on the slot's model, through the result cache.
+
+    The slot's lock is held for the whole call, so the model's hooks and state belong to this run.
+    ``progress(done, total)`` is the library's callback: returning ``False`` cancels.
+    """
+    params = dict(params or {})
+    key = ResultCache.key(image_digest(image), spec, method, target, layer, params)
+    found = cache.get(key) if cache is not None else None
+    if found is not None:
+        return found
+    with slot.lock:
+        result = explain(
+            slot.model, image, method, target=target, layer=layer, progress=progress, **params
+        )
+    assert isinstance(result, Explanation)
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures and downloads
+
+
+def result_image(e: Explanation, model_title: str | None = None) -> np.ndarray:
+    """The picture of one result: every view of the explanation side by side, with legends.
+
+    Segment methods get the map with its diverging legend, the top superpixels with boundaries
+    and the positive / negative superpixels; DFF its concepts in colours (the legend is
+    :func:`concept_legend_image`).
+    """
+    from ..viz import explanation_panels, figure_to_array, grid_figure
+
+    panels = explanation_panels(e)
+    if model_title:
+        panels[0].title = f"{panels[0].title}\n{model_title}"
+    return figure_to_array(grid_figure(panels, ncols=len(panels), tile_size=3.0))
+
+
+def concept_legend_image(e: Explanation) -> np.ndarray | None:
+    """DFF's legend (each concept's colour and top classes), or ``None`` for other methods."""
+    if "concept_labels" not in e.extras or "concept_scores" not in e.extras:
+        return None
+    from ..viz import concept_legend, figure_to_array
+
+    return figure_to_array(concept_legend(e.extras["concept_labels"], e.extras["concept_scores"]))
+
+
+def downloads(e: Explanation, stem: str | None = None) -> dict[str, bytes]:
+    """The files :meth:`Explanation.save` writes, as bytes by kind (``png``, ``npz``, ``json``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = e.save(tmp, stem)
+        order = [k for k in ("png", "npz", "json") if k in paths]
+        return {kind: paths[kind].read_bytes() for kind in order}
