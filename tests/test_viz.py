@@ -509,3 +509,23 @@ def test_viz_modules_do_not_import_pyplot_or_torch():
             for name in names:
                 assert not name.startswith("torch"), f"{f.name} imports {name}"
                 assert "pyplot" not in name, f"{f.name} imports {name}"
+
+
+def test_curve_figure_log_scale_only_for_positive_curves_spanning_decades():
+    from seethrough.viz import curve_figure
+
+    steep = curve_figure(np.geomspace(1000.0, 1.0, 20), title="loss")
+    assert steep.axes[0].get_yscale() == "log"
+    line = steep.axes[0].lines[0]
+    assert np.allclose(line.get_ydata(), np.geomspace(1000.0, 1.0, 20))
+    assert list(line.get_xdata()[[0, -1]]) == [1, 20]
+    assert curve_figure([3.0, 2.0, 1.5]).axes[0].get_yscale() == "linear"
+    assert curve_figure([1.0, -1.0, 1000.0]).axes[0].get_yscale() == "linear"
+
+
+@pytest.mark.parametrize("bad", [[], [np.nan, np.inf]])
+def test_curve_figure_needs_a_finite_value(bad):
+    from seethrough.viz import curve_figure
+
+    with pytest.raises(InvalidParameterError):
+        curve_figure(bad)

@@ -35,6 +35,14 @@ FAMILY_TITLES = {
     "features": "Feature views",
 }
 OTHER_CLASS = "another class..."
+STAT_NOTES = {  # how to read the numbers some methods report about their own result
+    "r2": "local R² (how well LIME's linear model fits the model near this image)",
+    "completeness_gap": "completeness gap |Σ attributions − (f(x) − f(baseline))|",
+    "delta": "f(x) − f(baseline)",
+    "base_value": "f(all superpixels hidden)",
+    "reconstruction_error": "NMF reconstruction error (relative)",
+    "features": "superpixels",
+}
 
 
 def _fail(exc: BaseException) -> None:
@@ -353,11 +361,10 @@ def _show_results(results: list[tuple[str, Explanation | str]]) -> None:
                     st.error(e)
                     continue
                 st.image(svc.result_image(e, model), caption=_caption(e, model))
-                legend = svc.concept_legend_image(e)
-                if legend is not None:
-                    st.image(legend, caption="concepts: each colour's top classes")
+                for picture, caption in svc.extra_views(e):
+                    st.image(picture, caption=caption)
                 for name, value in e.stats.items():
-                    st.caption(f"{name.replace('_', ' ')}: {value:.4g}")
+                    st.caption(f"{STAT_NOTES.get(name, name.replace('_', ' '))}: {value:.4g}")
                 files = svc.downloads(e, e.method)
                 d = st.columns(len(files))
                 for c, (kind, data) in zip(d, files.items(), strict=True):

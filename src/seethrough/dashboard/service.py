@@ -57,7 +57,7 @@ __all__ = [
     "store_upload",
     "run_method",
     "result_image",
-    "concept_legend_image",
+    "extra_views",
     "downloads",
     "MODELS",
     "RESULTS",
@@ -423,7 +423,7 @@ def result_image(e: Explanation, model_title: str | None = None) -> np.ndarray:
 
     Segment methods get the map with its diverging legend, the top superpixels with boundaries
     and the positive / negative superpixels; DFF its concepts in colours (the legend is
-    :func:`concept_legend_image`).
+    :func:`extra_views`).
     """
     from ..viz import explanation_panels, figure_to_array, grid_figure
 
@@ -433,13 +433,24 @@ def result_image(e: Explanation, model_title: str | None = None) -> np.ndarray:
     return figure_to_array(grid_figure(panels, ncols=len(panels), tile_size=3.0))
 
 
-def concept_legend_image(e: Explanation) -> np.ndarray | None:
-    """DFF's legend (each concept's colour and top classes), or ``None`` for other methods."""
-    if "concept_labels" not in e.extras or "concept_scores" not in e.extras:
-        return None
-    from ..viz import concept_legend, figure_to_array
+def extra_views(e: Explanation) -> list[tuple[np.ndarray, str]]:
+    """Pictures beside the main one, with captions: DFF's legend (each concept's colour and top
+    classes), the most activated channels of ``feature_maps``, feature inversion's loss curve.
+    """
+    from ..viz import concept_legend, curve_figure, feature_grid, figure_to_array
 
-    return figure_to_array(concept_legend(e.extras["concept_labels"], e.extras["concept_scores"]))
+    views = []
+    x = e.extras
+    if "concept_labels" in x and "concept_scores" in x:
+        fig = concept_legend(x["concept_labels"], x["concept_scores"])
+        views.append((figure_to_array(fig), "concepts: each colour's top classes"))
+    if "channels" in x and "channel_indices" in x:
+        fig = feature_grid(x["channels"], x["channel_indices"], e.image)
+        views.append((figure_to_array(fig), "the most activated channels"))
+    if "loss" in x:
+        fig = curve_figure(x["loss"], title="feature inversion loss")
+        views.append((figure_to_array(fig), "loss per optimisation step"))
+    return views
 
 
 def downloads(e: Explanation, stem: str | None = None) -> dict[str, bytes]:

@@ -10,6 +10,7 @@ from seethrough.viz.explanations import explanation_panels, is_signed
 from seethrough.viz.figures import (
     Panel,
     colorbar_legend,
+    curve_figure,
     figure_to_array,
     grid_figure,
     prediction_bar_chart,
@@ -25,6 +26,7 @@ __all__ = [
     "boundaries",
     "colorbar_legend",
     "colorize",
+    "curve_figure",
     "figure_to_array",
     "get_cmap",
     "grid_figure",

@@ -32,6 +32,7 @@ __all__ = [
     "grid_figure",
     "prediction_bar_chart",
     "colorbar_legend",
+    "curve_figure",
     "figure_to_array",
     "save_figure",
     "save_png",
@@ -320,6 +321,33 @@ def colorbar_legend(
         cbar.set_ticklabels(texts)
     if label:
         cbar.set_label(label)
+    return fig
+
+
+def curve_figure(
+    values: ArrayLike, *, title: str = "", xlabel: str = "step", ylabel: str = "loss"
+) -> Figure:
+    """A small line plot of one curve (e.g. feature inversion's loss per step), log-scaled in y
+    when the values are positive and span more than two decades.
+
+    Raises:
+        InvalidParameterError: for an empty curve or one with no finite value.
+    """
+    y = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = y[np.isfinite(y)]
+    if finite.size == 0:
+        raise InvalidParameterError("curve_figure needs at least one finite value.")
+    fig = Figure(figsize=(5.0, 2.4), layout="tight")
+    ax = fig.subplots()
+    ax.plot(np.arange(1, len(y) + 1), y, color="#4C72B0", linewidth=1.5)
+    if finite.min() > 0 and finite.max() / finite.min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig
 
 
