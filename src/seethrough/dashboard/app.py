@@ -16,7 +16,7 @@ from PIL import Image
 
 from seethrough import __version__
 from seethrough.dashboard import service as svc
-from seethrough.errors import CancelledError, SeethroughError
+from seethrough.errors import SeethroughError, WeightsUnavailableError
 from seethrough.explanation import Explanation
 from seethrough.images import list_samples, sample_image
 from seethrough.models import VisionModel, list_models
@@ -47,7 +47,12 @@ STAT_NOTES = {  # how to read the numbers some methods report about their own re
 
 def _fail(exc: BaseException) -> None:
     """One short line in the page; never a traceback."""
-    if isinstance(exc, SeethroughError):
+    if isinstance(exc, WeightsUnavailableError):
+        st.error(
+            f"{' '.join(str(exc).split())} In the dashboard: choose weights 'none' (random) or "
+            "'My own file'."
+        )
+    elif isinstance(exc, SeethroughError):
         st.error(" ".join(str(exc).split()))
     else:
         st.error(f"unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())}")
@@ -104,6 +109,7 @@ def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
             name=spec.name,
             weights=spec.weights,
             arch=spec.arch,
+            label=spec.label,
             size=int(size) or None,
             mean=parse_triple(mean, "mean"),
             std=parse_triple(std, "std"),
@@ -137,7 +143,7 @@ def _own_model(sb: Any) -> svc.ModelSpec | None:
         sb.info("Upload a weights file to use your own model.")
         return None
     path = svc.store_upload(upload.getvalue(), upload.name)
-    return svc.ModelSpec(name=str(path), arch=arch)
+    return svc.ModelSpec(name=str(path), arch=arch, label=upload.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,11 +176,12 @@ def image_panel() -> Image.Image | None:
             return None
 
 
-def predictions_panel(vm: VisionModel, image: Image.Image) -> list[Any] | None:
+def predictions_panel(slot: svc.ModelSlot, image: Image.Image) -> list[Any] | None:
     """The image, what the model sees, and the top-k table and bar chart."""
+    vm = slot.model
     k = st.slider("Top-k", 1, 10, 5, key="top_k")
     try:
-        with st.spinner("Predicting..."):
+        with st.spinner("Predicting..."), slot.lock:
             preds = vm.predict(image, k=k)
     except Exception as exc:
         _fail(exc)
@@ -303,7 +310,7 @@ def explain_panel(
         cancel.button("Cancel", key="cancel", on_click=_cancel)
         st.session_state["results"] = _run(spec, slot, image, methods, target, layer, params)
         cancel.empty()
-    _show_results(st.session_state.get("results", []))
+    _show_results(st.session_state.get("results", []), "explain")
 
 
 def _run(
@@ -327,7 +334,6 @@ def _run(
             params = svc.clean_params(get_method(m), raw[m])
             e = svc.run_method(
                 slot,
-                spec,
                 image,
                 m,
                 target=target,
@@ -336,8 +342,6 @@ def _run(
                 progress=tick,
             )
             results.append((spec.title(), e))
-        except CancelledError:
-            raise
         except Exception as exc:
             results.append((spec.title(), f"{title}: {' '.join(str(exc).split())}"))
         bar.empty()
@@ -348,7 +352,7 @@ def _caption(e: Explanation, model: str) -> str:
     return " · ".join(e.caption().splitlines() + [model])
 
 
-def _show_results(results: list[tuple[str, Explanation | str]]) -> None:
+def _show_results(results: list[tuple[str, Explanation | str]], view: str) -> None:
     if not results:
         return
     st.subheader("Results")
@@ -372,7 +376,7 @@ def _show_results(results: list[tuple[str, Explanation | str]]) -> None:
                         kind.upper() if kind != "json" else "manifest",
                         data,
                         file_name=f"{e.method}.{kind}",
-                        key=f"download.{i}.{kind}",
+                        key=f"download.{view}.{i}.{kind}",
                         on_click="ignore",
                     )
 
@@ -386,7 +390,7 @@ def compare_panel(image: Image.Image, device: str) -> None:
     st.subheader("Compare models")
     names = list_models()
     models = st.multiselect(
-        "Models", names, default=[BUNDLED], key="compare_models", max_selections=6
+        "Models", names, default=[BUNDLED], key="compare_models", max_selections=4
     )
     weights = st.radio(
         "Weights of the other models",
@@ -413,11 +417,11 @@ def compare_panel(image: Image.Image, device: str) -> None:
             try:
                 with st.spinner(f"{spec.title()}: loading and explaining..."):
                     slot = svc.MODELS.get(spec)
-                    results.append((spec.title(), svc.run_method(slot, spec, image, method)))
+                    results.append((spec.title(), svc.run_method(slot, image, method)))
             except Exception as exc:
                 results.append((spec.title(), f"{spec.title()}: {' '.join(str(exc).split())}"))
         st.session_state["compare_results"] = results
-    _show_results(st.session_state.get("compare_results", []))
+    _show_results(st.session_state.get("compare_results", []), "compare")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,7 +438,7 @@ def main() -> None:
     spec, slot = loaded
     explain_tab, compare_tab = st.tabs(["Explain", "Compare models"])
     with explain_tab:
-        preds = predictions_panel(slot.model, image)
+        preds = predictions_panel(slot, image)
         if preds is not None:
             explain_panel(spec, slot, image, preds)
     with compare_tab:

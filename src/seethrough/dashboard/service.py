@@ -19,9 +19,11 @@ imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import tempfile
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..api import explain
-from ..errors import InvalidImageError, InvalidParameterError
+from ..errors import InvalidImageError, InvalidParameterError, SeethroughError
 from ..explanation import Explanation
 from ..images import load_image
 from ..models import VisionModel, load_model
@@ -88,6 +90,8 @@ class ModelSpec:
         std: normalisation std override.
         resize: ``"squash"`` or ``"crop"`` override.
         device: ``"cpu"``, ``"cuda"``, ...
+        label: the name shown for an uploaded file (the user's file name, not the server path);
+            not part of the key.
     """
 
     name: str = "efficientnet_lite0"
@@ -98,9 +102,21 @@ class ModelSpec:
     std: tuple[float, float, float] | None = None
     resize: Literal["crop", "squash"] | None = None
     device: str = "cpu"
+    label: str | None = field(default=None, compare=False)
 
     def load(self) -> VisionModel:
-        """Load the model (:func:`seethrough.load_model`)."""
+        """Load the model (:func:`seethrough.load_model`); errors name the uploaded file."""
+        try:
+            return self._load()
+        except SeethroughError as exc:
+            if self.label is None:
+                raise
+            message = (
+                str(exc).replace(self.name, self.label).replace(Path(self.name).name, self.label)
+            )
+            raise type(exc)(message) from None
+
+    def _load(self) -> VisionModel:
         if self.arch is not None:
             return load_model(
                 self.name,
@@ -123,7 +139,7 @@ class ModelSpec:
 
     def title(self) -> str:
         """Short display name: the registry name or the file's name, with random weights noted."""
-        name = Path(self.name).name if self.arch or "/" in self.name else self.name
+        name = self.label or (Path(self.name).name if self.arch or "/" in self.name else self.name)
         if self.arch:
             name = f"{self.arch} ({name})"
         return f"{name} (random weights)" if self.weights == "none" else name
@@ -135,6 +151,9 @@ class ModelSlot:
 
     model: VisionModel
     lock: threading.Lock = field(default_factory=threading.Lock)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Names this load of the model: results cached for an evicted, reloaded model (new random
+    weights, say) are never served for the new one."""
 
 
 class _LRU:
@@ -174,7 +193,7 @@ class ModelPool:
     holds a lock of its own per spec.
     """
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 6) -> None:
         self._slots = _LRU(size)
         self._loading: dict[ModelSpec, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -189,8 +208,12 @@ class ModelPool:
         with loading:
             slot = self._slots.get(spec)
             if slot is None:
-                slot = ModelSlot(spec.load())
-                self._slots.put(spec, slot)
+                try:
+                    slot = ModelSlot(spec.load())
+                    self._slots.put(spec, slot)
+                finally:
+                    with self._guard:
+                        self._loading.pop(spec, None)
         return slot
 
     def __len__(self) -> int:
@@ -198,7 +221,7 @@ class ModelPool:
 
 
 class ResultCache:
-    """Explanations per (image hash, model, method, target, layer, parameters)."""
+    """Explanations per (image hash, loaded model, method, target, layer, parameters)."""
 
     def __init__(self, size: int = 64) -> None:
         self._items = _LRU(size)
@@ -207,14 +230,14 @@ class ResultCache:
     @staticmethod
     def key(
         digest: str,
-        spec: ModelSpec,
+        slot: ModelSlot,
         method: str,
         target: int | None,
         layer: str | None,
         params: Mapping[str, Any],
     ) -> tuple[Hashable, ...]:
         """The cache key of one run."""
-        return (digest, spec, method, target, layer, tuple(sorted(params.items())))
+        return (digest, slot.token, method, target, layer, tuple(sorted(params.items())))
 
     def get(self, key: tuple[Hashable, ...]) -> Explanation | None:
         found = self._items.get(key)
@@ -261,7 +284,9 @@ def read_upload(data: bytes, filename: str) -> Image.Image:
             f"{filename}: {len(data) / 2**20:.1f} MiB is larger than the "
             f"{MAX_UPLOAD_BYTES // 2**20} MiB limit"
         )
-    image = load_image(data, max_pixels=MAX_UPLOAD_PIXELS)
+    fp = io.BytesIO(data)
+    fp.name = filename  # errors name the user's file
+    image = load_image(fp, max_pixels=MAX_UPLOAD_PIXELS)
     image.info["name"] = filename
     return image
 
@@ -337,7 +362,27 @@ def param_fields(info: MethodInfo) -> list[Field]:
     return out
 
 
-_SAFE_TEXT = re.compile(r"^[A-Za-z0-9_.,+\- ]*$")
+_SAFE_TEXT = re.compile(r"^[A-Za-z0-9_.,+\- ]{1,64}$")
+
+
+def _safe_text(value: str) -> bool:
+    """Short text of letters, digits and ``_.,+-`` that names no file where the server runs."""
+    if not _SAFE_TEXT.match(value):
+        return False
+    try:
+        return not Path(value).exists()
+    except OSError:
+        return False
+
+
+def _same_number(text: str, default: Any) -> bool:
+    """``"0"`` for a default of ``0.0``: the default, typed differently."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return False
+    try:
+        return float(text) == float(default)
+    except ValueError:
+        return False
 
 
 def clean_params(info: MethodInfo, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -357,15 +402,14 @@ def clean_params(info: MethodInfo, values: Mapping[str, Any]) -> dict[str, Any]:
         value = values[p.name]
         if isinstance(value, str):
             value = value.strip()
-            if not _SAFE_TEXT.match(value) or (value and Path(value).exists()):
+            if value == "" or value == str(p.default) or _same_number(value, p.default):
+                continue
+            free_text = p.choices is None and p.type not in (bool, int, float)
+            if free_text and not _safe_text(value):
                 raise InvalidParameterError(
-                    f"{info.name}: {p.name}={value!r}: use a number or a keyword "
+                    f"{info.name}: {p.name}={value[:40]!r}: use a number or a keyword "
                     "(paths are not accepted here)"
                 )
-            if value == "":
-                continue
-            if value == str(p.default):
-                continue
         value = p.validate(value)
         if value != p.default:
             out[p.name] = value
@@ -384,7 +428,6 @@ def methods_by_family() -> dict[str, list[MethodInfo]]:
 
 def run_method(
     slot: ModelSlot,
-    spec: ModelSpec,
     image: Image.Image,
     method: str,
     *,
@@ -400,7 +443,7 @@ def run_method(
     ``progress(done, total)`` is the library's callback: returning ``False`` cancels.
     """
     params = dict(params or {})
-    key = ResultCache.key(image_digest(image), spec, method, target, layer, params)
+    key = ResultCache.key(image_digest(image), slot, method, target, layer, params)
     found = cache.get(key) if cache is not None else None
     if found is not None:
         return found
