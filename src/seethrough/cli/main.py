@@ -199,7 +199,7 @@ def predict_cmd(
 ) -> None:
     """Print the top-k classes with probabilities for each image."""
     vm = _load(model, weights, arch, size, mean, std, resize, device)
-    console.print(f"preprocessing: {vm.preprocessing.describe()}", markup=False)
+    console.print(f"preprocessing: {vm.preprocessing.describe()}", markup=False, soft_wrap=True)
     failed = _for_each(_expand(images), lambda src: _print_predictions(vm, src, k))
     _finish(failed)
 
@@ -366,7 +366,7 @@ def demo_cmd(
 ) -> None:
     """Explain the bundled cat photo with the bundled model (offline): CAM, Grad-CAM, Grad-CAM++."""
     vm = load_model("efficientnet_lite0")
-    console.print(vm.describe(), markup=False)
+    console.print(vm.describe(), markup=False, soft_wrap=True)
     _print_predictions(vm, image, 5)
     _explain_all(vm, [image], list(DEMO_METHODS), None, None, {m: {} for m in DEMO_METHODS}, out)
     console.print(f"figure: {out / _stem(image) / 'figure.png'}", markup=False)
