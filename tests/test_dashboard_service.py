@@ -537,11 +537,22 @@ def test_downloads(slot, photo):
     assert list(svc.downloads(e)) == ["png", "npz", "json"]
 
 
-def test_result_image_and_extra_views(slot, photo):
+def test_result_views_render_and_extra_views(slot, photo):
     e = svc.run_method(slot, photo, "gradcam", cache=None)
-    picture = svc.result_image(e, "tiny (random weights)")
+    ((picture, caption),) = svc.result_views(e)
     assert picture.ndim == 3 and picture.shape[2] in (3, 4) and picture.dtype == np.uint8
-    assert svc.extra_views(e) == []
+    assert caption == "map" and svc.extra_views(e) == []
+    shown = svc.render(e)
+    assert svc.render(e) is shown and list(shown.files) == ["png", "npz", "json"]
+    assert np.array_equal(shown.views[0][0], picture)
+    twin = svc.run_method(slot, photo, "gradcam", cache=None)  # equal values, another object
+    assert svc.render(twin) is not shown
+    lime = svc.run_method(
+        slot, photo, "lime", params={"n_samples": 30, "segments": "grid"}, cache=None
+    )
+    captions = [c for _, c in svc.result_views(lime)]
+    assert captions[0] == "map" and len(captions) == 3
+    assert "top 5 superpixels" in captions[1] and "toward the class" in captions[2]
     runs = {
         "dff": ({"n_concepts": 2, "n_iter": 10}, "concepts"),
         "feature_maps": ({"top_k": 4}, "channels"),

@@ -151,8 +151,8 @@ def _own_model(sb: Any) -> svc.ModelSpec | None:
 
 
 def image_panel() -> Image.Image | None:
-    """Upload or bundled sample; a bad file gives one line of error."""
-    left, right = st.columns([1, 2])
+    """Upload or bundled sample; a bad file gives one line of error, across the page."""
+    left, _ = st.columns([1, 2])
     with left:
         source = st.radio("Image", ["Sample photo", "Upload"], key="image_source", horizontal=True)
         if source == "Sample photo":
@@ -166,14 +166,14 @@ def image_panel() -> Image.Image | None:
             f"{svc.MAX_UPLOAD_BYTES // 2**20} MiB and {svc.MAX_UPLOAD_PIXELS // 10**6} MP)",
             key="upload",
         )
-        if upload is None:
-            st.info("Choose an image file.")
-            return None
-        try:
-            return svc.read_upload(upload.getvalue(), upload.name)
-        except SeethroughError as exc:
-            _fail(exc)
-            return None
+    if upload is None:
+        st.info("Choose an image file, or a sample photo.")
+        return None
+    try:
+        return svc.read_upload(upload.getvalue(), upload.name)
+    except SeethroughError as exc:
+        _fail(exc)
+        return None
 
 
 def predictions_panel(slot: svc.ModelSlot, image: Image.Image) -> list[Any] | None:
@@ -364,21 +364,28 @@ def _show_results(results: list[tuple[str, Explanation | str]], view: str) -> No
                 if isinstance(e, str):
                     st.error(e)
                     continue
-                st.image(svc.result_image(e, model), caption=_caption(e, model))
-                for picture, caption in svc.extra_views(e):
-                    st.image(picture, caption=caption)
-                for name, value in e.stats.items():
-                    st.caption(f"{STAT_NOTES.get(name, name.replace('_', ' '))}: {value:.4g}")
-                files = svc.downloads(e, e.method)
-                d = st.columns(len(files))
-                for c, (kind, data) in zip(d, files.items(), strict=True):
-                    c.download_button(
-                        kind.upper() if kind != "json" else "manifest",
-                        data,
-                        file_name=f"{e.method}.{kind}",
-                        key=f"download.{view}.{i}.{kind}",
-                        on_click="ignore",
-                    )
+                _show_result(e, model, key=f"download.{view}.{i}")
+
+
+def _show_result(e: Explanation, model: str, key: str) -> None:
+    """The map with its legend and caption, the method's other views, its numbers, downloads."""
+    shown = svc.render(e)
+    (main, _), *others = shown.views
+    st.image(main, caption=_caption(e, model), width="stretch")
+    for row in range(0, len(others), 2):
+        for sub, (picture, caption) in zip(st.columns(2), others[row : row + 2], strict=False):
+            sub.image(picture, caption=caption, width="stretch")
+    for name, value in e.stats.items():
+        st.caption(f"{STAT_NOTES.get(name, name.replace('_', ' '))}: {value:.4g}")
+    with st.container(horizontal=True):
+        for kind, data in shown.files.items():
+            st.download_button(
+                kind.upper() if kind != "json" else "manifest",
+                data,
+                file_name=f"{e.method}.{kind}",
+                key=f"{key}.{kind}",
+                on_click="ignore",
+            )
 
 
 # ---------------------------------------------------------------------------------------------

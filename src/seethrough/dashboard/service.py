@@ -12,8 +12,8 @@ imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these
   :func:`clean_params` checks what the user typed (numbers and keywords only: no paths, no code).
 - :class:`ResultCache` keeps explanations per (image hash, model, method, target, layer,
   parameters); :func:`run_method` goes through it.
-- :func:`downloads` gives the PNG, ``.npz`` and JSON manifest of an explanation as bytes;
-  :func:`result_image` the picture the page shows for it.
+- :func:`render` draws what the page shows for a result (:func:`result_views`) and its
+  downloads (:func:`downloads`: PNG, ``.npz``, JSON manifest) once, for every rerun of the page.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ __all__ = [
     "image_digest",
     "store_upload",
     "run_method",
-    "result_image",
+    "Rendered",
+    "result_views",
+    "render",
     "extra_views",
     "downloads",
     "MODELS",
@@ -461,19 +463,50 @@ def run_method(
 # pictures and downloads
 
 
-def result_image(e: Explanation, model_title: str | None = None) -> np.ndarray:
-    """The picture of one result: every view of the explanation side by side, with legends.
+@dataclass(frozen=True)
+class Rendered:
+    """What the page shows for one result, drawn once.
 
-    Segment methods get the map with its diverging legend, the top superpixels with boundaries
-    and the positive / negative superpixels; DFF its concepts in colours (the legend is
-    :func:`extra_views`).
+    Attributes:
+        views: ``(picture, caption)`` pairs: the map over the image with its colour legend first,
+            then every other view of the method (LIME's and SHAP's top and signed superpixels,
+            DFF's concepts and legend, the feature-map grid, feature inversion's loss curve).
+        files: the downloads (:func:`downloads`).
+    """
+
+    views: list[tuple[np.ndarray, str]]
+    files: dict[str, bytes]
+
+
+def result_views(e: Explanation) -> list[tuple[np.ndarray, str]]:
+    """Every view of an explanation as its own picture, with a short caption.
+
+    The first is the map over the image with a colour legend (diverging and centred at 0 for a
+    signed map); the explanation's caption says what it is, so that picture has no title.
     """
     from ..viz import explanation_panels, figure_to_array, grid_figure
 
-    panels = explanation_panels(e)
-    if model_title:
-        panels[0].title = f"{panels[0].title}\n{model_title}"
-    return figure_to_array(grid_figure(panels, ncols=len(panels), tile_size=3.0))
+    views = []
+    for i, panel in enumerate(explanation_panels(e)):
+        lines = panel.title.splitlines()
+        caption = "map" if i == 0 else " · ".join(lines[1:]) or lines[0]
+        panel.title = ""
+        panel.colorbar = panel.heatmap is not None
+        views.append((figure_to_array(grid_figure([panel], ncols=1, tile_size=4.0)), caption))
+    return views + extra_views(e)
+
+
+_RENDERED = _LRU(64)
+
+
+def render(e: Explanation) -> Rendered:
+    """The views and downloads of ``e``, drawn on first use and kept for the page's reruns."""
+    found = _RENDERED.get(id(e))
+    if found is not None and found[0] is e:  # the same object, not a new one at a reused id
+        return found[1]
+    rendered = Rendered(result_views(e), downloads(e, e.method))
+    _RENDERED.put(id(e), (e, rendered))
+    return rendered
 
 
 def extra_views(e: Explanation) -> list[tuple[np.ndarray, str]]:
