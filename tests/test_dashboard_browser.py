@@ -3,7 +3,8 @@
 The dashboard is served by ``python -m seethrough.cli.main dashboard`` (what ``seethrough
 dashboard`` runs) on a free loopback port. One test uploads the cat photo, checks its
 predictions, runs Grad-CAM and then Grad-CAM + LIME and checks the results and their downloads;
-another uploads a text file and checks for one line of error and no traceback.
+another uploads a text file and checks for one line of error and no traceback; a third cancels a
+long LIME run from its progress bar and runs the same model again.
 
 The seconds from the click on **Explain** to a visible Grad-CAM result are printed (run with
 ``-s``) and written to ``test-artifacts/dashboard/timings.json``; they are reported, not asserted
@@ -406,3 +407,35 @@ def test_a_text_file_upload_gives_one_line_of_error(page, dashboard, tmp_path):
         assert "Traceback" not in body and 'File "' not in body, body
         assert page.get_by_test_id("stException").count() == 0
         _screenshot(page, ARTIFACTS / "bad_upload.png")
+
+
+def test_cancel_stops_a_long_run_and_the_model_stays_usable(page, dashboard):
+    with _diagnosed(page, dashboard, "cancel"):
+        page.goto(dashboard.url)
+        page.get_by_test_id("stDataFrame").get_by_text("Egyptian cat").wait_for(
+            state="attached", timeout=120 * MS
+        )
+        _idle(page)
+        _multiselect_add(page, "Perturbation", "LIME")  # 1000 samples: seconds of work
+        _idle(page)
+        page.get_by_role("button", name="Explain", exact=True).click()
+        # the progress bar is fed by the library's callback; Cancel sits above it
+        page.get_by_text(re.compile(r"^LIME: \d+/1000$")).wait_for(timeout=120 * MS)
+        page.get_by_role("button", name="Cancel", exact=True).click()
+        page.get_by_text("Cancelled", exact=False).wait_for(timeout=60 * MS)
+        _idle(page)
+        assert page.get_by_test_id("stImageCaption").filter(has_text="LIME ·").count() == 0
+        _screenshot(page, ARTIFACTS / "cancelled.png")
+
+        # the same model runs again at once: no hooks or lock left behind by the stopped run
+        page.get_by_test_id("stMultiSelect").filter(has_text="LIME").get_by_role(
+            "button", name=re.compile("Clear all|Remove")
+        ).first.click()
+        _idle(page)
+        page.get_by_role("button", name="Explain", exact=True).click()
+        page.get_by_test_id("stImageCaption").filter(has_text="Grad-CAM ·").wait_for(
+            timeout=120 * MS
+        )
+        _idle(page)
+        assert page.get_by_test_id("stImageCaption").filter(has_text="LIME ·").count() == 0
+        assert page.get_by_test_id("stException").count() == 0
