@@ -224,6 +224,7 @@ def test_predictions_hold_the_slot_lock(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(slot.model, "predict", predict)
+    monkeypatch.setattr(svc, "_PREDICTED", svc._LRU(4))  # nothing kept from earlier tests
     at = new_app()
     assert table_rows(at) == 5 and held
     assert all(held), held

@@ -537,6 +537,25 @@ def test_downloads(slot, photo):
     assert list(svc.downloads(e)) == ["png", "npz", "json"]
 
 
+def test_predict_holds_the_lock_and_is_kept_per_model_image_and_k(slot, photo, monkeypatch):
+    monkeypatch.setattr(svc, "_PREDICTED", svc._LRU(8))
+    calls: list[bool] = []
+    real = slot.model.predict
+
+    def predict(*args, **kwargs):
+        calls.append(slot.lock.locked())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(slot.model, "predict", predict)
+    first = svc.predict(slot, photo, 3)
+    assert calls == [True] and len(first.predictions) == 3
+    assert first.predictions == real(photo, k=3)
+    assert first.chart.ndim == 3 and first.seen.shape == (32, 32, 3)
+    assert svc.predict(slot, photo.copy(), 3) is first and calls == [True]
+    assert len(svc.predict(slot, photo, 2).predictions) == 2 and len(calls) == 2
+    assert svc.predict(svc.ModelSlot(slot.model), photo, 3) is not first and len(calls) == 3
+
+
 def test_result_views_render_and_extra_views(slot, photo):
     e = svc.run_method(slot, photo, "gradcam", cache=None)
     ((picture, caption),) = svc.result_views(e)

@@ -22,7 +22,6 @@ from seethrough.images import list_samples, sample_image
 from seethrough.models import VisionModel, list_models
 from seethrough.models.preprocessing import parse_triple
 from seethrough.registry import get_method
-from seethrough.viz import figure_to_array, prediction_bar_chart
 
 BUNDLED = "efficientnet_lite0"
 DEFAULT_METHODS = {"cam": ["gradcam"]}
@@ -181,15 +180,16 @@ def predictions_panel(slot: svc.ModelSlot, image: Image.Image) -> list[Any] | No
     vm = slot.model
     k = st.slider("Top-k", 1, 10, 5, key="top_k")
     try:
-        with st.spinner("Predicting..."), slot.lock:
-            preds = vm.predict(image, k=k)
+        with st.spinner("Predicting..."):
+            shown = svc.predict(slot, image, k)
     except Exception as exc:
         _fail(exc)
         return None
+    preds = shown.predictions
     a, b, c = st.columns([1, 1, 2])
     a.image(image, caption=f"{image.info.get('name', 'image')} · {image.width}x{image.height}")
     b.image(
-        vm.preprocessing.display_image(image),
+        shown.seen,
         caption=f"what the model sees · {vm.preprocessing.output_size[1]}x"
         f"{vm.preprocessing.output_size[0]}",
     )
@@ -201,7 +201,7 @@ def predictions_panel(slot: svc.ModelSlot, image: Image.Image) -> list[Any] | No
             ],
             hide_index=True,
         )
-        st.image(figure_to_array(prediction_bar_chart(preds, title=f"top-{k}: {vm.name}")))
+        st.image(shown.chart)
     return preds
 
 

@@ -7,6 +7,7 @@ imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these
   file, weights, preprocessing overrides, device); :class:`ModelPool` loads each spec once and
   hands out a :class:`ModelSlot` whose lock serialises every use of that module, so that two
   sessions never attach hooks to the same model at the same time.
+- :func:`predict` gives the top-k with its chart, kept for the page's reruns.
 - :func:`read_upload` checks an uploaded image (extension, bytes, pixels) and decodes it.
 - :func:`param_fields` turns a method's registry parameters into form fields;
   :func:`clean_params` checks what the user typed (numbers and keywords only: no paths, no code).
@@ -37,7 +38,7 @@ from ..api import explain
 from ..errors import InvalidImageError, InvalidParameterError, SeethroughError
 from ..explanation import Explanation
 from ..images import load_image
-from ..models import VisionModel, load_model
+from ..models import Prediction, VisionModel, load_model
 from ..registry import MethodInfo, Param, families, list_methods
 
 __all__ = [
@@ -58,6 +59,8 @@ __all__ = [
     "image_digest",
     "store_upload",
     "run_method",
+    "Predicted",
+    "predict",
     "Rendered",
     "result_views",
     "render",
@@ -456,6 +459,45 @@ def run_method(
     assert isinstance(result, Explanation)
     if cache is not None:
         cache.put(key, result)
+    return result
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """The top-k of one image under one loaded model, with what the page shows for it."""
+
+    predictions: list[Prediction]
+    chart: np.ndarray
+    """The bar chart of :attr:`predictions` (uint8 RGB)."""
+    seen: np.ndarray
+    """The image as the model sees it, after resizing and cropping (uint8 RGB)."""
+
+
+_PREDICTED = _LRU(32)
+
+
+def predict(slot: ModelSlot, image: Image.Image, k: int = 5) -> Predicted:
+    """Top-``k`` of ``image`` (under the slot's lock), its chart and the model's view of it.
+
+    Kept per (loaded model, image hash, k): the page reruns on every widget change, and the
+    prediction and its pictures are the same each time.
+    """
+    from ..viz import figure_to_array, prediction_bar_chart
+
+    key = (slot.token, image_digest(image), k)
+    found = _PREDICTED.get(key)
+    if found is not None:
+        return found
+    vm = slot.model
+    with slot.lock:
+        top = vm.predict(image, k=k)
+    assert isinstance(top, list) and all(isinstance(p, Prediction) for p in top)
+    result = Predicted(
+        predictions=top,  # type: ignore[arg-type]
+        chart=figure_to_array(prediction_bar_chart(top, title=f"top-{k}: {vm.name}")),
+        seen=vm.preprocessing.display_image(image),
+    )
+    _PREDICTED.put(key, result)
     return result
 
 
