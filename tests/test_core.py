@@ -11,7 +11,7 @@ from torch import nn
 
 import seethrough
 from seethrough.core.hooks import Recorder, count_hooks
-from seethrough.core.layers import default_layer, resolve_layer
+from seethrough.core.layers import default_layer, named_modules, resolve_layer
 from seethrough.core.state import preserved_state
 from seethrough.core.targets import resolve_target
 from seethrough.errors import (
@@ -146,3 +146,33 @@ def test_plain_module_with_raw_image_is_scaled_only(tiny):
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     expected = seethrough.explain(tiny, x, "gradcam")[0]
     np.testing.assert_allclose(e.raw, expected.raw, rtol=1e-5, atol=1e-7)
+
+
+def test_named_modules_equals_torchs_walk_with_shared_and_missing_children():
+    shared = nn.Conv2d(3, 3, 1)
+    model = nn.Sequential(
+        nn.Sequential(shared, nn.ReLU()),
+        nn.ModuleDict({"a": shared, "b": nn.Sequential(nn.Linear(2, 2))}),
+        shared,
+    )
+    model.register_module("empty", None)
+    for m in (model, torchvision.models.resnet18(), nn.ReLU()):
+        mine, theirs = named_modules(m), dict(m.named_modules())
+        assert list(mine) == list(theirs)  # same names, same order (the first path to a module)
+        assert all(mine[k] is theirs[k] for k in theirs)
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "size"),
+    [(7, 7, (224, 224)), (1, 1, (5, 5)), (7, 9, (100, 37)), (30, 20, (15, 10)), (8, 8, (8, 8))],
+)
+def test_maps_are_resized_exactly_as_bilinear_interpolation(h, w, size):
+    from seethrough.api import _to_input_size
+
+    maps = torch.randn(3, h, w, generator=torch.Generator().manual_seed(h * w))
+    expected = torch.nn.functional.interpolate(
+        maps[:, None], size=size, mode="bilinear", align_corners=False
+    )[:, 0]
+    got = _to_input_size(maps, size)
+    assert got.dtype == np.float32 and got.shape == (3, *size)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-6)

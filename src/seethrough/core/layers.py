@@ -10,7 +10,7 @@ from torch import nn
 from ..errors import UnknownLayerError, suggest
 from .tokens import transformer_default_layer
 
-__all__ = ["LayerRef", "resolve_layer", "default_layer", "spatial_layers"]
+__all__ = ["LayerRef", "named_modules", "resolve_layer", "default_layer", "spatial_layers"]
 
 LayerRef = str | nn.Module | None
 
@@ -28,6 +28,28 @@ _NOT_A_REPRESENTATION = (
 
 # module -> name of its default layer; weak so models can be garbage collected.
 _DEFAULT_CACHE: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def named_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """``dict(model.named_modules())``: the same names, modules and order, built faster.
+
+    One recursive pass over the ``_modules`` dictionaries instead of torch's nested generators,
+    whose every item climbs back through each level of nesting; this runs once per explanation.
+    """
+    found: dict[str, nn.Module] = {"": model}
+    seen = {id(model)}
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module._modules.items():
+            if child is None or id(child) in seen:
+                continue
+            seen.add(id(child))
+            full = f"{prefix}.{name}" if prefix else name
+            found[full] = child
+            visit(full, child)
+
+    visit("", model)
+    return found
 
 
 def resolve_layer(
@@ -48,7 +70,7 @@ def resolve_layer(
             ``layer`` is ``None``.
         named: ``dict(model.named_modules())`` if the caller has it already.
     """
-    named = named if named is not None else dict(model.named_modules())
+    named = named if named is not None else named_modules(model)
     if layer is None:
         layer = default or default_layer(model, example)
     if isinstance(layer, nn.Module):

@@ -17,6 +17,7 @@ def preserved_state(
     *,
     eval_mode: bool = True,
     modules: bool = False,
+    parameters: bool = True,
     walk: Iterable[nn.Module] | None = None,
 ) -> Iterator[nn.Module]:
     """Run a block with ``module`` in eval mode and restore its state afterwards.
@@ -30,13 +31,17 @@ def preserved_state(
         module: the model to protect.
         eval_mode: put the model in eval mode for the duration of the block.
         modules: also snapshot and restore the module tree (costs a second walk).
+        parameters: snapshot ``requires_grad`` and ``.grad``; a block that runs no backward and
+            changes no flag (a gradient-free method) can skip it.
         walk: ``module`` and its submodules, when the caller has already listed them (the
             values of ``dict(module.named_modules())``), to spare one walk of the tree.
     """
     mods = list(module.modules() if walk is None else walk)
     training = [m.training for m in mods]
-    params = list(
-        {id(p): p for m in mods for p in m._parameters.values() if p is not None}.values()
+    params = (
+        list({id(p): p for m in mods for p in m._parameters.values() if p is not None}.values())
+        if parameters
+        else []
     )
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]

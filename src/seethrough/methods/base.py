@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.layers import LayerRef, resolve_layer
+from ..core.layers import LayerRef, named_modules, resolve_layer
 from ..core.outputs import output_to_tensor
 from ..core.state import floating_dtype, preserved_state
 from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
@@ -168,8 +168,13 @@ class Method:
                 "with its architecture (--arch)"
             )
         device = next((t.device for t in model.parameters()), x.device)
-        named = dict(model.named_modules())
-        with preserved_state(model, modules=self.swaps_modules, walk=named.values()):
+        named = named_modules(model)
+        with preserved_state(
+            model,
+            modules=self.swaps_modules,
+            parameters=self.needs_gradients or self.swaps_modules,
+            walk=named.values(),
+        ):
             if self.needs_gradients:
                 _freeze(named.values())
             ctx = Context(
@@ -187,7 +192,10 @@ class Method:
                 ctx.layer, ctx.layer_module = resolve_layer(
                     model, layer, ctx.x, default_layer, named=named
                 )
-            return self.run(ctx)
+            if self.needs_gradients:
+                return self.run(ctx)
+            with torch.no_grad():  # nothing to restore in the parameters: no backward can run
+                return self.run(ctx)
 
     def run(self, ctx: Context) -> MethodResult:
         """Compute the explanation of ``ctx.x``; the model is already protected."""

@@ -37,11 +37,14 @@ class EigenCAM(CAMMethod):
         of a matrix the size of the map instead of an SVD of ``M``.
         """
         n, c, h, w = s.activations.shape
-        m = s.activations.reshape(n, c, h * w).transpose(1, 2).double()
-        if h * w <= c:
-            values, vectors = torch.linalg.eigh(m @ m.transpose(1, 2))
+        m = s.activations.reshape(n, c, h * w).transpose(1, 2)
+        if (
+            h * w <= c
+        ):  # the Gram product in the activations' precision, the eigenproblem in float64
+            values, vectors = torch.linalg.eigh((m @ m.transpose(1, 2)).double())
             proj = vectors[..., -1] * values[:, -1:].clamp_min(0).sqrt()
         else:
+            m = m.double()
             _, vectors = torch.linalg.eigh(m.transpose(1, 2) @ m)
             proj = torch.bmm(m, vectors[..., -1:]).squeeze(2)
         sign = torch.where(proj.sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(proj.dtype)
