@@ -570,8 +570,9 @@ def test_result_views_render_and_extra_views(slot, photo):
         slot, photo, "lime", params={"n_samples": 30, "segments": "grid"}, cache=None
     )
     captions = [c for _, c in svc.result_views(lime)]
-    assert captions[0] == "map" and len(captions) == 3
-    assert "top 5 superpixels" in captions[1] and "toward the class" in captions[2]
+    assert captions[0] == "map" and len(captions) == 4
+    assert "top 5 superpixels" in captions[1] and "top 5 on the image" in captions[2]
+    assert "toward the class" in captions[3]
     runs = {
         "dff": ({"n_concepts": 2, "n_iter": 10}, "concepts"),
         "feature_maps": ({"top_k": 4}, "channels"),

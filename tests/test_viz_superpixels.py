@@ -71,6 +71,11 @@ def test_panels_per_explanation():
         extras={"segments": SEG.astype(np.int32), "weights": weights},
     )
     panels = explanation_panels(lime)
-    assert len(panels) == 3 and panels[0].signed and panels[0].colorbar
-    assert "top 5" in panels[1].title and "green" in panels[2].title
+    assert len(panels) == 4 and panels[0].signed and panels[0].colorbar
+    assert "top 5" in panels[1].title and "green" in panels[3].title
+    outlined = panels[2].image  # the top superpixels outlined, the rest of the image untouched
+    dimmed = panels[1].image
+    rest = SEG == 1  # the only segment with a negative weight: not among the top ones
+    assert "on the image" in panels[2].title
+    assert (outlined[rest] >= dimmed[rest]).all() and (outlined[rest] > dimmed[rest]).any()
     assert len(explanation_panels(lime, views="map")) == 1

@@ -27,8 +27,8 @@ def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Pa
 
     Every explanation gets its map over the image (a diverging, 0-centred colormap with a legend
     when the map is signed). With ``views="all"``, segment-based explanations (LIME, Kernel
-    SHAP) also get the ``top_k`` superpixels with the rest dimmed, and the positive / negative
-    superpixels in two colours; Deep Feature Factorization gets its concepts in colours, feature
+    SHAP) also get the ``top_k`` superpixels with the rest dimmed, the same superpixels outlined
+    on the untouched image, and the positive / negative superpixels in two colours; Deep Feature Factorization gets its concepts in colours, feature
     inversion its optimised image.
     """
     weights = e.weights
@@ -48,6 +48,12 @@ def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Pa
             Panel(
                 top_segments(e.image, e.segments, weights, top_k),
                 title=f"{name}\ntop {top_k} superpixels",
+            )
+        )
+        panels.append(  # the same regions outlined on the untouched image
+            Panel(
+                top_segments(e.image, e.segments, weights, top_k, dim=1.0),
+                title=f"{name}\ntop {top_k} on the image",
             )
         )
         panels.append(
