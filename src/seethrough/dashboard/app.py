@@ -8,6 +8,7 @@ dicts or TorchScript.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import streamlit as st
@@ -104,18 +105,15 @@ def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
         resize = sb.selectbox("Resize", ["the model's", "squash", "crop"], key="resize")
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         device = sb.selectbox("Device", devices, key="device")
-        spec = svc.ModelSpec(
-            name=spec.name,
-            weights=spec.weights,
-            arch=spec.arch,
-            label=spec.label,
+        spec = dataclasses.replace(
+            spec,
             size=int(size) or None,
             mean=parse_triple(mean, "mean"),
             std=parse_triple(std, "std"),
             resize=None if resize == "the model's" else resize,  # type: ignore[arg-type]
             device=device,
         )
-        with st.spinner(f"Loading {spec.title()}..."):
+        with st.spinner(f"Loading {spec.title()}{_first_load_note(spec)}..."):
             slot = svc.MODELS.get(spec)
     except Exception as exc:  # shown in the sidebar, the rest of the page waits for a model
         with sb:
@@ -125,6 +123,15 @@ def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
     sb.code(slot.model.preprocessing.describe(), language=None, wrap_lines=True)
     sb.caption(f"{slot.model.num_classes} classes · default layer {slot.model.default_layer}")
     return spec, slot
+
+
+def _first_load_note(spec: svc.ModelSpec) -> str:
+    """What a first load may do besides reading a file, so a long spinner is not a surprise."""
+    if spec.label is not None or spec.weights != "default" or spec.name == BUNDLED:
+        return ""
+    if spec.name == "synthetic_digits":
+        return " (the first time, its weights are trained: about a minute)"
+    return " (the first time, its pretrained weights are downloaded)"
 
 
 def _own_model(sb: Any) -> svc.ModelSpec | None:
