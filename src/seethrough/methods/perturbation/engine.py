@@ -101,9 +101,10 @@ def auto_batch_size(ctx: Context) -> int:
 
     On a GPU one forward of a single input measures the peak memory per image, and the batch
     uses at most half of the free memory (at most 256). On the CPU large batches are slower per
-    image (memory bound: EfficientNet-Lite0 takes 4x longer per image at batch 32 than at batch
-    1, ResNet-18 is fastest near 8; see benchmarks/perturbation_speed.py), so 8 images of 224x224
-    (more for smaller inputs, at most 64).
+    image (memory bound), so 4 images of 224x224 (more for smaller inputs, at most 64): measured
+    on 1 and 2 threads, batch 4 is within 1.16x of the fastest batch for EfficientNet-Lite0 and
+    -B0, MobileNet-V2 and ResNet-18/50, where batch 8 costs depthwise-convolution nets 1.2-1.5x
+    (see benchmarks/perturbation_speed.py for the per-batch forward times).
     """
     x = ctx.x[:1]
     if x.is_cuda:
@@ -115,7 +116,7 @@ def auto_batch_size(ctx: Context) -> int:
         per_image = max(torch.cuda.max_memory_allocated(x.device) - base, 1)
         free, _ = torch.cuda.mem_get_info(x.device)
         return int(max(1, min(256, free // 2 // per_image)))
-    return int(max(1, min(64, 8 * 3 * 224 * 224 // x[0].numel())))
+    return int(max(1, min(64, 4 * 3 * 224 * 224 // x[0].numel())))
 
 
 def hidden_image(
