@@ -42,7 +42,11 @@ HIDE = Param(
     object,
 )
 BATCH_SIZE = Param(
-    "batch_size", 0, "perturbed images per forward pass (0: chosen to fit memory)", int, min=0
+    "batch_size",
+    0,
+    "perturbed images per forward pass (0: what fits GPU memory; 4 of 224x224 on the CPU)",
+    int,
+    min=0,
 )
 SEED = Param("seed", 0, "seed of the random generator (same seed, same result, bit for bit)", int)
 SCORE = Param(
