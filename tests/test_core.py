@@ -175,4 +175,5 @@ def test_maps_are_resized_exactly_as_bilinear_interpolation(h, w, size):
     )[:, 0]
     got = _to_input_size(maps, size)
     assert got.dtype == np.float32 and got.shape == (3, *size)
+    assert not np.shares_memory(got, maps.numpy())  # the map never aliases the raw map
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-6)

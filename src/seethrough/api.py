@@ -188,11 +188,11 @@ def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """
     maps = maps.detach().float()
     h, w = maps.shape[-2:]
-    if (h, w) != size:
-        rows = _bilinear_weights(h, size[0], maps.device)
-        cols = _bilinear_weights(w, size[1], maps.device)
-        maps = torch.matmul(torch.matmul(rows, maps), cols.T)
-    return maps.cpu().numpy()
+    if (h, w) == size:  # a copy: the map must not share memory with the raw map it equals
+        return maps.cpu().numpy().copy()
+    rows = _bilinear_weights(h, size[0], maps.device)
+    cols = _bilinear_weights(w, size[1], maps.device)
+    return torch.matmul(torch.matmul(rows, maps), cols.T).cpu().numpy()
 
 
 @functools.lru_cache(maxsize=64)
