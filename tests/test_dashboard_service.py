@@ -21,7 +21,6 @@ from torch import nn
 
 import seethrough
 import seethrough.dashboard as dashboard
-from seethrough.cli.main import main
 from seethrough.dashboard import service as svc
 from seethrough.errors import (
     CancelledError,
@@ -31,6 +30,7 @@ from seethrough.errors import (
     WeightsUnavailableError,
 )
 from seethrough.registry import get_method
+from tests.test_cli import cli, one_error_line
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -663,16 +663,6 @@ def test_launch_without_streamlit(monkeypatch):
     assert "pip install" in str(exc.value)
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def launches(monkeypatch) -> list[tuple[str, int]]:
     calls: list[tuple[str, int]] = []
@@ -689,9 +679,8 @@ def launches(monkeypatch) -> list[tuple[str, int]]:
 def test_cli_dashboard_bad_port_is_one_line(capsys, launches, port):
     code, out, err = cli(capsys, "dashboard", "--port", port)
     assert code != 0 and not launches
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and port in lines[0], err
-    assert "Traceback" not in out + err
+    assert port in one_error_line(err)
+    assert "Traceback" not in out
 
 
 def test_cli_dashboard_warns_about_a_public_host(capsys, launches):

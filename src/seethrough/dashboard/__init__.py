@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InvalidParameterError, SeethroughError
 
-__all__ = ["APP_PATH", "DashboardUnavailableError", "command", "launch"]
+__all__ = ["APP_PATH", "LOOPBACK", "DashboardUnavailableError", "command", "launch"]
 
 APP_PATH = Path(__file__).with_name("app.py")
 """The Streamlit script of the dashboard."""

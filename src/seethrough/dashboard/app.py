@@ -45,17 +45,21 @@ STAT_NOTES = {  # how to read the numbers some methods report about their own re
 }
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error's message on one line (library messages may wrap)."""
+    return " ".join(str(exc).split())
+
+
 def _fail(exc: BaseException) -> None:
     """One short line in the page; never a traceback."""
     if isinstance(exc, WeightsUnavailableError):
         st.error(
-            f"{' '.join(str(exc).split())} In the dashboard: choose weights 'none' (random) or "
-            "'My own file'."
+            f"{_one_line(exc)} In the dashboard: choose weights 'none' (random) or 'My own file'."
         )
     elif isinstance(exc, SeethroughError):
-        st.error(" ".join(str(exc).split()))
+        st.error(_one_line(exc))
     else:
-        st.error(f"unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        st.error(f"unexpected error: {type(exc).__name__}: {_one_line(exc)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +354,7 @@ def _run(
             )
             results.append((spec.title(), e))
         except Exception as exc:
-            results.append((spec.title(), f"{title}: {' '.join(str(exc).split())}"))
+            results.append((spec.title(), f"{title}: {_one_line(exc)}"))
         bar.empty()
     return results
 
@@ -433,7 +437,7 @@ def compare_panel(image: Image.Image, device: str) -> None:
                     slot = svc.MODELS.get(spec)
                     results.append((spec.title(), svc.run_method(slot, image, method)))
             except Exception as exc:
-                results.append((spec.title(), f"{spec.title()}: {' '.join(str(exc).split())}"))
+                results.append((spec.title(), f"{spec.title()}: {_one_line(exc)}"))
         st.session_state["compare_results"] = results
     _show_results(st.session_state.get("compare_results", []), "compare")
 

@@ -112,19 +112,9 @@ class ModelSpec:
     def load(self) -> VisionModel:
         """Load the model (:func:`seethrough.load_model`); errors name the uploaded file."""
         try:
-            return self._load()
-        except SeethroughError as exc:
-            if self.label is None:
-                raise
-            message = (
-                str(exc).replace(self.name, self.label).replace(Path(self.name).name, self.label)
-            )
-            raise type(exc)(message) from None
-
-    def _load(self) -> VisionModel:
-        if self.arch is not None:
             return load_model(
                 self.name,
+                weights=self.weights,
                 arch=self.arch,
                 size=self.size,
                 mean=self.mean,
@@ -132,15 +122,13 @@ class ModelSpec:
                 resize=self.resize,
                 device=self.device,
             )
-        return load_model(
-            self.name,
-            weights=self.weights,
-            size=self.size,
-            mean=self.mean,
-            std=self.std,
-            resize=self.resize,
-            device=self.device,
-        )
+        except SeethroughError as exc:
+            if self.label is None:
+                raise
+            message = (
+                str(exc).replace(self.name, self.label).replace(Path(self.name).name, self.label)
+            )
+            raise type(exc)(message) from None
 
     def title(self) -> str:
         """Short display name: the registry name or the file's name, with random weights noted."""
@@ -418,7 +406,6 @@ def clean_params(info: MethodInfo, values: Mapping[str, Any]) -> dict[str, Any]:
         value = p.validate(value)
         if value != p.default:
             out[p.name] = value
-    info.validate(out)  # the same checks the library applies
     return out
 
 

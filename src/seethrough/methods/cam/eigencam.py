@@ -38,9 +38,8 @@ class EigenCAM(CAMMethod):
         """
         n, c, h, w = s.activations.shape
         m = s.activations.reshape(n, c, h * w).transpose(1, 2)
-        if (
-            h * w <= c
-        ):  # the Gram product in the activations' precision, the eigenproblem in float64
+        # the small Gram product in the activations' precision, the eigenproblem in float64
+        if h * w <= c:
             values, vectors = torch.linalg.eigh((m @ m.transpose(1, 2)).double())
             proj = vectors[..., -1] * values[:, -1:].clamp_min(0).sqrt()
         else:
