@@ -51,6 +51,7 @@ def snapshot(model: nn.Module):
         {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
         {n: p.detach().clone() for n, p in model.named_parameters()},
         {n: m for n, m in model.named_modules()},
+        {n: (p.data_ptr(), p.stride()) for n, p in model.named_parameters()},
     )
 
 
@@ -79,6 +80,7 @@ def assert_same_state(before, model):
     assert after[5].keys() == before[5].keys() and all(
         after[5][k] is before[5][k] for k in before[5]
     ), "modules replaced"
+    assert after[6] == before[6], "parameter storage or memory layout changed"
     assert count_hooks(model) == 0, "hooks left behind"
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core.layers import LayerRef, named_modules, resolve_layer
+from ..core.layout import ChannelsLast, channels_last_switch
 from ..core.outputs import output_to_tensor
 from ..core.state import floating_dtype, preserved_state
 from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
@@ -67,6 +69,8 @@ class Context:
     normalization: tuple[Sequence[float], Sequence[float]] | None = None
     labels: Sequence[str] | None = None
     named_modules: dict[str, nn.Module] = field(default_factory=dict)
+    layout: ChannelsLast | None = None
+    layout_failed: bool = False
 
     def image(self, i: int) -> np.ndarray:
         """Sample ``i`` as the uint8 (H, W, 3) image the model sees (for segmentation, display).
@@ -82,8 +86,38 @@ class Context:
         return (x[:3].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's output on ``x`` as one tensor (tuples, dicts, ``.logits`` unwrapped)."""
+        """The model's output on ``x`` as one tensor (tuples, dicts, ``.logits`` unwrapped).
+
+        Inside :meth:`many_inputs` the input goes in channels-last; should the model fail in
+        that layout (e.g. it calls ``.view`` on a convolution weight), its weights are put back
+        and the rest of the call runs in the model's own layout.
+        """
+        if self.layout is not None:
+            try:
+                return output_to_tensor(self.model(self.layout.input(x)))
+            except RuntimeError:
+                self.layout.restore()
+                self.layout = None
+                self.layout_failed = True
         return output_to_tensor(self.model(x))
+
+    @contextmanager
+    def many_inputs(self, inputs: int) -> Iterator[None]:
+        """A block that runs ``inputs`` inputs through the model: on the CPU, with convolution
+        weights switched to channels-last when that pays for its copy (see
+        :mod:`seethrough.core.layout`), and the model's own weights back on exit."""
+        if self.layout is not None or self.layout_failed:
+            yield
+            return
+        self.layout = channels_last_switch(
+            self.model, self.x, inputs, self.named_modules.values() or self.model.modules()
+        )
+        try:
+            yield
+        finally:
+            if self.layout is not None:
+                self.layout.restore()
+                self.layout = None
 
     def resolve(self, output: torch.Tensor) -> ResolvedTarget:
         """Fix the targets against the clean output."""

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...core.hooks import Recorder
+from ...core.layers import named_modules
 from ...core.tokens import prefix_and_grid
 from ...errors import MethodNotApplicableError
 from ...registry import Param, register_method
@@ -17,11 +18,14 @@ from ..base import Context, Method, MethodResult
 __all__ = ["AttentionRollout", "rollout", "attention_modules"]
 
 
-def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """timm-style attention modules (they apply ``attn_drop`` to the attention probabilities)."""
+def attention_modules(
+    model: nn.Module, named: dict[str, nn.Module] | None = None
+) -> dict[str, nn.Module]:
+    """timm-style attention modules (they apply ``attn_drop`` to the attention probabilities);
+    ``named``: ``dict(model.named_modules())`` if the caller has it already."""
     found = {
         name: m
-        for name, m in model.named_modules()
+        for name, m in (named or named_modules(model)).items()
         if isinstance(getattr(m, "attn_drop", None), nn.Module) and hasattr(m, "qkv")
     }
     if not found:
@@ -115,7 +119,7 @@ class AttentionRollout(Method):
 
     def run(self, ctx: Context) -> MethodResult:
         """One forward recording every layer's attention probabilities; roll them out."""
-        modules = attention_modules(ctx.model)
+        modules = attention_modules(ctx.model, ctx.named_modules)
         drops = {name: m.attn_drop for name, m in modules.items()}
         with explicit_attention(modules), Recorder(drops) as rec, torch.no_grad():
             output = ctx.forward(ctx.x)

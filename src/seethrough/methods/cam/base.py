@@ -57,6 +57,7 @@ class CAMMethod(Method):
         with (
             Recorder(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
             torch.set_grad_enabled(self.needs_gradients),
+            ctx.many_inputs(ctx.x.shape[0]),
         ):
             x = ctx.x.requires_grad_(self.needs_gradients)
             output = ctx.forward(x)

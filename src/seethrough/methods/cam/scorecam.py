@@ -39,12 +39,13 @@ class ScoreCAM(CAMMethod):
         n, c = s.activations.shape[:2]
         bs = self.params["batch_size"]
         scores = torch.empty(n, c, dtype=s.activations.dtype, device=x.device)
-        for i in range(n):
-            score = s.target.row(i)
-            for start in range(0, c, bs):
-                masks = _unit_masks(s.activations[i : i + 1, start : start + bs], x.shape[-2:])
-                batch = x[i : i + 1] * masks.transpose(0, 1)
-                scores[i, start : start + bs] = score(s.ctx.forward(batch))
+        with s.ctx.many_inputs(n * c):
+            for i in range(n):
+                score = s.target.row(i)
+                for start in range(0, c, bs):
+                    acts = s.activations[i : i + 1, start : start + bs]
+                    batch = x[i : i + 1] * _unit_masks(acts, x.shape[-2:]).transpose(0, 1)
+                    scores[i, start : start + bs] = score(s.ctx.forward(batch))
         return scores.softmax(dim=1)
 
 

@@ -116,7 +116,8 @@ class FeatureInversion(Method):
             output = ctx.forward(ctx.x)
         target = ctx.resolve(output)
         ticker = Ticker(ctx, self.params["n_steps"] * ctx.x.shape[0])
-        runs = [self._optimise(ctx, i, target.select([i]), ticker) for i in range(len(target))]
+        with ctx.many_inputs(ticker.total):
+            runs = [self._optimise(ctx, i, target.select([i]), ticker) for i in range(len(target))]
         x, curve, final = (torch.cat(parts) for parts in zip(*runs, strict=True))
         return self._result(ctx, x, curve, final, output, target)
 

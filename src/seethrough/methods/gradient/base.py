@@ -103,7 +103,7 @@ def input_gradients(
         ``(gradients, output (detached), target)``.
     """
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), ctx.many_inputs(x.shape[0]):
         output = ctx.forward(x)
         target = target or ctx.resolve(output)
         scores = objective(output, target) if objective is not None else target(output)
@@ -211,10 +211,11 @@ def accumulate(
     sample = torch.arange(samples).repeat(n)
     total = torch.zeros_like(ctx.x)
     ticker = Ticker(ctx, n * samples)
-    for start, stop in chunks(n * samples, batch_size or auto_internal_batch(ctx)):
-        i, k = image[start:stop], sample[start:stop]
-        total.index_add_(0, i.to(ctx.x.device), term(i, k))
-        ticker.advance(stop - start)
+    with ctx.many_inputs(n * samples):
+        for start, stop in chunks(n * samples, batch_size or auto_internal_batch(ctx)):
+            i, k = image[start:stop], sample[start:stop]
+            total.index_add_(0, i.to(ctx.x.device), term(i, k))
+            ticker.advance(stop - start)
     return total
 
 

@@ -204,7 +204,7 @@ def evaluate(
     """
     rows = []
     delta = x - hidden
-    with torch.no_grad():
+    with torch.no_grad(), ctx.many_inputs(len(masks)):
         for start in range(0, len(masks), batch_size):
             stop = min(start + batch_size, len(masks))
             m = masks.batch(start, stop).to(x.device, x.dtype).unsqueeze(1)
