@@ -18,7 +18,7 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from ..core.layers import resolve_layer
+from ..core.layers import named_modules, resolve_layer
 from ..errors import (
     CancelledError,
     InvalidParameterError,
@@ -70,7 +70,7 @@ def _steps(module: nn.Module, layers: int | Sequence[str] | None) -> list[str]:
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
         raise InvalidParameterError("layers is empty: give at least one layer name")
-    named = dict(module.named_modules())
+    named = named_modules(module)
     for name in names:
         if not isinstance(name, str) or name not in named or name == "":
             hint = suggest(str(name), [n for n in named if n]) or (
@@ -288,7 +288,7 @@ def cascading_randomization(
 
     clone = _copy_model(model)
     module = module_of(clone)
-    named = dict(module.named_modules())
+    named = named_modules(module)
     first = explain(clone, x, method, [cls], layer, **method_params)[0]
     used = first.layer if info.needs_layer else None
     if used is not None:
