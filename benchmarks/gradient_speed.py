@@ -27,7 +27,10 @@ efficientnet_lite0), on a 224x224 random model input, all in ONE interleaved run
 - floors on the same model and input, in eval mode with frozen parameters (as ``explain``
   runs the model): ``fwd+bwd@b``, ``model(x)`` on a batch of ``b`` with
   ``x.requires_grad_(True)``, then ``torch.autograd.grad(out[:, T].sum(), x)``, for ``b`` in
-  1, the large batch and every IG internal batch size.
+  1, the large batch and every IG internal batch size; each both for the model as loaded
+  (``nchw``) and for a channels-last copy fed channels-last input (``nhwc``: the layout
+  ``explain`` switches to on the CPU when a call runs enough inputs to pay for copying the
+  convolution weights, see ``seethrough.core.layout``; Captum runs the model as loaded).
 
 How to read the ratios (all seconds are per image: a batch call's time divided by its size):
 
@@ -37,17 +40,20 @@ How to read the ratios (all seconds are per image: a batch call's time divided b
   threads), which a preempted call barely inflates. When either gives the other verdict than
   ``ratio``, the status gets a ``?``: the machine was too busy to call it; re-run with more
   repeats, or with ``--threads 1`` on a shared machine.
-- saliency is compared with ``fwd+bwd`` at its own batch and must stay within 1.10x.
+- saliency is compared with ``fwd+bwd`` of the model as loaded at its own batch and must stay
+  within 1.10x (the ``nhwc`` row beside it is for information: it leaves out the copy of the
+  weights that switching costs).
 - integrated gradients: a row per rule and internal batch ``ib``, compared (for information)
-  with ``50 x fwd+bwd@ib`` per image; then a ``best`` row per rule, ours at the internal batch
-  with the lowest median, compared with the IG floor, ``50 x fwd+bwd@b`` per image at the
-  ``b`` with the lowest median among every floor batch measured (1, 8, 16, 50 by default, also
-  with ``--quick``): the best a 50-step path can cost on this machine. It must stay within
-  1.10x. The IG floors only count the rounds the IG candidates took part in (the first
+  with ``50 x fwd+bwd@ib`` per image in the faster layout; then a ``best`` row per rule, ours
+  at the internal batch with the lowest median, compared with the IG floor, ``50 x fwd+bwd@b``
+  per image at the layout and ``b`` with the lowest median among every floor measured (1, 8,
+  16, 50 by default, also with ``--quick``): the best a 50-step path can cost on this machine.
+  It must stay within 1.10x. The IG floors only count the rounds the IG candidates took part in (the first
   ``--ig-repeats``), so that a load change in the later rounds cannot move the best ``b``. Ours also runs two forwards Captum does not (the clean output, which
   fixes the target, and the baseline's, for the completeness gap): 2 forwards on top of 50
   forward+backward passes, about 1%.
-- guided backprop is compared with ``fwd+bwd`` and smoothgrad with ``16 x fwd+bwd@16`` for
+- guided backprop is compared with ``fwd+bwd`` and smoothgrad with ``16 x fwd+bwd@16`` (faster
+  layout) for
   information only (no target): guided backprop pays a Python autograd function per ReLU,
   smoothgrad draws the noise.
 - ``ours/captum`` is the paired median over rounds of our time over Captum's at equal settings
@@ -75,10 +81,11 @@ run). The Markdown table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,10 +117,19 @@ SMOOTH_NOISE = 0.15
 
 
 FLOOR = "floor:fwd+bwd@"
+NHWC_FLOOR = "floor:nhwc fwd+bwd@"
 
 
-def _floor(b: int) -> str:
-    return f"{FLOOR}{b}"
+LAYOUTS = ("nchw", "nhwc")
+
+
+def _floor(b: int, layout: str = "nchw") -> str:
+    return f"{FLOOR if layout == 'nchw' else NHWC_FLOOR}{b}"
+
+
+def _faster(floors: Iterable[Timing]) -> Timing:
+    """The floor with the lowest median (of one batch, over the layouts)."""
+    return min(floors, key=lambda f: f.median)
 
 
 @dataclass
@@ -156,15 +172,19 @@ def _frozen(module: nn.Module, fn: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def _fwd_bwd(module: nn.Module, x: torch.Tensor, target: int) -> Candidate:
-    """One forward and one backward of the target's score down to the input, batch ``len(x)``."""
+def _fwd_bwd(module: nn.Module, x: torch.Tensor, target: int, layout: str) -> Candidate:
+    """One forward and one backward of the target's score down to the input, batch ``len(x)``:
+    ``layout`` "nchw" is the model as loaded, "nhwc" a channels-last copy fed channels-last
+    input (what ``explain`` switches to on the CPU for calls that run many inputs)."""
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def run() -> None:
         xi = x.detach().requires_grad_(True)
         out = module(xi)
         torch.autograd.grad(out[:, target].sum(), xi)
 
-    return Candidate(_floor(x.shape[0]), _frozen(module, run), units=x.shape[0])
+    return Candidate(_floor(x.shape[0], layout), _frozen(module, run), units=x.shape[0])
 
 
 def _ours(name: str, vm: VisionModel, x: torch.Tensor, method: str, **params: Any) -> Candidate:
@@ -203,7 +223,9 @@ def _candidates(vm: VisionModel, args: argparse.Namespace) -> tuple[list[Candida
     with torch.no_grad():
         target = int(module(x1).argmax(1))
     sigma = float(SMOOTH_NOISE * (x1.max() - x1.min()))
-    out = [_fwd_bwd(module, big[:b].clone(), target) for b in batches]
+    nhwc = copy.deepcopy(module).to(memory_format=torch.channels_last)
+    out = [_fwd_bwd(module, big[:b].clone(), target, "nchw") for b in batches]
+    out += [_fwd_bwd(nhwc, big[:b].clone(), target, "nhwc") for b in batches]
     for x in (x1, x8):
         b = x.shape[0]
         out += [
@@ -363,6 +385,7 @@ def _rows(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     for b in (1, args.large_batch):
         floor = t[_floor(b)]
         rows.append(_timed("(floor) fwd+bwd", floor, b))
+        rows.append(_timed("(floor) fwd+bwd nhwc", t[_floor(b, "nhwc")], b))
         for method in ("saliency", "guided_backprop"):
             ours = t[f"ours:{method}@{b}"]
             target = SALIENCY_TARGET if method == "saliency" else None
@@ -373,18 +396,23 @@ def _rows(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     n = args.n_steps
     measured = sorted(int(k.removeprefix(FLOOR)) for k in t if k.startswith(FLOOR))
     # the IG floor over the rounds IG took part in: its best batch and median are then
-    # measured under the same load as the IG calls
-    ig_floors = {b: _scaled(t[_floor(b)], n, args.ig_repeats) for b in measured}
-    for b, floor in ig_floors.items():
-        rows.append(_timed(f"(floor) {n} x fwd+bwd@{b}", floor, 1))
-    best_b = min(ig_floors, key=lambda b: ig_floors[b].median)
-    ig_floor = ig_floors[best_b]
-    rows.append(_timed(f"(floor) IG: {n} x fwd+bwd, best b={best_b}", ig_floor, 1))
+    # measured under the same load as the IG calls; both layouts count
+    ig_floors = {
+        (lay, b): _scaled(t[_floor(b, lay)], n, args.ig_repeats)
+        for b in measured
+        for lay in LAYOUTS
+    }
+    for (lay, b), floor in ig_floors.items():
+        rows.append(_timed(f"(floor) {n} x fwd+bwd@{b} {lay}", floor, 1))
+    best = min(ig_floors, key=lambda k: ig_floors[k].median)
+    ig_floor = ig_floors[best]
+    rows.append(_timed(f"(floor) IG: {n} x fwd+bwd, best {best[0]} b={best[1]}", ig_floor, 1))
     for rule in args.rules:
         keys = {ib: _ig_name(rule, ib) for ib in args.ig_batches}
         for ib, name in keys.items():
             ours = t[f"ours:{name}"]
-            row = _timed(name, ours, 1, **_versus_floor(ours, ig_floors[ib], f"{n} x @{ib}", None))
+            floor = _faster(ig_floors[(lay, ib)] for lay in LAYOUTS)
+            row = _timed(name, ours, 1, **_versus_floor(ours, floor, f"{n} x @{ib}", None))
             rows.append(row | _versus_captum(ours, t[f"captum:{name}"], True))
         ib, ours = _best(t, {k: f"ours:{v}" for k, v in keys.items()})
         cb, theirs = _best(t, {k: f"captum:{v}" for k, v in keys.items()})
@@ -392,11 +420,11 @@ def _rows(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
             f"ig {rule} best (ib={ib}; captum ib={cb})",
             ours,
             1,
-            **_versus_floor(ours, ig_floor, f"{n} x @{best_b}", IG_TARGET),
+            **_versus_floor(ours, ig_floor, f"{n} x @{best[1]} {best[0]}", IG_TARGET),
         )
         rows.append(row | _versus_captum(ours, theirs, True))
     if "ours:smoothgrad" in t:
-        floor = _scaled(t[_floor(SMOOTH_SAMPLES)], SMOOTH_SAMPLES)
+        floor = _scaled(_faster(t[_floor(SMOOTH_SAMPLES, lay)] for lay in LAYOUTS), SMOOTH_SAMPLES)
         ours = t["ours:smoothgrad"]
         row = _timed(
             f"smoothgrad(saliency) n={SMOOTH_SAMPLES}",
