@@ -123,6 +123,34 @@ def test_read_upload_gives_rgb(mode):
     assert image.mode == "RGB" and image.size == (40, 24)
 
 
+def test_decoded_upload_decodes_and_hashes_each_upload_once(monkeypatch):
+    calls = []
+    real = svc.read_upload
+    monkeypatch.setattr(svc, "read_upload", lambda *a: calls.append(a[1]) or real(*a))
+    monkeypatch.setattr(svc, "_UPLOADS", svc._LRU(4))
+    data = image_bytes(gradient_image(), "PNG")
+    first = svc.decoded_upload(data, "a.png")
+    assert svc.decoded_upload(data, "a.png") is first and calls == ["a.png"]
+    assert svc._DIGESTS.get(id(first))[1] == svc.image_digest(first)
+    other = svc.decoded_upload(image_bytes(gradient_image().rotate(90), "PNG"), "a.png")
+    assert other is not first and calls == ["a.png", "a.png"]
+    assert svc.image_digest(other) != svc.image_digest(first)
+    for _ in range(2):  # a refused upload is not kept: each rerun says why again
+        with pytest.raises(InvalidImageError):
+            svc.decoded_upload(b"not an image", "b.png")
+    assert calls == ["a.png", "a.png", "b.png", "b.png"]
+
+
+def test_image_digest_follows_the_pixels_not_the_object():
+    a, b = gradient_image(), gradient_image()
+    assert a is not b and svc.image_digest(a) == svc.image_digest(b)
+    changed = gradient_image()
+    changed.putpixel((0, 0), (1, 2, 3))
+    assert svc.image_digest(changed) != svc.image_digest(a)
+    assert svc.image_digest(a.convert("L")) != svc.image_digest(a)
+    assert svc.image_digest(a.resize((20, 12))) != svc.image_digest(a)
+
+
 def short_error(exc: pytest.ExceptionInfo) -> str:
     message = str(exc.value)
     assert "\n" not in message.strip() and len(message) < 300 and "Traceback" not in message

@@ -180,7 +180,7 @@ def image_panel() -> Image.Image | None:
         st.info("Choose an image file, or a sample photo.")
         return None
     try:
-        return svc.read_upload(upload.getvalue(), upload.name)
+        return svc.decoded_upload(upload.getvalue(), upload.name)
     except SeethroughError as exc:
         _fail(exc)
         return None

@@ -8,7 +8,8 @@ imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these
   hands out a :class:`ModelSlot` whose lock serialises every use of that module, so that two
   sessions never attach hooks to the same model at the same time.
 - :func:`predict` gives the top-k with its chart, kept for the page's reruns.
-- :func:`read_upload` checks an uploaded image (extension, bytes, pixels) and decodes it.
+- :func:`read_upload` checks an uploaded image (extension, bytes, pixels) and decodes it;
+  :func:`decoded_upload` keeps the latest few decoded, so page reruns do not decode again.
 - :func:`param_fields` turns a method's registry parameters into form fields;
   :func:`clean_params` checks what the user typed (numbers and keywords only: no paths, no code).
 - :class:`ResultCache` keeps explanations per (image hash, model, method, target, layer,
@@ -25,6 +26,7 @@ import re
 import tempfile
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ __all__ = [
     "clean_params",
     "methods_by_family",
     "read_upload",
+    "decoded_upload",
     "image_digest",
     "store_upload",
     "run_method",
@@ -285,10 +288,40 @@ def read_upload(data: bytes, filename: str) -> Image.Image:
 
 
 def image_digest(image: Image.Image) -> str:
-    """A content hash of a decoded image (pixels and size), the image part of cache keys."""
+    """A content hash of a decoded image (pixels and size), the image part of cache keys.
+
+    Remembered for the latest few image objects (not in ``image.info``, which PIL copies into
+    every converted or resized image), so the cache keys of a large upload cost one hash, not
+    one per method on every page rerun.
+    """
+    known = _DIGESTS.get(id(image))
+    if known is not None and known[0]() is image:
+        return known[1]
     h = hashlib.sha256(f"{image.mode}{image.size}".encode())
     h.update(np.asarray(image).tobytes())
-    return h.hexdigest()[:32]
+    digest = h.hexdigest()[:32]
+    _DIGESTS.put(id(image), (weakref.ref(image), digest))
+    return digest
+
+
+_DIGESTS = _LRU(16)  # id(image) -> (weak reference to it, digest): a reused id is not a hit
+_UPLOADS = _LRU(4)
+
+
+def decoded_upload(data: bytes, filename: str) -> Image.Image:
+    """:func:`read_upload`, kept for the few latest uploads by the hash of their bytes.
+
+    Every widget change reruns the page, which hands the same upload back: decoding a 40 MP
+    photo and hashing its pixels again each time would cost about a second. A refused upload
+    is not kept (the next rerun says why again). Treat the returned image as read-only.
+    """
+    key = (hashlib.sha256(data).digest(), filename)
+    image = _UPLOADS.get(key)
+    if image is None:
+        image = read_upload(data, filename)
+        image_digest(image)
+        _UPLOADS.put(key, image)
+    return image
 
 
 def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
