@@ -627,6 +627,20 @@ def test_store_upload_names_files_by_content(tmp_path):
     assert "model" not in a.name  # the user's file name never reaches the file system
 
 
+def test_store_upload_keeps_only_the_latest_files(tmp_path):
+    import os
+
+    paths = []
+    for i in range(svc.KEEP_UPLOADED_WEIGHTS + 3):
+        paths.append(svc.store_upload(f"weights {i}".encode(), "w.safetensors", tmp_path))
+        os.utime(paths[-1], (1000 + i, 1000 + i))  # distinct, increasing times of use
+    again = svc.store_upload(b"weights 0", "w.safetensors", tmp_path)  # used again: kept, newest
+    kept = sorted(tmp_path.iterdir())
+    assert len(kept) == svc.KEEP_UPLOADED_WEIGHTS and again in kept
+    assert set(kept) == {again, *paths[-(svc.KEEP_UPLOADED_WEIGHTS - 1) :]}
+    assert again.read_bytes() == b"weights 0" and not list(tmp_path.glob("*.part"))
+
+
 @pytest.mark.parametrize("name", ["model.exe", "model.py", "model", "model.pkl", "weights.txt"])
 def test_store_upload_refuses_unknown_suffixes(tmp_path, name):
     with pytest.raises(InvalidParameterError) as exc:

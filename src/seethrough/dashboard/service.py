@@ -328,7 +328,10 @@ def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -
     """Write an uploaded weights file where the loader can read it, named by its content hash.
 
     The same bytes always give the same path, so the model pool's cache key follows the content.
-    The file is only ever read with ``weights_only=True``, safetensors or TorchScript.
+    The file is only ever read with ``weights_only=True``, safetensors or TorchScript. It is
+    written under a temporary name and renamed, so two sessions never read half a file, and the
+    folder keeps the :data:`KEEP_UPLOADED_WEIGHTS` most recently used files (a loaded model stays
+    in the pool; the page stores its upload again when it needs the file).
     """
     suffix = Path(filename).suffix.lower()
     if suffix.lstrip(".") not in WEIGHTS_TYPES:
@@ -342,9 +345,31 @@ def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -
     )
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
-    if not path.exists():
-        path.write_bytes(data)
+    if path.exists():
+        path.touch()
+    else:
+        part = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
+        part.write_bytes(data)
+        part.replace(path)
+    _prune(root, keep=path)
     return path
+
+
+KEEP_UPLOADED_WEIGHTS = 8
+"""How many uploaded weights files :func:`store_upload` keeps (the most recently used)."""
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Remove all but the :data:`KEEP_UPLOADED_WEIGHTS` most recently used files of ``root``."""
+    stored = []
+    for f in root.iterdir():
+        try:
+            if f.is_file() and f != keep and not f.name.endswith(".part"):
+                stored.append((f.stat().st_mtime, f))
+        except OSError:  # removed by another session meanwhile
+            continue
+    for _, f in sorted(stored, reverse=True)[KEEP_UPLOADED_WEIGHTS - 1 :]:
+        f.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
