@@ -103,8 +103,9 @@ class PerturbationMethod(Method):
                 f"{self.name} with a class target needs (N, classes) model outputs; got "
                 f"{tuple(output.shape)}: pass a callable target"
             )
-        ranked = [int(c) for c in output[i].argsort(descending=True) if int(c) != primary]
-        classes = [primary, *ranked[: self.extra_targets]]
+        # one transfer of the few top classes (iterating a GPU tensor would sync per element)
+        top = output[i].topk(min(self.extra_targets + 1, output.shape[1])).indices.tolist()
+        classes = [primary, *[c for c in top if c != primary][: self.extra_targets]]
         idx = torch.tensor(classes, device=output.device)
         if self.params["score"] == "probability":
             score = lambda out: out.softmax(dim=1)[:, idx]  # noqa: E731
