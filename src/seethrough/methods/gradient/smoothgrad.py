@@ -19,9 +19,9 @@ from .base import (
     baseline_image,
     clean_output,
     input_gradients,
+    normal_noise,
     reduce_param,
     rows,
-    standard_normal,
 )
 
 __all__ = ["SmoothGrad", "GradientShap"]
@@ -44,7 +44,9 @@ class SmoothGrad(GradientMethod):
 
     where ``A`` is the ``wrapped`` gradient method (with its default parameters) explaining the class
     chosen on the clean input. The noisy copies go through ``A`` ``internal_batch_size`` at a
-    time.
+    time. The noise is drawn where the model runs (see
+    :func:`~seethrough.methods.gradient.base.normal_noise`): the same seed gives the same
+    result on the same device, and a GPU draws other noise than the CPU.
     """
 
     name = "smoothgrad"
@@ -74,7 +76,7 @@ class SmoothGrad(GradientMethod):
         x, m = ctx.x, p["n_samples"]
         generator = torch.Generator().manual_seed(p["seed"])
         sigma = (x.flatten(1).amax(1) - x.flatten(1).amin(1)) * p["noise"]
-        noise = standard_normal((m, *x.shape[1:]), generator, x.dtype).to(x.device)
+        noise = normal_noise((m, *x.shape[1:]), generator, x)
 
         def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
             noisy = rows(x, i) + rows(sigma, i).view(-1, 1, 1, 1) * rows(noise, k)
@@ -135,11 +137,7 @@ class GradientShap(GradientMethod):
         )
         t = torch.rand(m, generator=generator, dtype=torch.float64)
         # the last draw, so skipping it when it is multiplied by 0 changes nothing else
-        eps = (
-            (standard_normal((m, *x.shape[1:]), generator) * p["noise"]).to(x.device, x.dtype)
-            if p["noise"]
-            else None
-        )
+        eps = normal_noise((m, *x.shape[1:]), generator, x, p["noise"]) if p["noise"] else None
 
         def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
             b = baselines[pick[k]] if pick is not None else rows(baselines, i)
@@ -157,5 +155,5 @@ class GradientShap(GradientMethod):
             return base.to(ctx.x.device, ctx.x.dtype)
         if isinstance(base, str) and base == "noise":
             shape = (self.params["n_samples"], *ctx.x.shape[1:])
-            return standard_normal(shape, generator, ctx.x.dtype).to(ctx.x.device)
+            return normal_noise(shape, generator, ctx.x)
         return baseline_image(ctx, ctx.x, base, generator)
