@@ -373,3 +373,31 @@ def test_float32_input_is_cast_to_float64_model(quad, x):
     e = seethrough.explain(quad, x32[0], "saliency", target=0)
     close(e.attributions, quad.np_grad(x32[0].double().numpy(), 0))
     assert quad.W.dtype == DT
+
+
+@pytest.mark.parametrize("target", [None, [2, 0]])
+@pytest.mark.parametrize("size", [3, 0])
+def test_ig_ends_riding_with_the_first_batch_change_nothing(mlp, xm, monkeypatch, target, size):
+    """On a GPU the path's two ends ride along with the first batch of path points (one
+    forward fewer); forced on here, it must give the same attributions, targets and stats."""
+    from seethrough.methods.gradient import integrated_gradients
+
+    base = rand(TANH_SHAPE, seed=33) * 0.2
+    kw = dict(target=target, baseline=base, n_steps=10, internal_batch_size=size)
+    alone = seethrough.explain(mlp, xm, "integrated_gradients", **kw)
+    monkeypatch.setattr(integrated_gradients, "fold_ends", lambda x: True)
+    calls = []
+    real = integrated_gradients.Path.gradients_with_ends
+    monkeypatch.setattr(
+        integrated_gradients.Path,
+        "gradients_with_ends",
+        lambda self, *a: calls.append(1) or real(self, *a),
+    )
+    riding = seethrough.explain(mlp, xm, "integrated_gradients", **kw)
+    assert calls == [1]
+    for a, b in zip(riding, alone, strict=True):
+        assert a.target == b.target
+        close(a.attributions, b.attributions)
+        for key in ("completeness_gap", "delta"):
+            assert a.stats[key] == pytest.approx(b.stats[key], rel=1e-9, abs=1e-12)
+        assert a.score == pytest.approx(b.score, rel=1e-12)
