@@ -52,7 +52,7 @@ def test_switch_only_where_it_pays():
     assert switch is not None  # a few hundred weights: always worth it
     switch.restore()
     assert channels_last_switch(model.double(), x.double(), 100, mods) is None  # no oneDNN path
-    big = nn.Sequential(nn.Conv2d(512, 512, 3), nn.Conv2d(512, 512, 3)).eval()  # 4.7 M weights
+    big = nn.Sequential(nn.Conv2d(1024, 1024, 3), nn.Conv2d(1024, 1024, 3)).eval()  # 18.9 M
     big_mods = list(big.modules())
     assert channels_last_switch(big, x, 1, big_mods) is None
     n = -(-sum(p.numel() for p in big.parameters() if p.dim() == 4) // COPY_PER_INPUT)

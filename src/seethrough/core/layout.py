@@ -2,8 +2,9 @@
 
 On the CPU, PyTorch's oneDNN convolutions run faster on activations stored channels-last
 (``N, H, W, C`` in memory) than on the default ``N, C, H, W`` layout: measured single-threaded
-on 224x224 inputs, a forward pass takes 0.78x the time on ResNet-18, 0.89x on ResNet-50 and
-0.78-0.80x on EfficientNet-Lite0 and MobileNet-V2 (``benchmarks/perturbation_speed.py`` prints
+on 224x224 inputs at batches 1 and 4, a forward pass takes 0.82-0.85x the time on ResNet-18 and
+EfficientNet-Lite0, about 0.8x on MobileNet-V2 and 0.89x on ResNet-50, a forward and backward
+0.85-0.90x on ResNet-18 (``benchmarks/perturbation_speed.py`` and ``gradient_speed.py`` print
 both layouts' floors). A convolution keeps the layout of its input and weight, so switching the
 convolution weights is enough to carry the whole network over.
 
@@ -29,10 +30,13 @@ __all__ = ["ChannelsLast", "channels_last_switch", "ENV", "COPY_PER_INPUT"]
 ENV = "SEETHROUGH_CHANNELS_LAST"
 """Environment variable: ``0`` (or ``false``, ``no``, ``off``) disables the switch."""
 
-COPY_PER_INPUT = 3_000_000
-"""Weight elements the switch may copy per input the call evaluates. A forward of a 224x224
-input saves about 20% (ResNet-18: ~9 ms of ~43 ms on one thread) and copying costs about 2 ns
-per element, so ResNet-18 (11 M elements to copy, ~24 ms) switches from 4 inputs on."""
+COPY_PER_INPUT = 12_000_000
+"""Weight elements the switch may copy per input the call evaluates. On one thread a 224x224
+input saves about 9 ms of a 43 ms forward on ResNet-18 (10 ms of 100 with the backward), and
+copying its 11 M elements costs about 8 ms (measured inside ``explain``: saliency of one image
+takes 0.987x Captum's time with the switch, 1.006x without; ResNet-50, 11.3 M elements,
+0.953x with it), so both switch from the first input. A model whose convolution weights are
+large next to its compute (big kernels on small maps) waits for more inputs."""
 
 
 class ChannelsLast:
