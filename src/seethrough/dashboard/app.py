@@ -313,13 +313,17 @@ def explain_panel(
         with st.expander(f"{get_method(m).title} parameters"):
             params[m] = _param_widgets(m)
     if st.session_state.pop("cancelled", False):
-        st.warning("Cancelled: the run stopped between two batches; nothing was kept from it.")
+        st.warning(
+            "Cancelled: the run stopped between two batches; the methods that had finished are "
+            "shown below."
+        )
     if st.button("Explain", type="primary", key="explain", disabled=not methods):
         if target is None and preds:
             target = int(preds[0].index)
         cancel = st.empty()
         cancel.button("Cancel", key="cancel", on_click=_cancel)
-        st.session_state["results"] = _run(spec, slot, image, methods, target, layer, params)
+        st.session_state["results"] = results = []  # filled as each method finishes
+        _run(spec, slot, image, methods, target, layer, params, results)
         cancel.empty()
     _show_results(st.session_state.get("results", []), "explain")
 
@@ -332,8 +336,10 @@ def _run(
     target: int | None,
     layer: str,
     raw: dict[str, dict[str, Any]],
-) -> list[tuple[str, Explanation | str]]:
-    results: list[tuple[str, Explanation | str]] = []
+    results: list[tuple[str, Explanation | str]],
+) -> None:
+    """Run ``methods`` one after the other, appending each result (or its one-line error) to
+    ``results`` as it finishes: a cancelled run keeps what finished before it stopped."""
     for m in methods:
         title = get_method(m).title
         bar = st.progress(0.0, text=f"{title}: starting")
@@ -356,7 +362,6 @@ def _run(
         except Exception as exc:
             results.append((spec.title(), f"{title}: {_one_line(exc)}"))
         bar.empty()
-    return results
 
 
 def _caption(e: Explanation, model: str) -> str:
