@@ -10,7 +10,8 @@ from torch import nn
 
 import seethrough
 from seethrough.core import layout
-from seethrough.core.layout import COPY_PER_INPUT, ChannelsLast, channels_last_switch
+from seethrough.core.hooks import count_hooks
+from seethrough.core.layout import PIXELS_PER_COPY, ChannelsLast, channels_last_switch
 from seethrough.errors import CancelledError
 
 from .conftest import make_tiny
@@ -32,44 +33,75 @@ def assert_same_storage(before, model):
 
 @pytest.fixture
 def switches(monkeypatch):
-    """Records every switch a call makes (how many weights it copied)."""
+    """Records, for every layout a call sets up, how many weights it switched (at restore)."""
     made: list[int] = []
-    real = ChannelsLast.__init__
+    real = ChannelsLast.restore
 
-    def init(self, params):
-        made.append(len(params))
-        real(self, params)
+    def restore(self):
+        if self.active:
+            made.append(len(self.switched))
+        real(self)
 
-    monkeypatch.setattr(ChannelsLast, "__init__", init)
+    monkeypatch.setattr(ChannelsLast, "restore", restore)
     return made
 
 
-def test_switch_only_where_it_pays():
+class TwoScales(nn.Module):
+    """A 3x3 convolution on a 16x16 map (256 output pixels), one on a 4x4 map (16 pixels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.big_map = nn.Conv2d(3, 8, 3, padding=1)
+        self.small_map = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.big_map(x).relu()
+        self.small_input = F.avg_pool2d(a, 4)
+        b = self.small_map(self.small_input).relu()
+        return self.fc(b.mean(dim=(2, 3)))
+
+
+def run_switched(model: nn.Module, x: torch.Tensor, inputs: int) -> ChannelsLast:
+    switch = channels_last_switch(model, x, inputs, list(model.modules()))
+    assert switch is not None
+    with torch.no_grad():
+        model(x)
+    return switch
+
+
+def test_each_convolution_switches_when_its_work_pays_for_the_copy():
+    model = TwoScales().eval()
+    x = torch.rand(1, 3, 16, 16)
+    before = storage(model)
+    switch = run_switched(model, x, 1)  # 1 x 256 >= PIXELS_PER_COPY > 1 x 16
+    assert [p for p, _ in switch.switched] == [model.big_map.weight]
+    assert model.big_map.weight.is_contiguous(memory_format=CL)
+    assert model.small_map.weight.is_contiguous()  # kept, and fed contiguous input
+    switch.restore()
+    assert_same_storage(before, model) and count_hooks(model) == 0
+    switch = run_switched(model, x, -(-PIXELS_PER_COPY // 16))  # enough inputs: both switch
+    assert len(switch.switched) == 2
+    switch.restore()
+    assert_same_storage(before, model)
+    assert count_hooks(model) == 0
+
+
+def test_where_the_layout_does_not_apply():
     model = make_tiny()
     x = torch.rand(1, 3, 16, 16)
     mods = list(model.modules())
-    switch = channels_last_switch(model, x, 1, mods)
-    assert switch is not None  # a few hundred weights: always worth it
-    switch.restore()
     assert channels_last_switch(model.double(), x.double(), 100, mods) is None  # no oneDNN path
-    big = nn.Sequential(nn.Conv2d(1024, 1024, 3), nn.Conv2d(1024, 1024, 3)).eval()  # 18.9 M
-    big_mods = list(big.modules())
-    assert channels_last_switch(big, x, 1, big_mods) is None
-    n = -(-sum(p.numel() for p in big.parameters() if p.dim() == 4) // COPY_PER_INPUT)
-    switch = channels_last_switch(big, x, n, big_mods)
-    assert switch is not None and len(switch.params) == 2
-    switch.restore()
+    assert channels_last_switch(model.float(), x[0], 100, mods) is None  # not an image batch
     linear = nn.Linear(3, 2)
     assert channels_last_switch(linear, x, 100, list(linear.modules())) is None
-    assert channels_last_switch(model.float(), x[0], 100, mods) is None  # not an image batch
 
 
 def test_already_channels_last_weights_are_not_copied():
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=8, padding=1)).eval()
     before = storage(model)
-    switch = channels_last_switch(model, torch.rand(1, 3, 8, 8), 1, list(model.modules()))
-    assert switch is not None and switch.params == []  # 1x1 and depthwise kernels: nothing to copy
-    assert switch.input(torch.rand(2, 3, 8, 8)).is_contiguous(memory_format=CL)
+    switch = run_switched(model, torch.rand(1, 3, 8, 8), 1)
+    assert switch.switched == [] and all(switch.decided.values())  # nothing to copy: both run
     switch.restore()
     assert_same_storage(before, model)
 
@@ -77,13 +109,13 @@ def test_already_channels_last_weights_are_not_copied():
 def test_restore_puts_back_the_same_tensors_once():
     model = make_tiny()
     before = storage(model)
-    switch = channels_last_switch(model, torch.rand(1, 3, 16, 16), 10, list(model.modules()))
-    assert switch is not None
+    switch = run_switched(model, torch.rand(1, 3, 16, 16), 10)
     conv = model.features[0].weight
     assert conv.is_contiguous(memory_format=CL) and not conv.is_contiguous()
     switch.restore()
     switch.restore()
     assert_same_storage(before, model)
+    assert count_hooks(model) == 0
 
 
 @pytest.mark.parametrize("value", ["0", "false", "OFF"])
@@ -142,7 +174,7 @@ def test_the_real_model_agrees_in_both_layouts(monkeypatch, lite0):
 
 
 class ViewsItsWeight(nn.Module):
-    """A convolution that flattens its weight with ``.view``, which fails on channels-last."""
+    """Flattens its convolution's weight with ``.view``, which fails on channels-last."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -150,8 +182,8 @@ class ViewsItsWeight(nn.Module):
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.conv.weight.view(4, -1).view(4, 3, 3, 3)
-        return self.fc(F.conv2d(x, w, self.conv.bias).mean(dim=(2, 3)))
+        y = self.conv(x).mean(dim=(2, 3))
+        return self.fc(y * self.conv.weight.view(4, -1).norm(dim=1))
 
 
 def test_a_model_that_fails_in_channels_last_falls_back(monkeypatch, switches):
@@ -160,6 +192,7 @@ def test_a_model_that_fails_in_channels_last_falls_back(monkeypatch, switches):
     before = storage(model)
     fast = seethrough.explain(model, x, "occlusion", window=4, stride=4)
     assert switches == [1]  # tried once, failed, the rest of the call ran in the model's layout
+    assert count_hooks(model) == 0
     assert_same_storage(before, model)
     monkeypatch.setenv(layout.ENV, "0")
     plain = seethrough.explain(model, x, "occlusion", window=4, stride=4)
@@ -181,4 +214,41 @@ def test_weights_are_back_after_a_cancelled_call(switches):
             progress=lambda done, total: done < 6,
         )
     assert switches
+    assert_same_storage(before, model)
+    assert count_hooks(model) == 0
+
+
+def switched_copy(model: nn.Module, conv: nn.Parameter) -> tuple[int, torch.Tensor]:
+    """Where ``conv`` sits while switched, and its value then."""
+    switch = run_switched(model, torch.rand(1, 3, 16, 16), 1)
+    ptr, value = conv.data_ptr(), conv.detach().clone()
+    switch.restore()
+    return ptr, value
+
+
+def test_buffers_are_reused_never_stale_and_freed_with_the_model():
+    import gc
+
+    model = make_tiny()
+    conv = model.features[0].weight
+    first, _ = switched_copy(model, conv)
+    with torch.no_grad():
+        conv.mul_(2)  # the user changes the weight between two calls
+    second, value = switched_copy(model, conv)
+    assert second == first  # the same memory again
+    torch.testing.assert_close(value, conv.detach())  # holding the new values
+    key = id(conv)
+    assert key in layout._BUFFERS
+    del model, conv
+    gc.collect()
+    assert key not in layout._BUFFERS
+
+
+def test_buffers_stop_at_their_limit(monkeypatch):
+    monkeypatch.setattr(layout, "BUFFER_LIMIT", 0)
+    model = make_tiny()
+    before = storage(model)
+    switch = run_switched(model, torch.rand(1, 3, 16, 16), 1)
+    assert switch.switched and not any(id(p) in layout._BUFFERS for p, _ in switch.switched)
+    switch.restore()
     assert_same_storage(before, model)

@@ -88,13 +88,13 @@ class Context:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on ``x`` as one tensor (tuples, dicts, ``.logits`` unwrapped).
 
-        Inside :meth:`many_inputs` the input goes in channels-last; should the model fail in
-        that layout (e.g. it calls ``.view`` on a convolution weight), its weights are put back
-        and the rest of the call runs in the model's own layout.
+        Inside :meth:`many_inputs` convolutions may run channels-last; should the model fail
+        in that layout (e.g. it calls ``.view`` on a convolution weight), its weights are put
+        back and the rest of the call runs in the model's own layout.
         """
         if self.layout is not None:
             try:
-                return output_to_tensor(self.model(self.layout.input(x)))
+                return output_to_tensor(self.model(x))
             except RuntimeError:
                 self.layout.restore()
                 self.layout = None
@@ -103,9 +103,9 @@ class Context:
 
     @contextmanager
     def many_inputs(self, inputs: int) -> Iterator[None]:
-        """A block that runs ``inputs`` inputs through the model: on the CPU, with convolution
-        weights switched to channels-last when that pays for its copy (see
-        :mod:`seethrough.core.layout`), and the model's own weights back on exit."""
+        """A block that runs ``inputs`` inputs through the model: on the CPU, each convolution
+        switches to channels-last when that pays for copying its weight (see
+        :mod:`seethrough.core.layout`); hooks removed and the model's own weights back on exit."""
         if self.layout is not None or self.layout_failed:
             yield
             return
