@@ -30,6 +30,7 @@ Set the environment variable ``SEETHROUGH_CHANNELS_LAST=0`` to never switch.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -52,6 +53,7 @@ BUFFER_LIMIT = 64_000_000
 """Weight elements (all models together) whose channels-last buffers are kept between calls."""
 
 _BUFFERS: dict[int, tuple[weakref.ref[nn.Parameter], torch.Tensor]] = {}
+_LOCK = threading.RLock()  # re-entrant: a finalizer may run inside the locked block
 
 
 class ChannelsLast:
@@ -116,16 +118,23 @@ def _buffer(p: nn.Parameter) -> torch.Tensor:
     weights into new memory after other large work, 9 ms into kept memory). Only the memory is
     reused; the values are copied from the weight on every switch.
     """
-    kept = _BUFFERS.get(id(p))
-    if kept is not None and kept[0]() is p:
-        buffer = kept[1]
-        if buffer.shape == p.shape and buffer.dtype == p.dtype and buffer.device == p.device:
-            return buffer
-    buffer = torch.empty_like(p.data, memory_format=torch.channels_last)
-    if sum(b.numel() for _, b in _BUFFERS.values()) + buffer.numel() <= BUFFER_LIMIT:
-        _BUFFERS[id(p)] = (weakref.ref(p), buffer)
-        weakref.finalize(p, _BUFFERS.pop, id(p), None)
-    return buffer
+    with _LOCK:  # models explained in other threads (the dashboard) share the buffers
+        kept = _BUFFERS.get(id(p))
+        if kept is not None and kept[0]() is p:
+            buffer = kept[1]
+            if buffer.shape == p.shape and buffer.dtype == p.dtype and buffer.device == p.device:
+                return buffer
+        buffer = torch.empty_like(p.data, memory_format=torch.channels_last)
+        if sum(b.numel() for _, b in _BUFFERS.values()) + buffer.numel() <= BUFFER_LIMIT:
+            _BUFFERS[id(p)] = (weakref.ref(p), buffer)
+            weakref.finalize(p, _forget, id(p))
+        return buffer
+
+
+def _forget(key: int) -> None:
+    """Drop the buffer of a parameter that no longer exists."""
+    with _LOCK:
+        _BUFFERS.pop(key, None)
 
 
 def enabled() -> bool:
