@@ -34,6 +34,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -294,23 +295,12 @@ def _speed_rows(
             target=target,
             perturbations_per_eval=BATCH,
         ),
-        "kernelshap": lambda: KernelShap(probs).attribute(
-            x,
-            target=target,
-            baselines=0.0,
-            feature_mask=mask,
-            n_samples=n,
-            perturbations_per_eval=BATCH,
-        ),
-        "lime": lambda: Lime(probs).attribute(
-            x,
-            target=target,
-            baselines=0.0,
-            feature_mask=mask,
-            n_samples=n,
-            perturbations_per_eval=BATCH,
-        ),
     }
+    on_segments = {"baselines": 0.0, "feature_mask": mask, "n_samples": n}
+    for m, cls in (("kernelshap", KernelShap), ("lime", Lime)):
+        captum[m] = partial(
+            cls(probs).attribute, x, target=target, perturbations_per_eval=BATCH, **on_segments
+        )
     if quick:  # the methods with a Captum peer, and Grad-CAM
         methods = tuple(m for m in methods if m in captum or m == "gradcam")
     cands = [Candidate("floor fwd", synced(fwd)), Candidate("floor fwd+bwd", synced(fwd_bwd))]
