@@ -177,3 +177,14 @@ def test_maps_are_resized_exactly_as_bilinear_interpolation(h, w, size):
     assert got.dtype == np.float32 and got.shape == (3, *size)
     assert not np.shares_memory(got, maps.numpy())  # the map never aliases the raw map
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("classes", [[2, 2, 2], [0, 3, 1], [4]])
+def test_class_scores_pick_each_rows_class(classes):
+    from seethrough.core.targets import class_scores
+
+    scores = torch.arange(len(classes) * 5, dtype=torch.float32).view(len(classes), 5)
+    expected = torch.tensor([scores[i, c] for i, c in enumerate(classes)])
+    assert torch.equal(class_scores(scores, classes), expected)
+    meta = class_scores(scores.to("meta"), classes)  # a device other than the CPU
+    assert meta.shape == (len(classes),)

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import InvalidTargetError, UnknownClassError
 
-__all__ = ["ClassIndexer", "ResolvedTarget", "TargetLike", "resolve_target"]
+__all__ = ["ClassIndexer", "ResolvedTarget", "TargetLike", "class_scores", "resolve_target"]
 
 TargetFn = Callable[[torch.Tensor], torch.Tensor]
 TargetLike = int | str | TargetFn | None | Sequence[int | str | TargetFn | None]
@@ -51,8 +51,7 @@ class ResolvedTarget:
                 f"{len(self)} targets for a model output of {output.shape[0]} samples"
             )
         if all(fn is None for fn in self.fns):
-            idx = torch.tensor(self.classes, device=output.device).view(-1, 1)
-            return output.reshape(len(self), -1).gather(1, idx).squeeze(1)
+            return class_scores(output.reshape(len(self), -1), self.classes)  # type: ignore[arg-type]
         return torch.cat([self.row(i)(output[i : i + 1]) for i in range(len(self))])
 
     def row(self, i: int) -> TargetFn:
@@ -67,6 +66,23 @@ class ResolvedTarget:
         return ResolvedTarget(
             tuple(self.classes[i] for i in index), tuple(self.fns[i] for i in index)
         )
+
+
+def class_scores(scores: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """``scores[i, classes[i]]`` for each row of ``scores`` ``(N, K)``, as ``(N,)``.
+
+    Without an index tensor on the device where that can be avoided: copying one from the host
+    makes a GPU finish all its queued work first (a sync in the middle of a forward and
+    backward). One class for every row is a column; on a GPU, a few different classes are
+    picked row by row.
+    """
+    first = classes[0]
+    if all(c == first for c in classes):
+        return scores[:, first]
+    if scores.device.type == "cpu" or len(classes) > 64:
+        idx = torch.tensor(classes, device=scores.device).view(-1, 1)
+        return scores.gather(1, idx).squeeze(1)
+    return torch.stack([scores[i, c] for i, c in enumerate(classes)])
 
 
 def _check_scores(scores: object, n: int) -> torch.Tensor:

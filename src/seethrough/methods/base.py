@@ -15,7 +15,13 @@ from ..core.layers import LayerRef, named_modules, resolve_layer
 from ..core.layout import ChannelsLast, channels_last_switch
 from ..core.outputs import output_to_tensor
 from ..core.state import floating_dtype, preserved_state
-from ..core.targets import ClassIndexer, ResolvedTarget, TargetLike, resolve_target
+from ..core.targets import (
+    ClassIndexer,
+    ResolvedTarget,
+    TargetLike,
+    class_scores,
+    resolve_target,
+)
 from ..errors import CancelledError, MethodNotApplicableError
 from ..registry import Param, get_method
 
@@ -137,8 +143,7 @@ class Context:
         scores = target(output).detach()
         probs = None
         if output.dim() == 2 and all(c is not None for c in target.classes):
-            idx = torch.tensor(target.classes, device=output.device).view(-1, 1)
-            probs = output.float().softmax(1).gather(1, idx).squeeze(1)
+            probs = class_scores(output.float().softmax(1), target.classes)  # type: ignore[arg-type]
         return MethodResult(
             raw.detach(), mapped.detach(), scores, probs, target, self.layer, dict(extras), stats
         )
