@@ -330,7 +330,9 @@ def test_explain_grid_segments_reach_the_explanation():
 # ------------------------------------------------------------------------- determinism and batch
 
 DET = {
-    "lime": dict(n_samples=40, segments="slic", n_segments=10),
+    # SLIC finds one segment in this noise: paired coalitions over one feature are the same
+    # for every seed, so a grid
+    "lime": dict(n_samples=40, segments="grid", n_segments=12),
     "kernelshap": dict(n_samples=40, segments="grid", n_segments=12),
     "rise": dict(n_samples=40, cells=3),
 }

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ...registry import register_method
-from .surrogate import Fit, SurrogateMethod
+from .surrogate import Fit, SurrogateMethod, complements
 
 
 @register_method
@@ -55,7 +55,7 @@ class KernelShap(SurrogateMethod):
                 torch.rand(half, f, generator=generator, dtype=torch.float64).argsort(1).argsort(1)
             )
             first = (ranks < k[:, None]).double()
-            z = torch.cat([first, 1 - first])
+            z = complements(first)
             weights = torch.ones(len(z), dtype=torch.float64)
         return torch.cat([ends, z]), torch.cat([torch.zeros(2, dtype=torch.float64), weights])
 

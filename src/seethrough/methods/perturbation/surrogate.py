@@ -19,7 +19,7 @@ from .base import PerturbationMethod, Sample, Single
 from .engine import FeatureMasks, Ticker
 from .segmentation import SEGMENT_PARAMS, segment
 
-__all__ = ["SurrogateMethod", "Fit", "N_SAMPLES", "TOP_LABELS"]
+__all__ = ["SurrogateMethod", "Fit", "N_SAMPLES", "TOP_LABELS", "complements", "weighted_ridge"]
 
 N_SAMPLES = Param("n_samples", 1000, "model evaluations per image", int, min=1)
 TOP_LABELS = Param(
@@ -91,6 +91,11 @@ class SurrogateMethod(PerturbationMethod):
     def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
         """Fit the surrogate to scores ``y`` ``(M, T)``."""
         raise NotImplementedError
+
+
+def complements(z: torch.Tensor) -> torch.Tensor:
+    """``z`` followed by its complements ``1 - z``: antithetic pairs of coalitions."""
+    return torch.cat([z, 1 - z])
 
 
 def weighted_ridge(
