@@ -25,7 +25,10 @@ Equal settings (what every implementation is given):
   ``SkLearnRidge(alpha=1)`` and lime's kernel on the indicators (its defaults, a Lasso and a
   kernel on the input-space distance, would be another estimator); Captum ``KernelShap`` with
   its defaults (Shapley-kernel sampling, unweighted least squares); ``shap.KernelExplainer``
-  with ``l1_reg=False`` (its default ``num_features(10)`` keeps only 10 non-zero values);
+  with ``l1_reg=False`` (its default ``num_features(10)`` keeps only 10 non-zero values).
+  One difference is ours by design: our LIME draws its coalitions in complementary pairs
+  (``paired=True``, its default), the peers independently; each coalition has the same
+  distribution either way, and table 2 measures what the pairs buy;
   occlusion with window 32, stride 16, baseline 0 for us and Captum ``Occlusion``.
 
 Why ``shap.KernelExplainer`` and not shap's ``Partition`` explainer with an image masker: the
