@@ -116,10 +116,16 @@ class PerturbationMethod(Method):
         )
 
     def scores(
-        self, ctx: Context, s: Sample, masks: object, batch: int, ticker: Ticker
+        self,
+        ctx: Context,
+        s: Sample,
+        masks: object,
+        batch: int,
+        ticker: Ticker,
+        each: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
     ) -> torch.Tensor:
         """Scores ``(M, T)`` of ``s`` under ``masks`` (see :func:`.engine.evaluate`)."""
-        return evaluate(ctx, s.x, s.hidden, masks, s.score, batch, ticker)  # type: ignore[arg-type]
+        return evaluate(ctx, s.x, s.hidden, masks, s.score, batch, ticker, each)  # type: ignore[arg-type]
 
     def evaluations(self, ctx: Context) -> int:
         """Model evaluations per image (for the progress total)."""

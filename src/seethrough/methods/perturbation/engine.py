@@ -187,6 +187,7 @@ def evaluate(
     score: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
     ticker: Ticker | None = None,
+    each: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
 ) -> torch.Tensor:
     """Scores of every perturbation: ``score(model(x * m + hidden * (1 - m)))`` for each mask.
 
@@ -198,6 +199,9 @@ def evaluate(
         score: model output ``(B, ...)`` to scores ``(B, T)`` (several targets at once).
         batch_size: perturbed inputs per forward pass.
         ticker: progress counter, advanced after each batch (and the cancellation point).
+        each: optional ``each(masks, scores)`` after every batch, with the batch's masks as the
+            source built them ``(B, H, W)`` and its scores ``(B, T)`` (float64, CPU): a method
+            that sums over its masks does it here instead of building them a second time.
 
     Returns:
         ``(M, T)`` scores in float64 on the CPU.
@@ -207,8 +211,11 @@ def evaluate(
     with torch.no_grad(), ctx.many_inputs(len(masks)):
         for start in range(0, len(masks), batch_size):
             stop = min(start + batch_size, len(masks))
-            m = masks.batch(start, stop).to(x.device, x.dtype).unsqueeze(1)
+            built = masks.batch(start, stop)
+            m = built.to(x.device, x.dtype).unsqueeze(1)
             rows.append(score(ctx.forward(hidden + delta * m)).double().cpu())
+            if each is not None:
+                each(built, rows[-1])
             if ticker is not None:
                 ticker.advance(stop - start)
     return torch.cat(rows)

@@ -81,10 +81,10 @@ class Rise(PerturbationMethod):
         ).double()
         offsets = torch.rand(n, 2, generator=s.generator, dtype=torch.float64)
         shifts = (offsets * torch.tensor([-(-h // cells), -(-w // cells)])).long()
-        masks = RiseMasks(grids, shifts, (h, w))
-        scores = self.scores(ctx, s, masks, batch, ticker)[:, 0]
         total = torch.zeros(h, w, dtype=torch.float64)
-        for start in range(0, n, 256):
-            stop = min(start + 256, n)
-            total += torch.einsum("n,nhw->hw", scores[start:stop], masks.batch(start, stop))
+
+        def add(built: torch.Tensor, scores: torch.Tensor) -> None:  # each batch, as scored
+            total.add_(torch.einsum("n,nhw->hw", scores[:, 0], built))
+
+        self.scores(ctx, s, RiseMasks(grids, shifts, (h, w)), batch, ticker, add)
         return Single(total / (n * p))
