@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import seethrough
 from seethrough.dashboard import APP_PATH
 from seethrough.dashboard import service as svc
 from seethrough.images import sample_image
+from tests.test_dashboard_service import tiny_module
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -433,18 +433,11 @@ def test_own_state_dict():
 
 
 def tiny_torchscript() -> bytes:
-    torch.manual_seed(0)
-    module = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, 3),
-    ).eval()
+    """The service tests' tiny 3-class model, scripted."""
     buf = io.BytesIO()
     with warnings.catch_warnings():  # torch.jit is deprecated upstream, still supported
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(module), buf)
+        torch.jit.save(torch.jit.script(tiny_module()), buf)
     return buf.getvalue()
 
 

@@ -28,8 +28,8 @@ def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Pa
     Every explanation gets its map over the image (a diverging, 0-centred colormap with a legend
     when the map is signed). With ``views="all"``, segment-based explanations (LIME, Kernel
     SHAP) also get the ``top_k`` superpixels with the rest dimmed, the same superpixels outlined
-    on the untouched image, and the positive / negative superpixels in two colours; Deep Feature Factorization gets its concepts in colours, feature
-    inversion its optimised image.
+    on the untouched image, and the positive / negative superpixels in two colours; Deep
+    Feature Factorization gets its concepts in colours, feature inversion its optimised image.
     """
     weights = e.weights
     if weights is not None and np.ndim(weights) == 2:
