@@ -529,3 +529,157 @@ def test_curve_figure_needs_a_finite_value(bad):
 
     with pytest.raises(InvalidParameterError):
         curve_figure(bad)
+
+
+# --------------------------------------------------------------------------- the CLI's figure
+
+EDGE_PX = 3  # the outer rows and columns that must hold no ink at all
+BAND_PX = 12  # the most white above the first and below the last ink (0.06 in margin at 120 dpi)
+
+
+def _cli_figure(monkeypatch, tmp_path, model, methods) -> tuple[Figure, np.ndarray]:
+    """The figure ``seethrough explain`` writes for the bundled photo, and its PNG's pixels."""
+    from seethrough.cli import main as cli
+
+    drawn: list[Figure] = []
+    real = seethrough.viz.save_figure
+
+    def keep(fig: Figure, path, *args, **kwargs):
+        drawn.append(fig)
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(seethrough.viz, "save_figure", keep)
+    image = "sample:chelsea"
+    results = [seethrough.explain(model, image, m, **kw) for m, kw in methods]
+    cli._save_figure(model, image, results, tmp_path / "figure.png")
+    with Image.open(tmp_path / "figure.png") as im:
+        pixels = np.asarray(im.convert("RGB"))
+    (fig,) = drawn
+    return fig, pixels
+
+
+def _check_edges(pixels: np.ndarray) -> None:
+    """No ink in the outer rows and columns; a small white band at the top and the bottom."""
+    grey = pixels.min(axis=2)
+    for name, edge in (
+        ("top", grey[:EDGE_PX]),
+        ("bottom", grey[-EDGE_PX:]),
+        ("left", grey[:, :EDGE_PX]),
+        ("right", grey[:, -EDGE_PX:]),
+    ):
+        assert edge.min() >= 250, f"ink in the {name} {EDGE_PX} px"
+    inked = np.flatnonzero((grey < 250).any(axis=1))
+    top, bottom = inked[0], len(grey) - 1 - inked[-1]
+    assert top <= BAND_PX and bottom <= BAND_PX, (top, bottom)
+
+
+def _image_rows(fig: Figure, ncols: int) -> list[list]:
+    images = [ax for ax in fig.axes if ax.get_images()]
+    return [images[i : i + ncols] for i in range(0, len(images), ncols)]
+
+
+def test_cli_figure_one_row_keeps_every_title_inside(monkeypatch, tmp_path, lite0):
+    methods = [("cam", {}), ("gradcam", {}), ("gradcam++", {})]
+    fig, pixels = _cli_figure(monkeypatch, tmp_path, lite0, methods)
+    _check_edges(pixels)
+    (row,) = _image_rows(fig, 4)
+    assert len(row) == 4
+    boxes = [ax.get_position() for ax in row]
+    assert len({(round(b.y0, 6), round(b.y1, 6)) for b in boxes}) == 1
+    # each title's top lies inside the picture, below the white margin
+    height = pixels.shape[0]
+    for ax in row:
+        extent = ax.title.get_window_extent()
+        assert extent.y1 / fig.dpi * 120 < height - EDGE_PX
+
+
+def test_cli_figure_two_rows_aligned_with_colour_bar_and_dff_legend(monkeypatch, tmp_path, lite0):
+    methods = [("cam", {}), ("gradcam", {"relu": False}), ("dff", {"n_iter": 20})]
+    fig, pixels = _cli_figure(monkeypatch, tmp_path, lite0, methods)
+    _check_edges(pixels)
+    rows = _image_rows(fig, 4)
+    assert [len(r) for r in rows] == [4, 1]  # input, CAM, signed Grad-CAM, DFF | DFF concepts
+    assert len(fig.axes) == 6  # and the signed map's colour bar
+    # every image of the first row spans the same pixel rows, the one with a colour bar too
+    height = pixels.shape[0]
+    spans = {
+        (round((1 - b.y1) * height), round((1 - b.y0) * height))
+        for b in (ax.get_position() for ax in rows[0])
+    }
+    assert len(spans) == 1, spans
+    (top, bottom) = spans.pop()
+    # the pictures themselves: the tile's top pixel row is image, the row above it is white
+    for ax in rows[0]:
+        b = ax.get_position()
+        x = round((b.x0 + b.x1) / 2 * pixels.shape[1])
+        assert pixels[top + 1, x - 20 : x + 20].min(axis=1).max() < 250
+        assert pixels[top - 2, x - 20 : x + 20].min() >= 250
+        assert pixels[bottom - 2, x - 20 : x + 20].min(axis=1).max() < 250
+
+    # the concepts tile has its legend: one entry per concept with its colour and classes
+    from seethrough.viz import concept_entries
+
+    (concepts,) = rows[1]
+    assert "concepts" in concepts.get_title()
+    legend = concepts.get_legend()
+    assert legend is not None
+    dff = seethrough.explain(lite0, "sample:chelsea", "dff", n_iter=20)
+    expected = concept_entries(dff.extras["concept_labels"], dff.extras["concept_scores"])
+    assert [t.get_text().replace("\n", " ") for t in legend.get_texts()] == [
+        text for _, text in expected
+    ]
+    # ... drawn in the picture, under the tile: each swatch colour is there
+    below = pixels[round((1 - concepts.get_position().y0) * height) :]
+    for colour, _ in expected:
+        rgb = np.array(matplotlib.colors.to_rgb(colour)) * 255
+        assert (np.abs(below.astype(float) - rgb).max(axis=2) < 2).sum() > 20, colour
+
+
+def test_grid_figure_colour_bar_labels_stay_inside_the_last_column(rng):
+    img = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    signed = rng.random((7, 7)) - 0.5
+    fig = grid_figure(
+        [Panel(img, "a"), Panel(img, "signed", heatmap=signed, signed=True, colorbar=True)]
+    )
+    pixels = figure_to_array(fig, dpi=120)
+    _check_edges(pixels)
+    images = [ax for ax in fig.axes if ax.get_images()]
+    assert images[0].get_position().y0 == pytest.approx(images[1].get_position().y0)
+
+
+def test_grid_figure_draws_a_panel_legend(rng):
+    img = np.full((32, 32, 3), 255, np.uint8)
+    entries = [("#ff0000", "1: first"), ("#0000ff", "2: " + "long text " * 20)]
+    fig = grid_figure([Panel(img, "with legend", legend=entries), Panel(img, "without")])
+    with_legend, without = (ax for ax in fig.axes if ax.get_images())
+    assert without.get_legend() is None
+    texts = [t.get_text() for t in with_legend.get_legend().get_texts()]
+    assert texts[0] == "1: first"
+    assert len(texts[1].splitlines()) >= 2  # wrapped to about the tile's width
+    pixels = figure_to_array(fig, dpi=120)
+    _check_edges(pixels)
+    red = (pixels[..., 0] > 240) & (pixels[..., 1] < 15) & (pixels[..., 2] < 15)
+    assert red.sum() > 20
+
+
+def test_concept_entries_give_each_concept_its_colour_and_classes():
+    from seethrough.viz import concept_colors, concept_entries
+
+    labels = [["tabby", "tiger cat"], ["lynx", "tabby"]]
+    scores = [[0.5, 0.25], [0.125, 0.0625]]
+    entries = concept_entries(labels, scores)
+    assert entries == [
+        ("#1f77b4", "1: tabby 0.50, tiger cat 0.25"),
+        ("#ff7f0e", "2: lynx 0.12, tabby 0.06"),
+    ]
+    assert [matplotlib.colors.to_rgb(c) for c, _ in entries] == [
+        tuple(c) for c in concept_colors(2)
+    ]
+    assert concept_entries(None, None, ["red"], k=2) == [
+        ("#ff0000", "1: concept 1"),
+        ("#ff0000", "2: concept 2"),
+    ]
+    with pytest.raises(InvalidParameterError):
+        concept_entries(None, None)
+    with pytest.raises(InvalidParameterError):
+        concept_entries([["a"]], [[0.1, 0.2]])

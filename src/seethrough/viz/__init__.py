@@ -5,7 +5,13 @@ with the Agg backend, so these helpers are safe to call from several threads at 
 """
 
 from seethrough.viz.color import NORMALIZE_MODES, colorize, get_cmap, normalize_map, resize_map
-from seethrough.viz.concepts import concept_colors, concept_legend, concept_overlay, feature_grid
+from seethrough.viz.concepts import (
+    concept_colors,
+    concept_entries,
+    concept_legend,
+    concept_overlay,
+    feature_grid,
+)
 from seethrough.viz.explanations import explanation_panels, is_signed
 from seethrough.viz.figures import (
     Panel,
@@ -43,6 +49,7 @@ __all__ = [
     "explanation_panels",
     "is_signed",
     "concept_colors",
+    "concept_entries",
     "concept_legend",
     "concept_overlay",
     "feature_grid",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.colors import to_rgb
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from numpy.typing import ArrayLike, NDArray
@@ -21,7 +21,13 @@ from seethrough.viz.color import _as_real_map, _check_real, colorize, normalize_
 from seethrough.viz.figures import Panel, grid_figure
 from seethrough.viz.overlay import to_rgb_uint8
 
-__all__ = ["concept_colors", "concept_overlay", "concept_legend", "feature_grid"]
+__all__ = [
+    "concept_colors",
+    "concept_entries",
+    "concept_overlay",
+    "concept_legend",
+    "feature_grid",
+]
 
 Colors = Sequence[str | Sequence[float]] | None
 
@@ -80,6 +86,44 @@ def concept_overlay(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def concept_entries(
+    labels: ArrayLike | None,
+    scores: ArrayLike | None,
+    colors: Colors = None,
+    *,
+    k: int | None = None,
+) -> list[tuple[str, str]]:
+    """One ``(colour, text)`` pair per concept: its colour as ``#rrggbb`` and its top categories
+    with their scores (``"1: tabby 0.35, tiger cat 0.20"``), for legends and tables.
+
+    Args:
+        labels: category names ``(K, top)`` (DFF's ``concept_labels``), or ``None`` when the
+            model has no classifier head to name the concepts (then give ``k``).
+        scores: their probabilities ``(K, top)`` (DFF's ``concept_scores``), or ``None``.
+        colors: the colours given to :func:`concept_overlay`; default tab10.
+        k: the number of concepts when there are no labels (``"concept 1"``, ...).
+    """
+    if labels is None or scores is None:
+        if k is None:
+            raise InvalidParameterError("concept_entries needs labels and scores, or k")
+        palette = concept_colors(k, colors)
+        return [(to_hex(palette[i]), f"{i + 1}: concept {i + 1}") for i in range(k)]
+    names = np.asarray(labels, dtype=np.str_)
+    values = _as_real_map(scores, name="scores", ndim=2)
+    if names.ndim != 2 or names.shape != values.shape:
+        raise InvalidParameterError(
+            f"labels {names.shape} and scores {values.shape} must both be (K, top)"
+        )
+    palette = concept_colors(names.shape[0], colors)
+    return [
+        (
+            to_hex(palette[i]),
+            f"{i + 1}: " + ", ".join(f"{n} {s:.2f}" for n, s in zip(row, vals, strict=True)),
+        )
+        for i, (row, vals) in enumerate(zip(names, values, strict=True))
+    ]
+
+
 def concept_legend(
     labels: ArrayLike, scores: ArrayLike, colors: Colors = None, *, title: str = "Concepts"
 ) -> Figure:
@@ -94,23 +138,16 @@ def concept_legend(
     Returns:
         A :class:`~matplotlib.figure.Figure` whose height grows with K.
     """
-    names = np.asarray(labels, dtype=np.str_)
-    values = _as_real_map(scores, name="scores", ndim=2)
-    if names.ndim != 2 or names.shape != values.shape:
-        raise InvalidParameterError(
-            f"labels {names.shape} and scores {values.shape} must both be (K, top)"
-        )
-    k = names.shape[0]
-    palette = concept_colors(k, colors)
+    entries = concept_entries(labels, scores, colors)
+    k = len(entries)
     fig = Figure(figsize=(6.0, 0.45 * k + (0.5 if title else 0.2)), layout="tight")
     ax = fig.subplots()
     ax.set_xlim(0, 10)
     ax.set_ylim(k, 0)
     ax.set_axis_off()
-    for i in range(k):
-        ax.add_patch(Rectangle((0.05, i + 0.15), 0.6, 0.7, color=palette[i]))
-        text = ", ".join(f"{n} {s:.2f}" for n, s in zip(names[i], values[i], strict=True))
-        ax.text(0.9, i + 0.5, f"{i + 1}: {text}", va="center", fontsize=9)
+    for i, (colour, text) in enumerate(entries):
+        ax.add_patch(Rectangle((0.05, i + 0.15), 0.6, 0.7, color=colour))
+        ax.text(0.9, i + 0.5, text, va="center", fontsize=9)
     if title:
         ax.set_title(title, fontsize=10, loc="left")
     return fig

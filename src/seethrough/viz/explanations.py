@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from seethrough.viz.concepts import concept_overlay
+from seethrough.viz.concepts import concept_entries, concept_overlay
 from seethrough.viz.figures import Panel
 from seethrough.viz.superpixels import signed_segments, top_segments
 
@@ -29,7 +29,8 @@ def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Pa
     when the map is signed). With ``views="all"``, segment-based explanations (LIME, Kernel
     SHAP) also get the ``top_k`` superpixels with the rest dimmed, the same superpixels outlined
     on the untouched image, and the positive / negative superpixels in two colours; Deep
-    Feature Factorization gets its concepts in colours, feature inversion its optimised image.
+    Feature Factorization gets its concepts in colours with a legend (each concept's colour and
+    top classes), feature inversion its optimised image.
     """
     weights = e.weights
     if weights is not None and np.ndim(weights) == 2:
@@ -38,8 +39,12 @@ def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Pa
     panels = [Panel(e.image, title=e.caption(), heatmap=e.map, signed=signed, colorbar=signed)]
     name = e.caption().splitlines()[0]
     if views == "all" and e.image is not None and "concepts" in e.extras:
+        concepts = e.extras["concepts"]
+        legend = concept_entries(
+            e.extras.get("concept_labels"), e.extras.get("concept_scores"), k=len(concepts)
+        )
         panels.append(
-            Panel(concept_overlay(e.image, e.extras["concepts"]), title=f"{name}\nconcepts")
+            Panel(concept_overlay(e.image, concepts), title=f"{name}\nconcepts", legend=legend)
         )
     if "inverted_image" in e.extras:  # the optimised image is the result, not a map on the photo
         panels = [Panel(e.extras["inverted_image"], title=f"{e.caption()}\n(optimised image)")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colorbar import Colorbar
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
@@ -40,8 +43,13 @@ __all__ = [
 
 SIGNED_LOW_LABEL = "against"
 SIGNED_HIGH_LABEL = "toward the class"
-_TITLE_LINE_INCHES = 0.22
-_COLORBAR_INCHES = 0.75
+_MARGIN_INCHES = 0.06  # white space between a grid's content and each edge
+_GAP_INCHES = 0.16  # between two tiles, across and down
+_BELOW_GAP_INCHES = 0.06  # between an image and its colour bar or legend
+_COLORBAR_INCHES = 0.12  # the colour bar's height
+_TITLE_POINTS = 9
+_TITLE_PAD_POINTS = 4.0
+_SMALL_POINTS = 7
 
 
 @dataclass
@@ -60,6 +68,8 @@ class Panel:
         vmin: Colour-scale lower limit on the normalized map (default 0, or -1 when signed).
         vmax: Colour-scale upper limit on the normalized map (default 1).
         normalize: Normalization mode passed to :func:`~seethrough.viz.overlay.overlay`.
+        legend: Optional ``(colour, text)`` pairs (any matplotlib colour) drawn as a legend
+            under the tile, one swatch and line of text each (e.g. DFF's concepts).
     """
 
     image: np.ndarray
@@ -72,6 +82,7 @@ class Panel:
     vmin: float | None = None
     vmax: float | None = None
     normalize: str = "minmax"
+    legend: Sequence[tuple[Any, str]] | None = None
 
     def render(self) -> NDArray[np.uint8]:
         """Return the tile's pixels: the overlay if a heatmap is set, else the image (uint8 RGB)."""
@@ -93,8 +104,12 @@ def _fmt(v: float) -> str:
     return f"{v:+.3g}" if v < 0 else f"{v:.3g}"
 
 
-def _add_colorbar(fig: Figure, ax: Any, panel: Panel) -> Colorbar:
-    """Attach a horizontal colorbar describing ``panel``'s colour scale under ``ax``."""
+def _add_colorbar(fig: Figure, cax: Any, panel: Panel) -> Colorbar:
+    """Draw a horizontal colorbar describing ``panel``'s colour scale in ``cax``.
+
+    The end labels are aligned to the bar's ends (not centred on them), so they stay within
+    the tile's width.
+    """
     mode, cmap, lo, hi = _resolve_scale(
         signed=panel.signed,
         normalize=panel.normalize,
@@ -103,7 +118,7 @@ def _add_colorbar(fig: Figure, ax: Any, panel: Panel) -> Colorbar:
         vmax=panel.vmax,
     )
     mappable = ScalarMappable(norm=Normalize(vmin=lo, vmax=hi), cmap=get_cmap(cmap))
-    cbar = fig.colorbar(mappable, ax=ax, orientation="horizontal", fraction=0.06, pad=0.03)
+    cbar = fig.colorbar(mappable, cax=cax, orientation="horizontal")
     centred = panel.signed or mode == "signed"
     if centred and lo < 0.0 < hi:
         cbar.set_ticks([lo, 0.0, hi])
@@ -115,9 +130,74 @@ def _add_colorbar(fig: Figure, ax: Any, panel: Panel) -> Colorbar:
         cbar.set_ticks([lo, mid, hi])
         cbar.set_ticklabels([_fmt(lo), _fmt(mid), _fmt(hi)])
     what = "raw value" if mode == "none" else f"{mode}-normalized"
-    cbar.set_label(f"{what} [{_fmt(lo)}, {_fmt(hi)}]", fontsize=7)
-    cbar.ax.tick_params(labelsize=7)
+    cbar.set_label(f"{what} [{_fmt(lo)}, {_fmt(hi)}]", fontsize=_SMALL_POINTS)
+    cbar.ax.tick_params(labelsize=_SMALL_POINTS)
+    labels = cbar.ax.get_xticklabels()
+    labels[0].set_horizontalalignment("left")
+    labels[-1].set_horizontalalignment("right")
     return cbar
+
+
+def _add_legend(ax: Any, panel: Panel, below: float, tile: float) -> Any:
+    """Draw ``panel.legend`` (colour swatch, text) under ``ax``, ``below`` inches under its
+    bottom edge, its text wrapped to about the tile's width."""
+    assert panel.legend is not None
+    chars = max(16, int(tile * 72 / (0.55 * _SMALL_POINTS)) - 4)
+    handles = [
+        Patch(facecolor=colour, edgecolor="none", label=textwrap.fill(str(text), chars))
+        for colour, text in panel.legend
+    ]
+    height = ax.get_position().height * ax.figure.get_figheight()
+    return ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.0, -below / height),
+        fontsize=_SMALL_POINTS,
+        frameon=False,
+        borderpad=0.0,
+        borderaxespad=0.0,
+        handlelength=1.2,
+        handletextpad=0.5,
+        labelspacing=0.3,
+    )
+
+
+@dataclass
+class _Cell:
+    """One laid-out tile: its image axes, colour bar, size and what sticks out of it (inches)."""
+
+    ax: Any
+    cax: Any | None
+    width: float
+    height: float
+    left: float = 0.0
+    right: float = 0.0
+    top: float = 0.0
+    bottom: float = 0.0
+
+    def place(self, fig: Figure, x: float, y: float) -> None:
+        """Put the image's bottom left corner at ``(x, y)`` inches (its colour bar follows)."""
+        fw, fh = fig.get_size_inches()
+        self.ax.set_position((x / fw, y / fh, self.width / fw, self.height / fh))
+        if self.cax is not None:
+            cy = y - _BELOW_GAP_INCHES - _COLORBAR_INCHES
+            self.cax.set_position((x / fw, cy / fh, self.width / fw, _COLORBAR_INCHES / fh))
+
+    def measure(self, fig: Figure, renderer: Any) -> None:
+        """Read how far titles, colour bar and legend reach beyond the image, in inches."""
+        dpi = fig.dpi
+        box = self.ax.get_window_extent(renderer)
+        parts = [self.ax.get_tightbbox(renderer)]
+        if self.cax is not None:
+            parts.append(self.cax.get_tightbbox(renderer))
+        x0 = min(p.x0 for p in parts if p is not None)
+        x1 = max(p.x1 for p in parts if p is not None)
+        y0 = min(p.y0 for p in parts if p is not None)
+        y1 = max(p.y1 for p in parts if p is not None)
+        self.left = max(0.0, (box.x0 - x0) / dpi)
+        self.right = max(0.0, (x1 - box.x1) / dpi)
+        self.bottom = max(0.0, (box.y0 - y0) / dpi)
+        self.top = max(0.0, (y1 - box.y1) / dpi)
 
 
 def grid_figure(
@@ -129,15 +209,21 @@ def grid_figure(
 ) -> Figure:
     """Lay out image/overlay tiles in a grid, left to right then top to bottom.
 
+    Every title, colour bar and legend is measured (Agg's text metrics) before the figure gets
+    its size, so nothing is cut at the edges and no empty band is left: the content sits
+    0.06 inch from each edge. The images of a row share their top edge (and, for
+    images of one shape, their bottom edge), whether or not a tile has a colour bar or legend.
+
     Args:
         panels: The tiles (at least one).
         ncols: Number of columns; default ``min(len(panels), 4)``.
-        tile_size: Width (and image height) of one tile in inches.
+        tile_size: Width (and image height) of one tile in inches: an image fits a square of
+            this side.
         suptitle: Optional title over the whole figure.
 
     Returns:
-        A :class:`~matplotlib.figure.Figure` with tight layout and all axes off. Its size grows
-        with the number of columns/rows, the number of title lines and the presence of colorbars.
+        A :class:`~matplotlib.figure.Figure` with all axes off, one image axes per panel (plus
+        one per colour bar). Its size follows the columns, rows, titles, colour bars and legends.
 
     Raises:
         InvalidParameterError: for no panels, a non-Panel item, or a bad ``ncols``/``tile_size``.
@@ -164,25 +250,64 @@ def grid_figure(
     # Render every tile before building the figure so a bad panel fails fast.
     tiles = [p.render() for p in panels]
 
-    title_lines = max((len(p.title.splitlines()) for p in panels if p.title), default=0)
-    extra = title_lines * _TITLE_LINE_INCHES + (
-        _COLORBAR_INCHES if any(p.colorbar for p in panels) else 0.0
-    )
-    height = nrows * (tile + extra) + (0.4 if suptitle else 0.0)
-    fig = Figure(figsize=(ncols * tile, height), layout="tight")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for idx, ax in enumerate(axes.flat):
+    fig = Figure(figsize=(ncols * tile + 1.0, nrows * (tile + 1.0) + 1.0), layout="none")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    cells: list[_Cell] = []
+    for panel, pixels in zip(panels, tiles, strict=True):
+        h, w = pixels.shape[:2]
+        scale = tile / max(h, w)
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
         ax.set_axis_off()
-        if idx >= n:
-            continue
-        panel = panels[idx]
-        ax.imshow(tiles[idx], interpolation="nearest")
+        ax.imshow(pixels, interpolation="nearest", aspect="auto")
+        cax = fig.add_axes((0.0, 0.0, 1.0, 1.0)) if panel.colorbar else None
+        cell = _Cell(ax, cax, w * scale, h * scale)
+        cells.append(cell)
+        cell.place(fig, 0.5, fig.get_figheight() / 2)  # where it is measured: size is what counts
         if panel.title:
-            ax.set_title(panel.title, fontsize=9)
-        if panel.colorbar:
-            _add_colorbar(fig, ax, panel)
+            ax.set_title(panel.title, fontsize=_TITLE_POINTS, pad=_TITLE_PAD_POINTS, va="bottom")
+        below = _BELOW_GAP_INCHES
+        if cax is not None:
+            _add_colorbar(fig, cax, panel)
+            bar = cax.get_tightbbox(renderer)
+            below += (ax.get_window_extent(renderer).y0 - bar.y0) / fig.dpi
+        if panel.legend:
+            _add_legend(ax, panel, below, tile)
+        cell.measure(fig, renderer)
+
+    rows = [cells[r * ncols : (r + 1) * ncols] for r in range(nrows)]
+    columns = [cells[c::ncols] for c in range(ncols)]  # an image narrower than a tile is centred
+    lefts = [max(0.0, *(x.left - (tile - x.width) / 2 for x in col)) for col in columns]
+    rights = [max(0.0, *(x.right - (tile - x.width) / 2 for x in col)) for col in columns]
+    xs = [_MARGIN_INCHES + lefts[0]]
+    for c in range(1, ncols):
+        xs.append(xs[-1] + tile + max(_GAP_INCHES, rights[c - 1] + lefts[c] + _GAP_INCHES / 2))
+    width = xs[-1] + tile + rights[-1] + _MARGIN_INCHES
+
+    tops = [max(c.top for c in row) for row in rows]
+    images = [max(c.height for c in row) for row in rows]
+    bottoms = [max(c.bottom for c in row) for row in rows]
+    head = None
+    head_height = 0.0
     if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
+        head = fig.suptitle(suptitle, fontsize=11, va="top")
+        head_height = head.get_window_extent(renderer).height / fig.dpi + _GAP_INCHES / 2
+    height = (
+        2 * _MARGIN_INCHES
+        + head_height
+        + sum(tops)
+        + sum(images)
+        + sum(bottoms)
+        + _GAP_INCHES * (nrows - 1)
+    )
+    fig.set_size_inches(width, height)
+    if head is not None:
+        head.set_y(1.0 - _MARGIN_INCHES / height)
+    y = height - _MARGIN_INCHES - head_height  # the top of the current row
+    for r, row in enumerate(rows):
+        image_top = y - tops[r]
+        for c, cell in enumerate(row):
+            cell.place(fig, xs[c] + (tile - cell.width) / 2, image_top - cell.height)
+        y = image_top - images[r] - bottoms[r] - _GAP_INCHES
     return fig
 
 
