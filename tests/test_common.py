@@ -172,3 +172,107 @@ def test_torchscript_layer_is_refused_clearly(tiny, tiny_input):
     with pytest.raises(seethrough.errors.MethodNotApplicableError, match="TorchScript"):
         seethrough.explain(scripted, tiny_input, "gradcam", layer="features")
     assert count_hooks(tiny) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# progress and cancellation
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_progress_reaches_the_total_and_a_cancel_restores_state(method, tiny_input):
+    calls: list[tuple[int, int]] = []
+    run(model_for(method), tiny_input, method, progress=lambda d, t: calls.append((d, t)))
+    assert calls, "progress was never called"
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and all(0 <= d <= t for d, t in calls)
+    assert calls[-1][0] == calls[-1][1]
+
+    for stop_at in sorted({1, len(calls)}):  # the first report, and the last one
+        model = messy_model(method)
+        before = snapshot(model)
+        seen: list[int] = []
+
+        def progress(d: int, t: int, seen: list[int] = seen, stop_at: int = stop_at) -> bool:
+            seen.append(d)
+            return len(seen) < stop_at
+
+        with pytest.raises(seethrough.errors.CancelledError, match="cancelled after"):
+            run(model, tiny_input, method, progress=progress)
+        assert len(seen) == stop_at
+        assert_same_state(before, model)
+
+
+CHUNKED = [m for m in METHODS if not seethrough.get_method(m).cls.reports_progress]
+
+
+def count_forwards(model: nn.Module) -> tuple[list[int], object]:
+    """A counter of the model's forward calls (and the hook's handle, to remove it)."""
+    calls = [0]
+
+    def hook(module, args):
+        calls[0] += 1
+
+    return calls, model.register_forward_pre_hook(hook)
+
+
+@pytest.mark.parametrize("method", CHUNKED)
+def test_one_pass_methods_report_each_chunk_and_stop_before_any_work(
+    method, tiny_input, monkeypatch
+):
+    model = model_for(method)
+    whole = run(model, tiny_input, method)
+    monkeypatch.setattr("seethrough.methods.base.CHUNK_VALUES", tiny_input[0].numel())
+    calls: list[tuple[int, int]] = []
+    chunked = run(model, tiny_input, method, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]  # one image per chunk here
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_allclose(a.raw, b.raw, rtol=1e-4, atol=1e-6)
+        assert a.target == b.target and a.score == pytest.approx(b.score, rel=1e-5)
+        assert a.extras.keys() == b.extras.keys() and a.stats.keys() == b.stats.keys()
+
+    forwards, handle = count_forwards(model)
+    try:
+        with pytest.raises(seethrough.errors.CancelledError, match="after 0 of 3 images"):
+            run(model, tiny_input, method, progress=lambda d, t: False)
+        assert forwards[0] == 0  # cancelled before the model ran
+        with pytest.raises(seethrough.errors.CancelledError, match="after 1 of 3 images"):
+            run(model, tiny_input, method, progress=lambda d, t: d == 0)
+        assert forwards[0] > 0
+    finally:
+        handle.remove()
+    with pytest.raises(seethrough.errors.InvalidTargetError, match="2 targets given for 3"):
+        run(model, tiny_input, method, target=[0, 1])
+
+
+def test_a_joint_factorization_is_one_chunk(tiny_input, monkeypatch):
+    monkeypatch.setattr("seethrough.methods.base.CHUNK_VALUES", tiny_input[0].numel())
+    calls: list[tuple[int, int]] = []
+    run(make_tiny(), tiny_input, "dff", joint=True, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(0, 3), (3, 3)]
+
+
+def test_scorecam_reports_each_batch_of_masks_and_stops_at_the_next(tiny_input):
+    model = make_tiny()
+    run(model, tiny_input, "scorecam")  # the default layer is found once per model
+    forwards, handle = count_forwards(model)
+    try:
+        calls: list[tuple[int, int]] = []
+        run(model, tiny_input, "scorecam", batch_size=2, progress=lambda d, t: calls.append((d, t)))
+        full = forwards[0]
+        total = calls[-1][1]  # N images x C channels
+        assert total % 3 == 0 and calls[0] == (0, total)
+        assert [d for d, _ in calls] == list(range(0, total + 1, 2))
+        before_masks = full - total // 2
+        assert before_masks == 1  # the clean pass, then one per batch of 2 masks
+
+        forwards[0] = 0
+        with pytest.raises(seethrough.errors.CancelledError):
+            run(model, tiny_input, "scorecam", batch_size=2, progress=lambda d, t: False)
+        assert forwards[0] == before_masks  # no mask was evaluated
+
+        forwards[0] = 0
+        with pytest.raises(seethrough.errors.CancelledError, match=f"after 2 of {total}"):
+            run(model, tiny_input, "scorecam", batch_size=2, progress=lambda d, t: d == 0)
+        assert forwards[0] == before_masks + 1  # stopped at the next batch, not at the end
+    finally:
+        handle.remove()

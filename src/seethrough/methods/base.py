@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,13 +22,29 @@ from ..core.targets import (
     class_scores,
     resolve_target,
 )
-from ..errors import CancelledError, MethodNotApplicableError
+from ..errors import CancelledError, InvalidTargetError, MethodNotApplicableError
 from ..registry import Param, get_method
 
-__all__ = ["Method", "MethodResult", "Context", "Progress", "Ticker", "RELU"]
+__all__ = [
+    "Method",
+    "MethodResult",
+    "Context",
+    "Progress",
+    "Ticker",
+    "RELU",
+    "CHUNK_VALUES",
+    "chunk_size",
+    "merge_results",
+]
 
 Progress = Callable[[int, int], object]
-"""``progress(done, total)``, called by long methods between batches; returning ``False`` cancels."""
+"""``progress(done, total)``, called by every method before its work and between batches;
+returning ``False`` cancels."""
+
+CHUNK_VALUES = 4 * 3 * 224 * 224
+"""Input values per pass of the methods that run a batch in chunks of images, on the CPU: 4
+images of 224x224, the perturbation engine's CPU batch (a Grad-CAM, saliency or feature-map pass
+of 8 such images costs about as much as two of 4; one image at a time costs more)."""
 
 RELU = Param("relu", True, "keep only the positive evidence (ReLU), as the paper does", bool)
 
@@ -125,6 +141,21 @@ class Context:
                 self.layout.restore()
                 self.layout = None
 
+    @contextmanager
+    def narrowed(self, start: int, stop: int) -> Iterator[Context]:
+        """This context restricted to images ``start:stop`` of the batch (input, per-image
+        targets, display images) for the block; the rest (layer, channels-last switch) is shared.
+        """
+        saved = self.x, self.target, self.images
+        if isinstance(self.target, (list, tuple)):
+            self.target = self.target[start:stop]
+        self.x = self.x[start:stop]
+        self.images = None if self.images is None else self.images[start:stop]
+        try:
+            yield self
+        finally:
+            self.x, self.target, self.images = saved
+
     def resolve(self, output: torch.Tensor) -> ResolvedTarget:
         """Fix the targets against the clean output."""
         return resolve_target(self.target, output, self.class_index)
@@ -165,6 +196,11 @@ class Method:
     needs_layer: ClassVar[bool] = False
     class_specific: ClassVar[bool] = True
     swaps_modules: ClassVar[bool] = False  # replaces submodules during a call (guided backprop)
+    reports_progress: ClassVar[bool] = False
+    """Whether :meth:`run` reports progress itself (a :class:`Ticker` over its batches of model
+    evaluations). The other methods run the batch in chunks of images (:meth:`chunk`), with a
+    report before the first chunk and after each, in images."""
+    layout_switch: ClassVar[bool] = False  # its passes run inside Context.many_inputs
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
@@ -231,14 +267,43 @@ class Method:
                 ctx.layer, ctx.layer_module = resolve_layer(
                     model, layer, ctx.x, default_layer, named=named
                 )
+            run = self.run if self.reports_progress else self._run_in_chunks
             if self.needs_gradients:
-                return self.run(ctx)
+                return run(ctx)
             with torch.no_grad():  # nothing to restore in the parameters: no backward can run
-                return self.run(ctx)
+                return run(ctx)
 
     def run(self, ctx: Context) -> MethodResult:
         """Compute the explanation of ``ctx.x``; the model is already protected."""
         raise NotImplementedError
+
+    def chunk(self, ctx: Context) -> int:
+        """Images per :meth:`run` for a method that does not report progress itself (see
+        :func:`chunk_size`); a method whose result for one image depends on the others returns
+        the whole batch."""
+        return chunk_size(ctx.x)
+
+    def _run_in_chunks(self, ctx: Context) -> MethodResult:
+        """:meth:`run` on chunks of the batch, reporting progress in images: once before the
+        first chunk (a cancel before any work) and after each."""
+        n = ctx.x.shape[0]
+        ticker = Ticker(ctx, n, unit="images")
+        ticker.advance(0)
+        size = self.chunk(ctx)
+        if size >= n:
+            result = self.run(ctx)
+            ticker.advance(n)
+            return result
+        if isinstance(ctx.target, (list, tuple)) and len(ctx.target) != n:
+            raise InvalidTargetError(f"{len(ctx.target)} targets given for {n} images")
+        parts = []
+        with ctx.many_inputs(n) if self.layout_switch else nullcontext():
+            for start in range(0, n, size):
+                stop = min(start + size, n)
+                with ctx.narrowed(start, stop):
+                    parts.append(self.run(ctx))
+                ticker.advance(stop - start)
+        return merge_results(parts)
 
     def describe(self) -> Mapping[str, Any]:
         """The parameters in effect."""
@@ -254,16 +319,63 @@ def _freeze(modules: Iterable[nn.Module]) -> None:
                 p.requires_grad_(False)
 
 
-class Ticker:
-    """Counts model evaluations for the progress callback; a ``False`` answer cancels."""
+def chunk_size(x: torch.Tensor) -> int:
+    """Images of the batch ``x`` per pass for a method run in chunks: on the CPU as many as hold
+    :data:`CHUNK_VALUES` input values (at least one); on other devices the whole batch."""
+    if x.device.type != "cpu":
+        return max(1, x.shape[0])
+    return max(1, CHUNK_VALUES // max(1, x[0].numel()))
 
-    def __init__(self, ctx: Context, total: int) -> None:
+
+def merge_results(parts: Sequence[MethodResult]) -> MethodResult:
+    """One result from the results of consecutive chunks of a batch (tensors concatenated
+    along the batch, per-sample lists joined; probabilities only where every chunk has them)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def join(values: list[Any]) -> Any:
+        if all(isinstance(v, torch.Tensor) for v in values):
+            return torch.cat(values)
+        return [item for v in values for item in v]
+
+    first = parts[0]
+    probabilities = [p.probabilities for p in parts]
+    stats = None
+    if any(p.stats is not None for p in parts):
+        stats = [s for p in parts for s in (p.stats or [{} for _ in range(len(p.raw))])]
+    return MethodResult(
+        raw=torch.cat([p.raw for p in parts]),
+        map=torch.cat([p.map for p in parts]),
+        scores=torch.cat([p.scores for p in parts]),
+        probabilities=None if any(p is None for p in probabilities) else torch.cat(probabilities),
+        target=ResolvedTarget(
+            tuple(c for p in parts for c in p.target.classes),
+            tuple(f for p in parts for f in p.target.fns),
+        ),
+        layer=first.layer,
+        extras={k: join([p.extras[k] for p in parts]) for k in first.extras},
+        stats=stats,
+    )
+
+
+class Ticker:
+    """Counts work done for the progress callback; a ``False`` answer cancels.
+
+    Args:
+        ctx: the call's context (its ``progress`` callback, if any).
+        total: the work of the whole call.
+        unit: what is counted, for the cancellation message.
+    """
+
+    def __init__(self, ctx: Context, total: int, unit: str = "model evaluations") -> None:
         self.callback = ctx.progress
         self.total = total
+        self.unit = unit
         self.done = 0
 
     def advance(self, n: int) -> None:
-        """Record ``n`` more evaluations; raise ``CancelledError`` if the callback says stop."""
+        """Record ``n`` more units of work (``0``: report before any work) and call back; raise
+        ``CancelledError`` if the callback says stop."""
         self.done += n
         if self.callback is not None and self.callback(self.done, self.total) is False:
-            raise CancelledError(f"cancelled after {self.done} of {self.total} model evaluations")
+            raise CancelledError(f"cancelled after {self.done} of {self.total} {self.unit}")

@@ -49,6 +49,7 @@ class CAMMethod(Method):
 
     family = "cam"
     needs_layer = True
+    layout_switch = True
     params = (RELU,)
     record_inputs = False  # variants that also need the inputs of recorded modules set this
 

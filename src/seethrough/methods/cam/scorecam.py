@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ...registry import Param, register_method
-from ..base import RELU
+from ..base import RELU, Ticker
 from .base import CAMMethod, CAMState
 
 
@@ -25,12 +25,15 @@ class ScoreCAM(CAMMethod):
     Subtracting the score of a baseline input (the paper's ``f(X_b)``) would shift every
     ``s_c`` of a sample equally and leave the softmax unchanged, so it is skipped. Needs one
     forward per channel, evaluated ``batch_size`` masked images at a time; no gradient.
+    Progress counts the masked images (``N * C``): reported before the first batch of masks
+    and after each, so a cancel stops the call at the next batch.
     """
 
     name = "scorecam"
     title = "Score-CAM"
     paper = "Wang et al., CVPRW 2020"
     needs_gradients = False
+    reports_progress = True
     params = (RELU, Param("batch_size", 32, "masked images per forward pass", int, min=1))
 
     def weights(self, s: CAMState) -> torch.Tensor:
@@ -39,6 +42,8 @@ class ScoreCAM(CAMMethod):
         n, c = s.activations.shape[:2]
         bs = self.params["batch_size"]
         scores = torch.empty(n, c, dtype=s.activations.dtype, device=x.device)
+        ticker = Ticker(s.ctx, n * c)
+        ticker.advance(0)
         with s.ctx.many_inputs(n * c):
             for i in range(n):
                 score = s.target.row(i)
@@ -46,6 +51,7 @@ class ScoreCAM(CAMMethod):
                     acts = s.activations[i : i + 1, start : start + bs]
                     batch = x[i : i + 1] * _unit_masks(acts, x.shape[-2:]).transpose(0, 1)
                     scores[i, start : start + bs] = score(s.ctx.forward(batch))
+                    ticker.advance(acts.shape[1])
         return scores.softmax(dim=1)
 
 

@@ -102,6 +102,10 @@ class DeepFeatureFactorization(Method):
         Param("top_k", 3, "classes reported per concept (needs a GAP + linear head)", int, min=1),
     )
 
+    def chunk(self, ctx: Context) -> int:
+        """A joint factorization needs every image at once; else images go in chunks."""
+        return ctx.x.shape[0] if self.params["joint"] else super().chunk(ctx)
+
     def run(self, ctx: Context) -> MethodResult:
         """One forward recording the layer and the linear layers' inputs, then NMF."""
         with Recorder(

@@ -92,6 +92,7 @@ class FeatureInversion(Method):
     needs_gradients = True
     needs_layer = True
     class_specific = False
+    reports_progress = True  # per optimisation step
     params = (
         Param(
             "objective",

@@ -156,6 +156,7 @@ class GradientMethod(Method):
 
     family = "gradient"
     needs_gradients = True
+    layout_switch = True
 
     def run(self, ctx: Context) -> MethodResult:
         """Attributions from :meth:`attribute`, reduced with ``reduce``."""

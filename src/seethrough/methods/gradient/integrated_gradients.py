@@ -70,6 +70,7 @@ class IntegratedGradients(GradientMethod):
     name = "integrated_gradients"
     title = "Integrated Gradients"
     paper = "Sundararajan et al., ICML 2017"
+    reports_progress = True  # per batch of path points
     params = (
         reduce_param("sum"),
         BASELINE,

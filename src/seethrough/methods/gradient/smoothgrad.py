@@ -52,6 +52,7 @@ class SmoothGrad(GradientMethod):
     name = "smoothgrad"
     title = "SmoothGrad"
     swaps_modules = True  # the wrapped method may be guided backprop
+    reports_progress = True  # per batch of noisy copies
     paper = "Smilkov et al., ICML workshop 2017"
     params = (
         Param(
@@ -108,6 +109,7 @@ class GradientShap(GradientMethod):
     name = "gradient_shap"
     title = "Gradient SHAP"
     paper = "Lundberg & Lee, NeurIPS 2017; Erion et al., 2021"
+    reports_progress = True  # per batch of path points
     params = (
         reduce_param("sum"),
         BASELINE,

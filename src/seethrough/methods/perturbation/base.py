@@ -60,6 +60,7 @@ class PerturbationMethod(Method):
 
     family = "perturbation"
     needs_gradients = False
+    reports_progress = True  # per batch of perturbed inputs (the engine's ticker)
     params = (HIDE, SCORE, BATCH_SIZE, SEED)
     extra_targets = 0  # variants that explain several classes at once raise this per call
 
