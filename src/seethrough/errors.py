@@ -25,6 +25,7 @@ __all__ = [
     "ModelOutputError",
     "WeightsUnavailableError",
     "WeightsMismatchError",
+    "UnsafeModelError",
     "MethodNotApplicableError",
     "CancelledError",
     "suggest",
@@ -81,6 +82,10 @@ class WeightsUnavailableError(SeethroughError, OSError):
 
 class WeightsMismatchError(SeethroughError, ValueError):
     """A weights file does not fit the architecture (missing, unexpected or mis-shaped tensors)."""
+
+
+class UnsafeModelError(SeethroughError, ValueError):
+    """A model file holds code that is refused (TorchScript using more than tensor operators)."""
 
 
 class MethodNotApplicableError(SeethroughError, ValueError):

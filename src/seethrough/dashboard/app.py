@@ -2,8 +2,9 @@
 
 Model panel (sidebar) -> image -> predictions -> explain, plus a compare view. The page calls
 the public library through :mod:`seethrough.dashboard.service`; nothing typed on the page is
-evaluated as code, and uploaded weights are read only as safetensors, ``weights_only`` state
-dicts or TorchScript.
+evaluated as code, and uploaded weights are read only as safetensors or ``weights_only`` state
+dicts. TorchScript files are programs: they are refused unless the server was started with
+``--allow-torchscript``, and then run only if their code uses nothing but tensor operators.
 """
 
 from __future__ import annotations
@@ -138,21 +139,41 @@ def _first_load_note(spec: svc.ModelSpec) -> str:
     return " (the first time, its pretrained weights are downloaded)"
 
 
+def _upload_folder() -> svc.UploadFolder:
+    """This session's private folder for uploaded weights, removed when the session ends."""
+    if "upload_folder" not in st.session_state:
+        st.session_state["upload_folder"] = svc.UploadFolder()
+    return st.session_state["upload_folder"]
+
+
 def _own_model(sb: Any) -> svc.ModelSpec | None:
-    kind = sb.radio("File kind", ["State dict", "TorchScript"], key="file_kind", horizontal=True)
-    upload = sb.file_uploader(
-        "Weights file",
-        key="weights_file",
-        help="A .safetensors or .pt/.pth state dict (read with weights_only=True) for the "
-        "architecture below, or a TorchScript file. Never a pickled object or Python code.",
+    kind = "State dict"
+    if svc.torchscript_allowed():
+        kind = sb.radio(
+            "File kind", ["State dict", "TorchScript"], key="file_kind", horizontal=True
+        )
+    else:
+        sb.caption(
+            "State dicts only: TorchScript files are programs, accepted only by a dashboard "
+            "started with `seethrough dashboard --allow-torchscript` (one user, own machine)."
+        )
+    note = (  # the file's type is checked by svc.store_upload, which says why in one line
+        "A .safetensors, .pt, .pth or .bin state dict for the architecture below. Only tensors "
+        "are read (weights_only=True): nothing in the file runs as code."
     )
+    if kind == "TorchScript":
+        note = (
+            "A .ts, .pt or .pth TorchScript file. TorchScript is a program: it runs only if every "
+            "operator in its code is a pure tensor operator (checked before anything runs)."
+        )
+    upload = sb.file_uploader("Weights file", key="weights_file", help=note)
     arch = None
     if kind == "State dict":
         arch = sb.selectbox("Architecture of the file", list_models(), key="arch")
     if upload is None:
         sb.info("Upload a weights file to use your own model.")
         return None
-    path = svc.store_upload(upload.getvalue(), upload.name)
+    path = _upload_folder().store(upload.getvalue(), upload.name)
     return svc.ModelSpec(name=str(path), arch=arch, label=upload.name)
 
 

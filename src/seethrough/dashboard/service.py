@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import shutil
 import tempfile
 import threading
 import uuid
@@ -37,16 +39,20 @@ import numpy as np
 from PIL import Image
 
 from ..api import explain
-from ..errors import InvalidImageError, InvalidParameterError, SeethroughError
+from ..errors import InvalidImageError, InvalidParameterError, SeethroughError, UnsafeModelError
 from ..explanation import Explanation
 from ..images import load_image
 from ..models import Prediction, VisionModel, load_model
+from ..models.torchscript import is_torchscript
 from ..registry import MethodInfo, Param, families, list_methods
 
 __all__ = [
     "FRAMEWORKS",
     "UPLOAD_TYPES",
     "WEIGHTS_TYPES",
+    "TORCHSCRIPT_ENV",
+    "torchscript_allowed",
+    "UploadFolder",
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_PIXELS",
     "ModelSpec",
@@ -77,7 +83,11 @@ FRAMEWORKS: tuple[str, ...] = ("PyTorch",)
 """Frameworks the model panel offers: only what the library can load today."""
 
 UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
-WEIGHTS_TYPES: tuple[str, ...] = ("safetensors", "pt", "pth", "bin", "ts")
+WEIGHTS_TYPES: tuple[str, ...] = ("safetensors", "pt", "pth", "bin")
+"""State-dict files the model panel takes (tensors only: nothing in them runs); with
+:func:`torchscript_allowed`, ``.ts`` too."""
+TORCHSCRIPT_ENV = "SEETHROUGH_DASHBOARD_TORCHSCRIPT"
+"""Set to ``1`` (by ``seethrough dashboard --allow-torchscript``) to accept TorchScript files."""
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 """Largest uploaded image file (bytes)."""
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -113,8 +123,14 @@ class ModelSpec:
     label: str | None = field(default=None, compare=False)
 
     def load(self) -> VisionModel:
-        """Load the model (:func:`seethrough.load_model`); errors name the uploaded file."""
+        """Load the model (:func:`seethrough.load_model`); errors name the uploaded file.
+
+        An uploaded TorchScript file is refused unless :func:`torchscript_allowed`.
+        """
         try:
+            if self.label is not None and self.arch is None and not torchscript_allowed():
+                if is_torchscript(self.name):
+                    raise UnsafeModelError(_torchscript_refused(self.label))
             return load_model(
                 self.name,
                 weights=self.weights,
@@ -324,33 +340,105 @@ def decoded_upload(data: bytes, filename: str) -> Image.Image:
     return image
 
 
+def torchscript_allowed() -> bool:
+    """Whether this dashboard accepts TorchScript files (:data:`TORCHSCRIPT_ENV` is ``1``).
+
+    A TorchScript file is a program: even with its operators checked, accept one only on a
+    dashboard that serves one user on their own machine.
+    """
+    return os.environ.get(TORCHSCRIPT_ENV, "").strip() == "1"
+
+
+def _torchscript_refused(filename: str) -> str:
+    return (
+        f"{filename} is a TorchScript file, which is a program: this dashboard takes only state "
+        "dicts (.safetensors, or .pt / .pth / .bin holding tensors only) for a named "
+        "architecture. Save model.state_dict() instead, or, for yourself on your own machine, "
+        "start the dashboard with `seethrough dashboard --allow-torchscript`."
+    )
+
+
+class UploadFolder:
+    """A private folder for one session's uploaded weights, removed with the session.
+
+    Created by :func:`tempfile.mkdtemp` (mode 0700: other users can neither list nor open its
+    files); removed when this object is garbage collected (the page keeps it in the session's
+    state, which Streamlit drops when the session ends), when :meth:`remove` is called, or at
+    the latest when the process exits.
+    """
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="seethrough-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+    def store(self, data: bytes, filename: str) -> Path:
+        """:func:`store_upload` into this folder."""
+        return store_upload(data, filename, self.path)
+
+    def remove(self) -> None:
+        """Delete the folder and its files now."""
+        self._finalizer()
+
+
+_SHARED_FOLDER: UploadFolder | None = None
+_SHARED_FOLDER_LOCK = threading.Lock()
+
+
+def _shared_folder() -> UploadFolder:
+    """The process's own private folder, for :func:`store_upload` calls that name none."""
+    global _SHARED_FOLDER
+    with _SHARED_FOLDER_LOCK:
+        if _SHARED_FOLDER is None or not _SHARED_FOLDER.path.is_dir():
+            _SHARED_FOLDER = UploadFolder()
+        return _SHARED_FOLDER
+
+
 def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
     """Write an uploaded weights file where the loader can read it, named by its content hash.
 
-    The same bytes always give the same path, so the model pool's cache key follows the content.
-    The file is only ever read with ``weights_only=True``, safetensors or TorchScript. It is
-    written under a temporary name and renamed, so two sessions never read half a file, and the
-    folder keeps the :data:`KEEP_UPLOADED_WEIGHTS` most recently used files (a loaded model stays
-    in the pool; the page stores its upload again when it needs the file).
+    The same bytes always give the same path in a folder, so the model pool's cache key
+    follows the content. State dicts are only ever read with ``weights_only=True`` or as
+    safetensors; a TorchScript file (a program) is refused unless :func:`torchscript_allowed`,
+    whatever its extension, and is then loaded only if its code passes the operator check.
+    The file is created with mode 0600 under a temporary name and renamed, so two sessions never
+    read half a file; ``folder`` (by default a private one of this process: pass a session's
+    :class:`UploadFolder`) keeps the :data:`KEEP_UPLOADED_WEIGHTS` most recently used files (a
+    loaded model stays in the pool; the page stores its upload again when it needs the file).
+
+    Raises:
+        InvalidParameterError: an extension not accepted, or an empty file.
+        UnsafeModelError: a TorchScript file while :func:`torchscript_allowed` is false.
     """
+    allowed = torchscript_allowed()
+    types = WEIGHTS_TYPES + (("ts",) if allowed else ())
     suffix = Path(filename).suffix.lower()
-    if suffix.lstrip(".") not in WEIGHTS_TYPES:
+    if suffix.lstrip(".") not in types:
+        if suffix == ".ts":
+            raise UnsafeModelError(_torchscript_refused(filename))
         raise InvalidParameterError(
-            f"{filename}: weights must be one of {', '.join('.' + t for t in WEIGHTS_TYPES)}"
+            f"{filename}: weights must be one of {', '.join('.' + t for t in types)}"
         )
     if not data:
         raise InvalidParameterError(f"{filename}: the file is empty")
-    root = (
-        Path(folder) if folder is not None else Path(tempfile.gettempdir()) / "seethrough-uploads"
-    )
-    root.mkdir(parents=True, exist_ok=True)
+    if not allowed and is_torchscript(data):
+        raise UnsafeModelError(_torchscript_refused(filename))
+    root = Path(folder) if folder is not None else _shared_folder().path
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = root / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
     if path.exists():
         path.touch()
     else:
         part = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
-        part.write_bytes(data)
-        part.replace(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(part, flags, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            part.replace(path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
     _prune(root, keep=path)
     return path
 

@@ -1,7 +1,9 @@
 """The model zoo: load classifiers by name (bundled, synthetic, torchvision, timm) or from files.
 
 Weights files are only ever read as plain tensors (``safetensors`` or ``torch.load`` with
-``weights_only=True``): a file that holds other Python objects is refused, never executed.
+``weights_only=True``): a file that holds other Python objects is refused, never executed. A
+TorchScript file is a program: it is loaded only if its code uses nothing but pure tensor
+operators (:mod:`seethrough.models.torchscript`), checked before any of it runs.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import pickle
-import warnings
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -34,6 +34,7 @@ from seethrough.errors import (
 )
 from seethrough.models.labels import imagenet_labels, labels_for
 from seethrough.models.preprocessing import Preprocessing
+from seethrough.models.torchscript import is_torchscript, load_torchscript
 from seethrough.models.vision_model import VisionModel
 
 __all__ = ["load_model", "list_models", "remap_in_order", "read_state_dict", "SOURCES"]
@@ -371,22 +372,16 @@ def _pretrained(source: str, arch: str) -> _Loaded:
 
 def _is_torchscript(path: Path) -> bool:
     """Whether ``path`` is a TorchScript archive (a zip holding ``constants.pkl`` and code)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+    return is_torchscript(path)
 
 
 def _torchscript(path: Path) -> _Loaded:
-    """Load a TorchScript classifier; its class count is read from a zero 1x3x224x224 input."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise InvalidParameterError(
-                f"cannot load TorchScript file '{path}': {_first_line(exc)}"
-            ) from None
+    """Load a TorchScript classifier; its class count is read from a zero 1x3x224x224 input.
+
+    A TorchScript file is a program: :func:`~seethrough.models.torchscript.load_torchscript`
+    refuses it unless its code uses only pure tensor operators, before any of it runs.
+    """
+    module = load_torchscript(path)
     module.eval()
     try:
         with torch.inference_mode():
@@ -457,6 +452,7 @@ def load_model(
         WeightsMismatchError: a weights file does not fit the architecture.
         InvalidParameterError: missing files, unreadable or unsafe weights files, a non-TorchScript
             file without ``arch``, bad overrides.
+        UnsafeModelError: a TorchScript file whose code uses more than pure tensor operators.
     """
     mode = "none" if weights is None else weights
     weights_path = (
