@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.inputs import image_parameter
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
 from ...registry import Param
@@ -31,6 +32,7 @@ __all__ = [
     "REDUCTIONS",
     "reduce_param",
     "BASELINE",
+    "BASELINE_KEYWORDS",
     "SEED",
     "INTERNAL_BATCH",
 ]
@@ -50,11 +52,15 @@ def reduce_param(default: str) -> Param:
     )
 
 
+BASELINE_KEYWORDS = ("black", "blur", "mean", "noise")
+"""The words ``baseline`` takes besides numbers and images."""
+
 BASELINE = Param(
     "baseline",
     "black",
     "reference input: 'black' (black image in model-input space), 'blur', 'mean' (the image's "
-    "channel means), 'noise', a number (model-input space), or an image",
+    "channel means), 'noise', a number (model-input space), or an image (with the input's "
+    "channels and size; one, or one per input image)",
     object,
 )
 SEED = Param("seed", 0, "seed of the random generator (noise, samples)", int)
@@ -118,10 +124,13 @@ def baseline_image(
     """The reference input for ``x`` ``(N, C, H, W)``: same shape, see :data:`BASELINE`.
 
     'black' is the image whose pixels are 0 before normalisation (``-mean / std`` when the
-    model's normalisation is known, else 0).
+    model's normalisation is known, else 0). A tensor must have ``x``'s channels and size (see
+    :func:`~seethrough.core.inputs.image_parameter`); anything else raises
+    ``InvalidParameterError`` naming ``baseline``.
     """
     from ..perturbation.engine import hidden_image
 
+    baseline = image_parameter("baseline", baseline, x, keywords=BASELINE_KEYWORDS)
     if isinstance(baseline, str) and baseline == "black":
         if ctx.normalization is None:
             return torch.zeros_like(x)
@@ -130,13 +139,14 @@ def baseline_image(
             for v in ctx.normalization
         )
         return (-mean / std).expand_as(x).clone()
-    if (
-        isinstance(baseline, torch.Tensor)
-        and baseline.dim() == 4
-        and baseline.shape[0] == x.shape[0]
-    ):
-        return baseline.to(x.device, x.dtype)
-    return torch.cat([hidden_image(x[i : i + 1], baseline, generator) for i in range(x.shape[0])])
+    if isinstance(baseline, torch.Tensor) and baseline.dim() == 4 and baseline.shape[0] > 1:
+        return baseline  # one baseline per image
+    return torch.cat(
+        [
+            hidden_image(x[i : i + 1], baseline, generator, name="baseline")
+            for i in range(x.shape[0])
+        ]
+    )
 
 
 def auto_internal_batch(ctx: Context) -> int:

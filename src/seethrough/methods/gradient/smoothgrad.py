@@ -6,11 +6,13 @@ import dataclasses
 
 import torch
 
+from ...core.inputs import image_parameter
 from ...core.targets import ResolvedTarget
 from ...registry import Param, get_method, register_method
 from ..base import Context
 from .base import (
     BASELINE,
+    BASELINE_KEYWORDS,
     INTERNAL_BATCH,
     SEED,
     Attribution,
@@ -128,10 +130,10 @@ class GradientShap(GradientMethod):
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Random baselines and path points, batched gradients, averaged per image."""
         p = self.params
-        output, target = clean_output(ctx, target)
         x, n, m = ctx.x, ctx.x.shape[0], p["n_samples"]
         generator = torch.Generator().manual_seed(p["seed"])
-        baselines = self._baselines(ctx, generator)  # (N or M, ...) candidates
+        baselines = self._baselines(ctx, generator)  # (N or M, ...) candidates, checked first
+        output, target = clean_output(ctx, target)
         pick = (
             torch.randint(len(baselines), (m,), generator=generator)
             if len(baselines) != n
@@ -152,9 +154,11 @@ class GradientShap(GradientMethod):
         return Attribution(accumulate(ctx, m, p["internal_batch_size"], term) / m, output, target)
 
     def _baselines(self, ctx: Context, generator: torch.Generator) -> torch.Tensor:
-        base = self.params["baseline"]
+        base = image_parameter(
+            "baseline", self.params["baseline"], ctx.x, keywords=BASELINE_KEYWORDS, any_count=True
+        )
         if isinstance(base, torch.Tensor) and base.dim() == 4 and base.shape[0] != ctx.x.shape[0]:
-            return base.to(ctx.x.device, ctx.x.dtype)
+            return base  # a set of baselines to draw from
         if isinstance(base, str) and base == "noise":
             shape = (self.params["n_samples"], *ctx.x.shape[1:])
             return normal_noise(shape, generator, ctx.x)

@@ -8,10 +8,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ...core.inputs import image_parameter
 from ...core.targets import ResolvedTarget
 from ...errors import MethodNotApplicableError
 from ..base import Context, Method, MethodResult
-from .engine import BATCH_SIZE, HIDE, SCORE, SEED, Ticker, auto_batch_size, evaluate, hidden_image
+from .engine import (
+    BATCH_SIZE,
+    HIDE,
+    HIDE_KEYWORDS,
+    SCORE,
+    SEED,
+    Ticker,
+    auto_batch_size,
+    evaluate,
+    hidden_image,
+)
 
 __all__ = ["PerturbationMethod", "Sample", "Single"]
 
@@ -66,24 +77,31 @@ class PerturbationMethod(Method):
 
     def run(self, ctx: Context) -> MethodResult:
         """Clean forward, resolve targets, explain each image, stack the maps."""
+        hide = image_parameter("hide", self.params["hide"], ctx.x, keywords=HIDE_KEYWORDS)
         with torch.no_grad():
             output = ctx.forward(ctx.x)
         target = ctx.resolve(output)
         batch = self.params["batch_size"] or auto_batch_size(ctx)
         ticker = Ticker(ctx, self.evaluations(ctx) * ctx.x.shape[0])
         singles = [
-            self.explain_one(ctx, self._sample(ctx, i, output, target), batch, ticker)
+            self.explain_one(ctx, self._sample(ctx, i, output, target, hide), batch, ticker)
             for i in range(ctx.x.shape[0])
         ]
         maps = torch.stack([s.map.float().cpu() for s in singles])
         extras = {k: [s.extras[k] for s in singles] for k in singles[0].extras}
         return ctx.result(maps, maps, output, target, stats=[s.stats for s in singles], **extras)
 
-    def _sample(self, ctx: Context, i: int, output: torch.Tensor, target: ResolvedTarget) -> Sample:
+    def _sample(
+        self,
+        ctx: Context,
+        i: int,
+        output: torch.Tensor,
+        target: ResolvedTarget,
+        hide: float | str | torch.Tensor,
+    ) -> Sample:
         generator = torch.Generator().manual_seed(self.params["seed"])
         x = ctx.x[i : i + 1]
-        hide = self.params["hide"]
-        if isinstance(hide, torch.Tensor) and hide.dim() == 4 and hide.shape[0] == ctx.x.shape[0]:
+        if isinstance(hide, torch.Tensor) and hide.dim() == 4 and hide.shape[0] > 1:
             hide = hide[i]  # one hide image per input image
         hidden = hidden_image(x, hide, generator)
         primary = target.classes[i]

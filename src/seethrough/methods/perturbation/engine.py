@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from ...errors import InvalidParameterError
+from ...core.inputs import image_parameter
 from ...registry import Param
 from ..base import Context, Ticker
 
@@ -32,13 +32,18 @@ __all__ = [
     "BATCH_SIZE",
     "SEED",
     "SCORE",
+    "HIDE_KEYWORDS",
 ]
+
+HIDE_KEYWORDS = ("mean", "blur", "noise")
+"""The words ``hide`` takes besides numbers and images."""
 
 HIDE = Param(
     "hide",
     0.0,
     "what replaces hidden pixels: a number in model-input space (0 = the dataset's mean colour "
-    "for normalised inputs), 'mean' (the image's channel means), 'blur', 'noise', or an image",
+    "for normalised inputs), 'mean' (the image's channel means), 'blur', 'noise', or an image "
+    "(with the input's channels and size; one, or one per input image)",
     object,
 )
 BATCH_SIZE = Param(
@@ -124,48 +129,36 @@ def auto_batch_size(ctx: Context) -> int:
 
 
 def hidden_image(
-    x: torch.Tensor, hide: object, generator: torch.Generator | None = None
+    x: torch.Tensor, hide: object, generator: torch.Generator | None = None, name: str = "hide"
 ) -> torch.Tensor:
     """The replacement image ``(1, C, H, W)`` for one input ``x`` ``(1, C, H, W)``
             (a batch of hide images is split per image by the caller).
 
     Args:
         x: the model input of one image.
-        hide: a number (model-input space), ``"mean"`` (per-channel mean of ``x``), ``"blur"``
-            (Gaussian blur with sigma = max(H, W) / 16), ``"noise"`` (standard normal noise in
-            model-input space, from ``generator``), or a tensor ``(C, H, W)`` / ``(1, C, H, W)``.
+        hide: a finite number (model-input space), ``"mean"`` (per-channel mean of ``x``),
+            ``"blur"`` (Gaussian blur with sigma = max(H, W) / 16), ``"noise"`` (standard normal
+            noise in model-input space, from ``generator``), or a tensor ``(C, H, W)`` /
+            ``(1, C, H, W)`` with ``x``'s channels and size (see
+            :func:`~seethrough.core.inputs.image_parameter`).
         generator: random generator for ``"noise"``.
+        name: the parameter's name in error messages.
+
+    Raises:
+        InvalidParameterError: anything else, naming ``name``.
     """
+    hide = image_parameter(name, hide, x, keywords=HIDE_KEYWORDS)
     if isinstance(hide, torch.Tensor):
-        image = hide.to(x.device, x.dtype)
-        image = image.unsqueeze(0) if image.dim() == 3 else image
-        if image.shape[0] != 1:
-            raise InvalidParameterError(
-                f"hide holds {image.shape[0]} images: give one, or one per input image"
-            )
-        if image.shape[1:] != x.shape[1:]:
-            raise InvalidParameterError(
-                f"hide image has shape {tuple(image.shape[1:])}; the model input is {tuple(x.shape[1:])}"
-            )
-        return image
-    if isinstance(hide, str):
-        if hide == "mean":
-            return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
-        if hide == "blur":
-            sigma = max(x.shape[-2:]) / 16
-            return _gaussian_blur(x, sigma)
-        if hide == "noise":
-            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-            return noise.to(x.device, x.dtype)
-        try:
-            hide = float(hide)
-        except ValueError:
-            raise InvalidParameterError(
-                f"hide={hide!r}: use a number, 'mean', 'blur', 'noise' or an image"
-            ) from None
-    if isinstance(hide, (int, float)) and math.isfinite(hide):
-        return torch.full_like(x, float(hide))
-    raise InvalidParameterError(f"hide={hide!r}: use a number, 'mean', 'blur', 'noise' or an image")
+        return hide.unsqueeze(0) if hide.dim() == 3 else hide
+    if hide == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if hide == "blur":
+        sigma = max(x.shape[-2:]) / 16
+        return _gaussian_blur(x, sigma)
+    if hide == "noise":
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        return noise.to(x.device, x.dtype)
+    return torch.full_like(x, float(hide))
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
