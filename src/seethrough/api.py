@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .core.inputs import check_model_input, short_repr
 from .core.layers import LayerRef
 from .core.targets import TargetLike
-from .errors import InvalidImageError
+from .errors import InvalidImageError, InvalidParameterError
 from .explanation import Explanation
 from .images import is_raw_image, load_image, to_array
 from .models import VisionModel, module_of
@@ -33,9 +34,11 @@ def prepare_inputs(
     uint8 images the model sees (``None`` where unknown) and ``single`` whether one image (not a
     list or a 4-D batch) was given.
 
-    A float tensor is model input, already preprocessed. Paths, PIL images and numpy arrays are raw
-    images: a :class:`VisionModel` applies its preprocessing; a plain ``nn.Module`` gets them
-    only scaled to [0, 1] (no resize, no normalisation).
+    A float tensor is model input, already preprocessed: for a :class:`VisionModel` it must
+    have the channels its preprocessing makes, and no tensor may hold NaN or inf
+    (``InvalidImageError``). Paths, PIL images and numpy arrays are raw images: a
+    :class:`VisionModel` applies its preprocessing; a plain ``nn.Module`` gets them only scaled
+    to [0, 1] (no resize, no normalisation).
     """
     vm = model if isinstance(model, VisionModel) else None
     if isinstance(images, torch.Tensor):
@@ -46,6 +49,7 @@ def prepare_inputs(
             )
         single = images.dim() == 3
         x = images.unsqueeze(0) if single else images
+        check_model_input(x, len(vm.preprocessing.mean) if vm is not None else None)
         shows: list[np.ndarray | None] = [None] * x.shape[0]
         if vm is not None and x.shape[1] == 3:
             shows = list(vm.preprocessing.denormalize(x.detach().cpu()))
@@ -113,22 +117,28 @@ def explain(
     module = module_of(model)
     for key in ("hide", "baseline"):  # image-valued parameters are preprocessed like the input
         if params.get(key) is not None and _is_image_argument(params[key]):
-            params[key] = prepare_inputs(model, params[key])[0]
+            params[key] = _image_argument(model, key, params[key])
     runner = info.cls(**params)
     x, shows, single = prepare_inputs(model, image)
     start = time.perf_counter()
-    result = runner(
-        module,
-        x,
-        target,
-        layer=layer,
-        default_layer=vm.default_layer if vm is not None else None,
-        class_index=vm.class_index if vm is not None else None,
-        images=shows,
-        progress=progress,
-        normalization=(vm.preprocessing.mean, vm.preprocessing.std) if vm is not None else None,
-        labels=vm.labels if vm is not None else None,
-    )
+    try:
+        result = runner(
+            module,
+            x,
+            target,
+            layer=layer,
+            default_layer=vm.default_layer if vm is not None else None,
+            class_index=vm.class_index if vm is not None else None,
+            images=shows,
+            progress=progress,
+            normalization=(vm.preprocessing.mean, vm.preprocessing.std) if vm is not None else None,
+            labels=vm.labels if vm is not None else None,
+        )
+    except RuntimeError as exc:
+        error = _input_error(module, x, exc)
+        if error is None:
+            raise
+        raise error from exc
     n = x.shape[0]
     seconds = (time.perf_counter() - start) / n
     maps = _to_input_size(result.map, tuple(x.shape[-2:]))
@@ -177,6 +187,58 @@ def _is_image_argument(value: Any) -> bool:
         except ValueError:
             return value not in ("mean", "blur", "noise", "black")
     return is_raw_image(value) and not isinstance(value, (int, float))
+
+
+def _image_argument(model: VisionModel | nn.Module, key: str, value: Any) -> torch.Tensor:
+    """An image given as ``hide=`` / ``baseline=``, preprocessed like the input; an unreadable
+    one is an error about that parameter."""
+    try:
+        return prepare_inputs(model, value)[0]
+    except InvalidImageError as exc:
+        raise InvalidParameterError(
+            f"{key}={short_repr(value)} is neither a number, a keyword nor a readable image: {exc}"
+        ) from None
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _input_error(module: nn.Module, x: torch.Tensor, exc: RuntimeError) -> Exception | None:
+    """A one-line typed error for a model that failed on the input, or ``None`` to re-raise.
+
+    Only errors raised while the model ran count (out-of-memory errors excepted): the usual
+    cause is an input of a shape the model cannot take. When the model failed on channels and
+    its first convolution takes another channel count than the input has, the message names
+    both. (The channels are not checked before the forward: the first convolution registered
+    need not be the one the input meets first.)
+    """
+    if isinstance(exc, torch.OutOfMemoryError) or not _raised_in_model(exc):
+        return None
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    conv = next(((n, m) for n, m in module.named_modules() if isinstance(m, _CONVS)), None)
+    if conv is not None and conv[1].in_channels != x.shape[1] and "channels" in reason:
+        return InvalidImageError(
+            f"the input has {x.shape[1]} channel{'s' if x.shape[1] != 1 else ''} (shape "
+            f"{tuple(x.shape)}); the model's first convolution '{conv[0] or 'model'}' takes "
+            f"{conv[1].in_channels}"
+        )
+    return InvalidImageError(
+        f"the model cannot run on the input of shape {tuple(x.shape)}: {reason}"
+    )
+
+
+def _raised_in_model(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside a module's forward (a frame of ``nn.Module.__call__``
+    on its traceback), not by the method's own code."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals.get("__name__") == "torch.nn.modules.module" and (
+            frame.f_code.co_name in ("_call_impl", "_wrapped_call_impl")
+        ):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

@@ -8,7 +8,8 @@ evaluate perturbed inputs keep explaining that same class.
 What a user may pass as ``target``:
 
 - ``None``: each image's top class;
-- an ``int`` class index, or a ``str`` class label (resolved by the model's labels);
+- an ``int`` class index, or a ``str`` class label (resolved by the model's labels); a boolean
+  is refused (``InvalidParameterError``), not read as class 0 or 1;
 - a callable ``f(output) -> Tensor (N,)`` (boxes, masks and other tasks plug in here);
 - for a batch, a list with one of the above per image.
 """
@@ -18,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from ..errors import InvalidTargetError, UnknownClassError
+from ..errors import InvalidParameterError, InvalidTargetError, UnknownClassError
 
 __all__ = ["ClassIndexer", "ResolvedTarget", "TargetLike", "class_scores", "resolve_target"]
 
@@ -113,6 +115,13 @@ def default_class_index(num_classes: int) -> ClassIndexer:
     return index
 
 
+def _is_bool(item: object) -> bool:
+    """A Python, numpy or 0-d torch boolean (``int(True)`` would silently pick class 1)."""
+    if isinstance(item, torch.Tensor):
+        return item.dtype == torch.bool
+    return isinstance(item, (bool, np.bool_))
+
+
 def resolve_target(
     target: TargetLike, output: torch.Tensor, class_index: ClassIndexer | None = None
 ) -> ResolvedTarget:
@@ -138,6 +147,11 @@ def resolve_target(
         if item is None:
             classes.append(int(flat[i].argmax()))
             fns.append(None)
+        elif _is_bool(item):
+            raise InvalidParameterError(
+                f"target={item!r}: a boolean is not a class index; give a class index, a class "
+                "label or a callable"
+            )
         elif callable(item):
             classes.append(None)
             fns.append(item)

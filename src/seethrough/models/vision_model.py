@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from seethrough.core.inputs import check_model_input
 from seethrough.core.outputs import output_to_tensor
 from seethrough.errors import (
     InvalidParameterError,
@@ -160,7 +161,10 @@ class VisionModel:
         raise UnknownClassError(f"unknown class '{name}'.{suggest(name, self.labels)}")
 
     def _batch(self, images: object) -> tuple[torch.Tensor, bool]:
-        """Turn ``predict``'s input into a batch on the model's device, and whether it was single."""
+        """Turn ``predict``'s input into a batch on the model's device, and whether it was single.
+
+        Raises ``InvalidImageError`` for a tensor with another channel count than the
+        preprocessing makes, or with NaN / inf values."""
         if isinstance(images, torch.Tensor):
             if not images.is_floating_point() or images.dim() not in (3, 4):
                 raise InvalidParameterError(
@@ -183,6 +187,7 @@ class VisionModel:
             single = False
         else:
             batch, single = self.preprocessing(images), True
+        check_model_input(batch, len(self.preprocessing.mean))
         return batch.to(self.device), single
 
     def predict(self, images: object, k: int = 5) -> list[Prediction] | list[list[Prediction]]:
