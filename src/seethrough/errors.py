@@ -41,7 +41,18 @@ class InvalidImageError(SeethroughError, ValueError):
 
 
 class ImageTooLargeError(InvalidImageError):
-    """An image has more pixels than the configured limit (decompression-bomb guard)."""
+    """An image has more pixels than the configured limit (decompression-bomb guard).
+
+    ``size`` is the image's ``(width, height)`` and ``limit`` the pixel limit it broke, when
+    known (so a caller with its own limit can word its own message).
+    """
+
+    def __init__(
+        self, message: str, *, size: tuple[int, int] | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class UnknownModelError(SeethroughError, LookupError):

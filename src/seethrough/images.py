@@ -3,15 +3,21 @@
 Every reader returns a fully decoded ``PIL.Image.Image`` in mode ``"RGB"``. Failures raise
 :class:`~seethrough.errors.InvalidImageError` (or :class:`~seethrough.errors.ImageTooLargeError`)
 with a one-line message that names the image, so callers never see a raw PIL traceback. The pixel
-count is checked from the header before any pixel data is decoded (decompression-bomb guard).
+count is checked from the header before any pixel data is decoded (decompression-bomb guard);
+that limit alone decides, also when it is above PIL's own cap (``Image.MAX_IMAGE_PIXELS``).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -98,7 +104,9 @@ def _check_size(name: str, width: int, height: int, limit: int) -> None:
     if width * height > limit:
         raise ImageTooLargeError(
             f"image '{name}' is {width}x{height} = {width * height:,} pixels, more than the limit "
-            f"of {limit:,} (raise it with max_pixels= or {MAX_PIXELS_ENV})"
+            f"of {limit:,} (raise it with max_pixels= or {MAX_PIXELS_ENV})",
+            size=(width, height),
+            limit=limit,
         )
 
 
@@ -146,30 +154,78 @@ def _finish(image: Image.Image, name: str, limit: int) -> Image.Image:
         raise InvalidImageError(f"image '{name}' is truncated or corrupt: {_reason(exc)}") from None
 
 
-def _decode(fp: IO[bytes], name: str, limit: int) -> Image.Image:
-    """Open ``fp`` with PIL (header only), then hand it to :func:`_finish`."""
+def _open(fp: IO[bytes], name: str) -> Image.Image:
+    """Open ``fp`` with PIL (header only), turning PIL's refusals into typed errors."""
     try:
         with warnings.catch_warnings():
-            # _finish checks the size against our own limit; PIL's hard limit is still caught.
+            # _finish checks the size against our own limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(fp)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(
-            f"image '{name}' is too large to decode safely ({_reason(exc)}); limit {limit:,} pixels"
-        ) from None
+            return Image.open(fp)
     except UnidentifiedImageError:
         raise InvalidImageError(f"'{name}' is not a recognised image file") from None
     except _DECODE_ERRORS as exc:
         raise InvalidImageError(f"image '{name}' is truncated or corrupt: {_reason(exc)}") from None
+
+
+def _decode(fp: IO[bytes], name: str, limit: int) -> Image.Image:
+    """Open ``fp`` with PIL (header only), then hand it to :func:`_finish`.
+
+    Our limit rules, not PIL's own cap (``Image.MAX_IMAGE_PIXELS``): should PIL refuse the
+    header, it is read again with that cap lifted, and the size checked against ``limit``.
+    """
+    try:
+        fp.seek(0)
+    except (AttributeError, OSError):  # not seekable: PIL would read it all anyway
+        fp = io.BytesIO(fp.read())
+    try:
+        image = _open(fp, name)
+    except Image.DecompressionBombError:  # over PIL's cap; maybe not over ours
+        with _pil_cap_lifted():
+            with _open(fp, name) as image:
+                return _finish(image, name, limit)
     with image:
         return _finish(image, name, limit)
 
 
+_PIL_CAP = threading.Lock()
+_pil_cap_users = 0
+_pil_cap_saved: int | None = None
+
+
+@contextmanager
+def _pil_cap_lifted() -> Iterator[None]:
+    """A block in which PIL's own pixel cap is off (our limit is checked from the header
+    before any decoding); the cap comes back when the last such block in any thread ends."""
+    global _pil_cap_users, _pil_cap_saved
+    with _PIL_CAP:
+        if _pil_cap_users == 0:
+            _pil_cap_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pil_cap_users += 1
+    try:
+        yield
+    finally:
+        with _PIL_CAP:
+            _pil_cap_users -= 1
+            if _pil_cap_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_cap_saved
+
+
 def _open_path(path: Path, limit: int) -> Image.Image:
     """Read an image file, turning file-system problems into :class:`InvalidImageError`."""
-    if not path.exists():
-        raise InvalidImageError(f"cannot read image '{path}': file not found")
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            reason = "symlink loop"
+        elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            reason = "broken symlink" if path.is_symlink() else "file not found"
+        else:
+            reason = exc.strerror or str(exc)
+        raise InvalidImageError(f"cannot read image '{path}': {reason}") from None
+    except RuntimeError:  # some Python versions report a symlink loop this way
+        raise InvalidImageError(f"cannot read image '{path}': symlink loop") from None
+    if stat.S_ISDIR(mode):
         raise InvalidImageError(f"cannot read image '{path}': it is a directory")
     try:
         fp = path.open("rb")
