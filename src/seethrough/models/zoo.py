@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import pickle
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -237,7 +238,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # a plain pickle (not torch.save's archive) draws a protocol warning before the
+                # refusal below: the one-line error says it all
+                warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise InvalidParameterError(
             f"refusing weights file '{path}': it holds Python objects, not only tensors "
