@@ -39,7 +39,13 @@ import numpy as np
 from PIL import Image
 
 from ..api import explain
-from ..errors import InvalidImageError, InvalidParameterError, SeethroughError, UnsafeModelError
+from ..errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidParameterError,
+    SeethroughError,
+    UnsafeModelError,
+)
 from ..explanation import Explanation
 from ..images import load_image
 from ..models import Prediction, VisionModel, load_model
@@ -298,7 +304,17 @@ def read_upload(data: bytes, filename: str) -> Image.Image:
         )
     fp = io.BytesIO(data)
     fp.name = filename  # errors name the user's file
-    image = load_image(fp, max_pixels=MAX_UPLOAD_PIXELS)
+    try:
+        image = load_image(fp, max_pixels=MAX_UPLOAD_PIXELS)
+    except ImageTooLargeError as exc:  # the library's hint (max_pixels=, the variable) is not ours
+        w, h = exc.size or (0, 0)
+        size = f" is {w}x{h} = {w * h:,} pixels," if exc.size else ""
+        raise ImageTooLargeError(
+            f"{filename}{size} more than the dashboard's limit of {MAX_UPLOAD_PIXELS:,} pixels "
+            f"({MAX_UPLOAD_PIXELS / 1e6:g} MP): resize it first",
+            size=exc.size,
+            limit=MAX_UPLOAD_PIXELS,
+        ) from None
     image.info["name"] = filename
     return image
 
