@@ -211,6 +211,18 @@ def test_setstate_is_refused_before_loading(tmp_path, victim):
     assert victim.read_bytes() == SECRET
 
 
+class Commented(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # no __setstate__ here: the word is in a comment, which the debug records keep
+        return x.mean((2, 3))
+
+
+def test_setstate_in_a_comment_is_not_refused(tmp_path):
+    path = tmp_path / "commented.pt"
+    path.write_bytes(script_bytes(Commented()))
+    assert load_torchscript(path)(torch.ones(1, 3, 4, 4)).shape == (1, 3)
+
+
 def test_print_is_refused(tmp_path):
     path = tmp_path / "prints.pt"
     path.write_bytes(script_bytes(Prints()))

@@ -123,8 +123,9 @@ _SAFE_INSTEAD = (
     "computations are loaded. To use the weights safely, save model.state_dict() (as "
     ".safetensors) and load that file with its architecture (arch=NAME, --arch NAME)."
 )
-# Records that only hold tensor bytes (never read as code): not scanned for __setstate__.
-_STORAGE = re.compile(r"^(?:\.data/)?(?:data|constants)/\d+$")
+# Records never read as code, not scanned for __setstate__: tensor bytes, and the debug records
+# beside each code file (source text for error messages, comments included).
+_NOT_CODE = re.compile(r"^(?:\.data/)?(?:data|constants)/\d+$|\.debug_pkl$")
 _SETSTATE = b"__setstate__"
 _ZIP_MAGIC = b"PK\x03\x04"
 _FLATBUFFER_MAGIC = b"PTMF"  # at offset 4: torch.jit.load would read the file as a flatbuffer
@@ -152,7 +153,7 @@ def _records(data: bytes) -> Iterator[tuple[str, bytes]]:
     """Every record of the archive, read with the reader ``torch.jit.load`` itself uses."""
     reader = torch._C.PyTorchFileReader(io.BytesIO(data))
     for name in reader.get_all_records():
-        if not _STORAGE.match(name):
+        if not _NOT_CODE.search(name):
             yield name, bytes(reader.get_record(name))
 
 
@@ -201,8 +202,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _functions(module: torch.jit.ScriptModule) -> Iterator[tuple[str, torch._C.Graph]]:
-    """(name, graph) of every method and forward hook of every submodule, each type once."""
+_Function = tuple[tuple[str, str] | None, str, torch._C.Graph]
+
+
+def _functions(module: torch.jit.ScriptModule) -> Iterator[_Function]:
+    """(key, name, graph) of every method and forward hook of every submodule, each type once.
+
+    A method's key is (its module type, its name), as a ``prim::CallMethod`` names it; hooks,
+    called as functions, have none.
+    """
     seen: set[tuple[str, str]] = set()
     for path, sub in module.named_modules():
         c = sub._c
@@ -211,27 +219,42 @@ def _functions(module: torch.jit.ScriptModule) -> Iterator[tuple[str, torch._C.G
         for method in c._method_names():
             if (type_name, method) not in seen:
                 seen.add((type_name, method))
-                yield f"{prefix}{method}", c._get_method(method).graph
+                yield (type_name, method), f"{prefix}{method}", c._get_method(method).graph
         hooks = [("forward pre-hook", h) for h in c._get_forward_pre_hooks()]
         hooks += [("forward hook", h) for h in c._get_forward_hooks()]
         for kind, hook in hooks:
             if (type_name, f"{kind} {hook.name}") not in seen:
                 seen.add((type_name, f"{kind} {hook.name}"))
-                yield f"{prefix}{hook.name} ({kind})", hook.graph
+                yield None, f"{prefix}{hook.name} ({kind})", hook.graph
 
 
-def _first_refused(block: torch._C.Block, skip_calls: bool) -> str | None:
-    """The kind of the first node under ``block`` (nested blocks included) that is not allowed."""
+def _callee(node: torch._C.Node) -> tuple[str, str] | None:
+    """(type, method) a ``prim::CallMethod`` node calls, if its receiver is a class type."""
+    receiver = next(node.inputs()).type()
+    if not isinstance(receiver, torch._C.ClassType):
+        return None
+    return receiver.qualified_name(), node.s("name")
+
+
+def _first_refused(block: torch._C.Block, called: set[tuple[str, str]] | None) -> str | None:
+    """The kind of the first node under ``block`` (nested blocks included) that is not allowed.
+
+    With ``called``, calls are skipped (their targets are checked on their own) and the
+    methods they call are added to it; without, any call left is refused.
+    """
     for node in block.nodes():
         kind = node.kind()
-        if kind in _CALLS and skip_calls:
+        if kind in _CALLS and called is not None:
+            callee = _callee(node) if kind == "prim::CallMethod" else None
+            if callee is not None:
+                called.add(callee)
             continue
         if kind not in ALLOWED_OPERATORS:
             if kind == "prim::CallMethod":
                 return f"{kind} {node.s('name')} (a call that cannot be followed)"
             return kind
         for inner in node.blocks():
-            found = _first_refused(inner, skip_calls)
+            found = _first_refused(inner, called)
             if found is not None:
                 return found
     return None
@@ -241,8 +264,10 @@ def check_module(module: torch.jit.ScriptModule, what: str) -> None:
     """Refuse a loaded TorchScript module whose code uses an operator outside the allow-list.
 
     Every method (``forward``, exported ones, ``__getstate__``, ...) and forward hook of every
-    submodule is inspected, first as written and then with the functions and methods it calls
-    inlined, so that the error names the method where the operator is used. Nothing is run.
+    submodule is inspected as written, so that the error names the method where the operator
+    is used; then each one that no other method calls is inspected again with the functions and
+    methods it calls inlined, which covers the free functions the first pass cannot see (and
+    every called method again). Nothing is run.
 
     Raises:
         UnsafeModelError: names the first refused operator and the method using it.
@@ -251,14 +276,17 @@ def check_module(module: torch.jit.ScriptModule, what: str) -> None:
         raise UnsafeModelError(f"refusing TorchScript file '{what}': it holds no module")
     try:
         functions = list(_functions(module))
-        for name, graph in functions:
-            found = _first_refused(graph.block(), skip_calls=True)
+        called: set[tuple[str, str]] = set()
+        for _, name, graph in functions:
+            found = _first_refused(graph.block(), called)
             if found is not None:
                 _refuse(what, found, f"method '{name}'")
-        for name, graph in functions:
+        for key, name, graph in functions:
+            if key in called:  # inlined into its caller's graph below
+                continue
             inlined = graph.copy()
             torch._C._jit_pass_inline(inlined)
-            found = _first_refused(inlined.block(), skip_calls=False)
+            found = _first_refused(inlined.block(), None)
             if found is not None:
                 _refuse(what, found, f"method '{name}' (in a function or method it calls)")
     except UnsafeModelError:
