@@ -535,3 +535,116 @@ def test_explain_then_compare():
     out = compare(at, ["efficientnet_lite0"], "none")
     assert isinstance(out[0][1], seethrough.Explanation)
     assert len(at.download_button) == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# what the user sees: errors where the page is, names, concepts, results as they come
+
+
+def test_a_model_load_error_is_shown_in_the_main_area():
+    at = new_app()
+    at.text_input(key="mean").input("1,2").run()
+    no_exception(at)
+    (side,) = sidebar_errors(at)
+    (main,) = [e.value for e in at.main.error]
+    assert side in main and "sidebar" in main
+    assert not at.dataframe
+
+    at.text_input(key="mean").input("").run()
+    at.radio(key="model_source").set_value("My own file").run()
+    no_exception(at)
+    assert any("upload its weights file" in i.value for i in at.main.info)
+
+
+def test_an_uploaded_model_is_named_by_its_file(monkeypatch):
+    import seethrough.viz
+
+    monkeypatch.setenv("SEETHROUGH_DASHBOARD_TORCHSCRIPT", "1")  # --allow-torchscript
+    titles: list[str] = []
+    real = seethrough.viz.prediction_bar_chart
+
+    def chart(top, *, title):
+        titles.append(title)
+        return real(top, title=title)
+
+    monkeypatch.setattr(seethrough.viz, "prediction_bar_chart", chart)
+    monkeypatch.setattr(svc, "_PREDICTED", svc._LRU(4))
+    at = new_app()
+    own_file(at, "TorchScript", "my model.ts", tiny_torchscript())
+    assert not errors(at) and table_rows(at) == 3
+    assert titles and titles[-1] == "top-3: my model.ts"  # 3 classes, though k is 5
+    notes = [c.value for c in at.sidebar.caption]
+    assert any("no default layer" in n and "TorchScript" in n for n in notes), notes
+    assert not any("None" in n for n in notes), notes
+    assert at.text_input(key="layer").placeholder == "no default layer (see the sidebar)"
+
+    only_methods(at, ["saliency"])
+    explain(at)
+    title, e = results(at)[0]
+    assert title == "my model.ts" and isinstance(e, seethrough.Explanation)
+    assert e.model == "my model.ts"  # the manifest's model too
+    assert any(c.endswith("· my model.ts") for c in captions(at))
+
+
+def test_a_registry_model_names_its_default_layer():
+    at = new_app()
+    assert any(c.value == "1000 classes · default layer bn2" for c in at.sidebar.caption)
+    assert at.text_input(key="layer").placeholder == "default: bn2"
+    at.selectbox(key="model_name").set_value("squeezenet1_1")
+    at.radio(key="weights").set_value("none").run()
+    no_exception(at)
+    explain(at)  # Grad-CAM, on the layer the sidebar names
+    notes = [c.value for c in at.sidebar.caption]
+    layer = explanation(at).layer
+    assert f"1000 classes · default layer {layer} (the last spatial one)" in notes, notes
+
+
+def test_dff_concepts_are_a_table_of_text():
+    at = new_app()
+    only_methods(at, ["dff"])
+    at.run()
+    at.get_by_key("param.dff.n_iter").set_value(20)
+    explain(at)
+    e = explanation(at)
+    (table,) = at.table
+    frame = table.value
+    assert list(frame.columns) == ["concept", "top classes"]
+    assert list(frame["concept"]) == list(range(1, len(e.extras["concepts"]) + 1))
+    labels, scores = e.extras["concept_labels"], e.extras["concept_scores"]
+    assert frame["top classes"][0] == ", ".join(
+        f"{n} {s:.2f}" for n, s in zip(labels[0], scores[0], strict=True)
+    )
+    # the photo, what the model sees, the top-k chart, the map, the concepts: no legend picture
+    assert [c for c in captions(at) if c.startswith("concepts")] == ["concepts"]
+    assert len(at.image) == 5
+
+
+def test_each_result_is_shown_before_the_next_method_starts(monkeypatch):
+    events: list[str] = []
+    real_run, real_render = svc.run_method, svc.render
+
+    def run(slot, image, method, **kwargs):
+        events.append(f"run {method}")
+        return real_run(slot, image, method, **kwargs)
+
+    def render(e, *args, **kwargs):
+        events.append(f"show {e.method}")
+        return real_render(e, *args, **kwargs)
+
+    monkeypatch.setattr(svc, "run_method", run)
+    monkeypatch.setattr(svc, "render", render)
+    at = new_app()
+    only_methods(at, ["cam", "gradcam", "saliency"])
+    at.run()
+    events.clear()
+    explain(at)
+    order = [e.method for _, e in results(at)]
+    assert order == ["cam", "gradcam", "saliency"]
+    assert events == [f"{step} {m}" for m in order for step in ("run", "show")]
+    assert len(at.download_button) == 9 and not at.get("progress")
+    assert [h.value for h in at.get("subheader")].count("Results") == 1
+
+    at.run()  # a rerun shows the same results from the session, nothing run again
+    no_exception(at)
+    assert not [e for e in events[6:] if e.startswith("run")]
+    assert sum(c.startswith(("CAM ·", "Grad-CAM ·", "Saliency ·")) for c in captions(at)) == 3

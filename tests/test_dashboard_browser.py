@@ -3,8 +3,9 @@
 The dashboard is served by ``python -m seethrough.cli.main dashboard`` (what ``seethrough
 dashboard`` runs) on a free loopback port. One test uploads the cat photo, checks its
 predictions, runs Grad-CAM and then Grad-CAM + LIME and checks the results and their downloads;
-another uploads a text file and checks for one line of error and no traceback; a third cancels a
-long LIME run from its progress bar and runs the same model again.
+another uploads a text file and checks for one line of error and no traceback; a third checks
+that Grad-CAM's result shows while LIME still runs, cancels that long LIME run from its progress
+bar and runs the same model again.
 
 The seconds from the click on **Explain** to a visible Grad-CAM result are printed (run with
 ``-s``) and written to ``test-artifacts/dashboard/timings.json``; they are reported, not asserted
@@ -421,6 +422,11 @@ def test_cancel_stops_a_long_run_and_the_model_stays_usable(page, dashboard):
         page.get_by_role("button", name="Explain", exact=True).click()
         # the progress bar is fed by the library's callback; Cancel sits above it
         page.get_by_text(re.compile(r"^LIME: \d+/1000$")).wait_for(timeout=120 * MS)
+        # Grad-CAM ran first: its result is on the page while LIME still runs
+        running = page.get_by_test_id("stImageCaption").filter(has_text="Grad-CAM ·")
+        assert running.count() == 1
+        _wait_loaded(page, page.get_by_test_id("stImage").filter(has=running), 30)
+        _screenshot(page, ARTIFACTS / "running.png")
         page.get_by_role("button", name="Cancel", exact=True).click()
         page.get_by_text("Cancelled", exact=False).wait_for(timeout=60 * MS)
         _idle(page)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -601,8 +602,7 @@ def test_result_views_render_and_extra_views(slot, photo):
     assert captions[0] == "map" and len(captions) == 4
     assert "top 5 superpixels" in captions[1] and "top 5 on the image" in captions[2]
     assert "toward the class" in captions[3]
-    runs = {
-        "dff": ({"n_concepts": 2, "n_iter": 10}, "concepts"),
+    runs = {  # (DFF's concepts are a table of text: test_concept_rows_...)
         "feature_maps": ({"top_k": 4}, "channels"),
         "feature_inversion": ({"n_steps": 3}, "loss"),
     }
@@ -743,3 +743,80 @@ def test_cli_dashboard_passes_the_server_exit_code(capsys, monkeypatch):
     monkeypatch.setattr(dashboard, "launch", lambda host, port: 3)
     code, _, _ = cli(capsys, "dashboard", "--port", "8765")
     assert code == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# what the page says of a model and of DFF's concepts
+
+
+def test_layer_default_names_the_layer_or_says_why_there_is_none(photo):
+    preferred = tiny_vm()
+    preferred.default_layer = "2"
+    assert svc.layer_default(svc.ModelSlot(preferred)) == svc.LayerDefault("2", "default layer 2")
+
+    found = svc.layer_default(svc.ModelSlot(tiny_vm()))  # what the methods would pick
+    assert found.name == "3" and found.note == "default layer 3 (the last spatial one)"
+    e = svc.run_method(svc.ModelSlot(tiny_vm()), photo, "gradcam", cache=None)
+    assert e.layer == found.name
+
+    scripted = tiny_vm()
+    with warnings.catch_warnings():  # torch.jit is deprecated upstream, still supported
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted.module = torch.jit.script(scripted.module)
+    none = svc.layer_default(svc.ModelSlot(scripted))
+    assert none.name is None and none.note.startswith("no default layer: a TorchScript file")
+    assert "None" not in none.note
+
+    flat = seethrough.VisionModel(
+        nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3)).eval(),
+        seethrough.Preprocessing(size=32),
+        ["a", "b", "c"],
+        name="flat",
+        source="file",
+        weights="none (random)",
+    )
+    slot = svc.ModelSlot(flat)
+    none = svc.layer_default(slot)
+    assert none.name is None and none.note.startswith("no default layer (")
+    assert "spatial" in none.note and none.note.endswith("type one under Explain")
+    assert svc.layer_default(slot) is none  # found once per loaded model
+
+
+def test_predict_titles_the_chart_with_the_name_the_page_gives(slot, photo, monkeypatch):
+    import seethrough.viz
+
+    titles: list[str] = []
+    real = seethrough.viz.prediction_bar_chart
+
+    def chart(top, *, title):
+        titles.append(title)
+        return real(top, title=title)
+
+    monkeypatch.setattr(seethrough.viz, "prediction_bar_chart", chart)
+    monkeypatch.setattr(svc, "_PREDICTED", svc._LRU(4))
+    first = svc.predict(slot, photo, 3)
+    named = svc.predict(slot, photo, 3, name="my model.ts")
+    assert titles == ["top-3: tiny", "top-3: my model.ts"]
+    assert named is not first and named.predictions == first.predictions
+    assert svc.predict(slot, photo, 3, name="my model.ts") is named and len(titles) == 2
+
+
+def test_concept_rows_list_each_concept_as_text(slot, photo):
+    from matplotlib.colors import to_hex
+
+    from seethrough.viz import concept_colors
+
+    e = svc.run_method(slot, photo, "dff", params={"n_concepts": 2, "n_iter": 10}, cache=None)
+    rows = svc.concept_rows(e)
+    labels, scores = e.extras["concept_labels"], e.extras["concept_scores"]
+    assert [r["concept"] for r in rows] == [1, 2]
+    assert [r["colour"] for r in rows] == [to_hex(c) for c in concept_colors(2)]
+    for row, names, values in zip(rows, labels, scores, strict=True):
+        assert row["top classes"] == ", ".join(
+            f"{n} {s:.2f}" for n, s in zip(names, values, strict=True)
+        )
+    assert svc.extra_views(e) == []  # no picture of small text any more
+    views = svc.result_views(e)  # the map and the concepts in colour, no legend drawn in them
+    assert [c for _, c in views] == ["map", "concepts"]
+    assert svc.concept_rows(svc.run_method(slot, photo, "gradcam", cache=None)) == []
+    assert svc.ink_on("#ffffff") == "black" and svc.ink_on("#1f77b4") == "white"

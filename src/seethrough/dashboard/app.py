@@ -51,16 +51,20 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _fail(exc: BaseException) -> None:
-    """One short line in the page; never a traceback."""
+def _message(exc: BaseException) -> str:
+    """What the page says of an error: one short line, never a traceback."""
     if isinstance(exc, WeightsUnavailableError):
-        st.error(
+        return (
             f"{_one_line(exc)} In the dashboard: choose weights 'none' (random) or 'My own file'."
         )
-    elif isinstance(exc, SeethroughError):
-        st.error(_one_line(exc))
-    else:
-        st.error(f"unexpected error: {type(exc).__name__}: {_one_line(exc)}")
+    if isinstance(exc, SeethroughError):
+        return _one_line(exc)
+    return f"unexpected error: {type(exc).__name__}: {_one_line(exc)}"
+
+
+def _fail(exc: BaseException) -> None:
+    """One short line in the page; never a traceback."""
+    st.error(_message(exc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,6 +99,7 @@ def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
         else:
             spec = _own_model(sb)
             if spec is None:
+                st.info("Your own model: upload its weights file in the sidebar.")
                 return None
         sb.subheader("Preprocessing")
         size = sb.number_input(
@@ -120,13 +125,14 @@ def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
         )
         with st.spinner(f"Loading {spec.title()}{_first_load_note(spec)}..."):
             slot = svc.MODELS.get(spec)
-    except Exception as exc:  # shown in the sidebar, the rest of the page waits for a model
+    except Exception as exc:  # beside the model's widgets, and in the main area, which waits
         with sb:
             _fail(exc)
+        st.error(f"The model could not be loaded (change it in the sidebar): {_message(exc)}")
         return None
     sb.caption("Applied preprocessing")
     sb.code(slot.model.preprocessing.describe(), language=None, wrap_lines=True)
-    sb.caption(f"{slot.model.num_classes} classes · default layer {slot.model.default_layer}")
+    sb.caption(f"{slot.model.num_classes} classes · {svc.layer_default(slot).note}")
     return spec, slot
 
 
@@ -207,13 +213,16 @@ def image_panel() -> Image.Image | None:
         return None
 
 
-def predictions_panel(slot: svc.ModelSlot, image: Image.Image) -> list[Any] | None:
-    """The image, what the model sees, and the top-k table and bar chart."""
+def predictions_panel(
+    slot: svc.ModelSlot, image: Image.Image, name: str | None = None
+) -> list[Any] | None:
+    """The image, what the model sees, and the top-k table and bar chart (titled with ``name``,
+    the model as the sidebar names it: the user's file name for an upload)."""
     vm = slot.model
     k = st.slider("Top-k", 1, 10, 5, key="top_k")
     try:
         with st.spinner("Predicting..."):
-            shown = svc.predict(slot, image, k)
+            shown = svc.predict(slot, image, k, name=name)
     except Exception as exc:
         _fail(exc)
         return None
@@ -308,6 +317,11 @@ def _choose_target(vm: VisionModel, preds: list[Any]) -> int | None:
     return index
 
 
+def _layer_placeholder(slot: svc.ModelSlot) -> str:
+    name = svc.layer_default(slot).name
+    return f"default: {name}" if name else "no default layer (see the sidebar)"
+
+
 def _cancel() -> None:
     st.session_state["cancelled"] = True
 
@@ -326,7 +340,7 @@ def explain_panel(
     layer = st.text_input(
         "Layer (for CAM-family methods)",
         key="layer",
-        placeholder=f"default: {slot.model.default_layer}",
+        placeholder=_layer_placeholder(slot),
         help="A dotted module name, see `seethrough layers`. Empty: the model's default layer.",
     ).strip()
     params: dict[str, dict[str, Any]] = {}
@@ -344,9 +358,11 @@ def explain_panel(
         cancel = st.empty()
         cancel.button("Cancel", key="cancel", on_click=_cancel)
         st.session_state["results"] = results = []  # filled as each method finishes
-        _run(spec, slot, image, methods, target, layer, params, results)
+        cells = _result_cells(len(methods))
+        _run(spec, slot, image, methods, target, layer, params, results, cells)
         cancel.empty()
-    _show_results(st.session_state.get("results", []), "explain")
+    else:
+        _show_results(st.session_state.get("results", []), "explain")
 
 
 def _run(
@@ -358,12 +374,14 @@ def _run(
     layer: str,
     raw: dict[str, dict[str, Any]],
     results: list[tuple[str, Explanation | str]],
+    cells: list[Any],
 ) -> None:
     """Run ``methods`` one after the other, appending each result (or its one-line error) to
-    ``results`` as it finishes: a cancelled run keeps what finished before it stopped."""
-    for m in methods:
+    ``results`` and showing it in its cell as soon as it finishes, before the next method
+    starts (its progress bar waits in that cell): a cancelled run keeps what finished."""
+    for i, m in enumerate(methods):
         title = get_method(m).title
-        bar = st.progress(0.0, text=f"{title}: starting")
+        bar = cells[i].progress(0.0, text=f"{title}: starting")
 
         def tick(done: int, total: int, bar: Any = bar, title: str = title) -> None:
             bar.progress(min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total}")
@@ -379,39 +397,57 @@ def _run(
                 params=params,
                 progress=tick,
             )
+            if spec.label is not None:  # an upload: the user's file name, not the stored file's
+                e = dataclasses.replace(e, model=spec.title())  # a copy: e may be cached
             results.append((spec.title(), e))
         except Exception as exc:
             results.append((spec.title(), f"{title}: {_one_line(exc)}"))
-        bar.empty()
+        _show_cell(cells[i], *results[-1], key=f"download.explain.{i}")
 
 
 def _caption(e: Explanation, model: str) -> str:
     return " · ".join(e.caption().splitlines() + [model])
 
 
+def _result_cells(n: int) -> list[Any]:
+    """The "Results" heading and one placeholder per result, two side by side in each row."""
+    st.subheader("Results")
+    cells: list[Any] = []
+    for row in range(0, n, 2):
+        cells += [col.empty() for col in st.columns(2)[: min(2, n - row)]]
+    return cells
+
+
+def _show_cell(cell: Any, model: str, e: Explanation | str, key: str) -> None:
+    """One result (or its one-line error) in its placeholder, replacing what was there."""
+    with cell.container():
+        if isinstance(e, str):
+            st.error(e)
+        else:
+            _show_result(e, model, key=key)
+
+
 def _show_results(results: list[tuple[str, Explanation | str]], view: str) -> None:
     if not results:
         return
-    st.subheader("Results")
-    for row in range(0, len(results), 2):
-        cols = st.columns(2)
-        for col, i in zip(cols, range(row, min(row + 2, len(results))), strict=False):
-            model, e = results[i]
-            with col:
-                if isinstance(e, str):
-                    st.error(e)
-                    continue
-                _show_result(e, model, key=f"download.{view}.{i}")
+    cells = _result_cells(len(results))
+    for i, ((model, e), cell) in enumerate(zip(results, cells, strict=True)):
+        _show_cell(cell, model, e, key=f"download.{view}.{i}")
 
 
 def _show_result(e: Explanation, model: str, key: str) -> None:
-    """The map with its legend and caption, the method's other views, its numbers, downloads."""
+    """The map with its legend and caption, the method's other views (DFF's concepts as a
+    table of text), its numbers, downloads."""
     shown = svc.render(e)
     (main, _), *others = shown.views
     st.image(main, caption=_caption(e, model), width="stretch")
     for row in range(0, len(others), 2):
         for sub, (picture, caption) in zip(st.columns(2), others[row : row + 2], strict=False):
             sub.image(picture, caption=caption, width="stretch")
+    concepts = svc.concept_rows(e)
+    if concepts:
+        st.caption("concepts: each colour's top classes (probability)")
+        st.table(_concept_table(concepts))
     for name, value in e.stats.items():
         st.caption(f"{STAT_NOTES.get(name, name.replace('_', ' '))}: {value:.4g}")
     with st.container(horizontal=True):
@@ -423,6 +459,20 @@ def _show_result(e: Explanation, model: str, key: str) -> None:
                 key=f"{key}.{kind}",
                 on_click="ignore",
             )
+
+
+def _concept_table(rows: list[dict[str, Any]]) -> Any:
+    """DFF's concepts as a table: each number on its concept's colour, then its classes."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "colour"} for r in rows])
+
+    def paint(column: Any) -> list[str]:
+        return [
+            f"background-color: {r['colour']}; color: {svc.ink_on(r['colour'])}" for r in rows
+        ]
+
+    return frame.style.apply(paint, subset=["concept"]).hide(axis="index")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +532,7 @@ def main() -> None:
     spec, slot = loaded
     explain_tab, compare_tab = st.tabs(["Explain", "Compare models"])
     with explain_tab:
-        preds = predictions_panel(slot, image)
+        preds = predictions_panel(slot, image, spec.title())
         if preds is not None:
             explain_panel(spec, slot, image, preds)
     with compare_tab:

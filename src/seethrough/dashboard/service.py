@@ -76,6 +76,10 @@ __all__ = [
     "run_method",
     "Predicted",
     "predict",
+    "LayerDefault",
+    "layer_default",
+    "concept_rows",
+    "ink_on",
     "Rendered",
     "result_views",
     "render",
@@ -625,15 +629,19 @@ class Predicted:
 _PREDICTED = _LRU(32)
 
 
-def predict(slot: ModelSlot, image: Image.Image, k: int = 5) -> Predicted:
+def predict(
+    slot: ModelSlot, image: Image.Image, k: int = 5, *, name: str | None = None
+) -> Predicted:
     """Top-``k`` of ``image`` (under the slot's lock), its chart and the model's view of it.
 
-    Kept per (loaded model, image hash, k): the page reruns on every widget change, and the
-    prediction and its pictures are the same each time.
+    ``name`` titles the chart (default: the model's own name; the page passes the name its
+    sidebar shows, the user's file name for an upload rather than the stored file's).
+    Kept per (loaded model, image hash, k, name): the page reruns on every widget change, and
+    the prediction and its pictures are the same each time.
     """
     from ..viz import figure_to_array, prediction_bar_chart
 
-    key = (slot.token, image_digest(image), k)
+    key = (slot.token, image_digest(image), k, name)
     found = _PREDICTED.get(key)
     if found is not None:
         return found
@@ -643,7 +651,9 @@ def predict(slot: ModelSlot, image: Image.Image, k: int = 5) -> Predicted:
     assert isinstance(top, list) and all(isinstance(p, Prediction) for p in top)
     result = Predicted(
         predictions=top,  # type: ignore[arg-type]
-        chart=figure_to_array(prediction_bar_chart(top, title=f"top-{k}: {vm.name}")),
+        chart=figure_to_array(
+            prediction_bar_chart(top, title=f"top-{len(top)}: {name or vm.name}")
+        ),
         seen=vm.preprocessing.display_image(image),
     )
     _PREDICTED.put(key, result)
@@ -652,6 +662,59 @@ def predict(slot: ModelSlot, image: Image.Image, k: int = 5) -> Predicted:
 
 # ---------------------------------------------------------------------------------------------
 # pictures and downloads
+
+
+@dataclass(frozen=True)
+class LayerDefault:
+    """The layer that layer-based methods (the CAM family, DFF, ...) use when none is typed.
+
+    Attributes:
+        name: the layer's dotted name, or ``None`` when the model has none.
+        note: what the model panel says: ``"default layer bn2"``, or why there is none.
+    """
+
+    name: str | None
+    note: str
+
+
+_LAYER_DEFAULTS = _LRU(16)
+
+
+def layer_default(slot: ModelSlot) -> LayerDefault:
+    """The slot's default layer and how to describe it, found once per loaded model.
+
+    A model without a preferred layer gets the last layer with a spatial output (what the
+    methods pick), found with one forward pass of a blank image under the slot's lock. A
+    TorchScript model has none: it allows no hooks on its layers.
+    """
+    import torch
+
+    from ..core.layers import default_layer
+
+    found = _LAYER_DEFAULTS.get(slot.token)
+    if found is not None:
+        return found
+    vm = slot.model
+    if isinstance(vm.module, torch.jit.ScriptModule):
+        result = LayerDefault(
+            None,
+            "no default layer: a TorchScript file allows no hooks on its layers, so the CAM "
+            "family and DFF do not apply (gradient and perturbation methods do)",
+        )
+    elif vm.default_layer:
+        result = LayerDefault(vm.default_layer, f"default layer {vm.default_layer}")
+    else:
+        try:
+            height, width = vm.preprocessing.output_size
+            blank = torch.zeros(1, 3, height, width, device=vm.device)
+            with slot.lock:
+                name = default_layer(vm.module, blank)
+            result = LayerDefault(name, f"default layer {name} (the last spatial one)")
+        except Exception as exc:  # noqa: BLE001 - a note in the sidebar, never a traceback
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            result = LayerDefault(None, f"no default layer ({reason}): type one under Explain")
+    _LAYER_DEFAULTS.put(slot.token, result)
+    return result
 
 
 @dataclass(frozen=True)
@@ -683,6 +746,7 @@ def result_views(e: Explanation) -> list[tuple[np.ndarray, str]]:
         caption = "map" if i == 0 else " · ".join(lines[1:]) or lines[0]
         panel.title = ""
         panel.colorbar = panel.heatmap is not None
+        panel.legend = None  # the page lists DFF's concepts as a table of text
         views.append((figure_to_array(grid_figure([panel], ncols=1, tile_size=4.0)), caption))
     return views + extra_views(e)
 
@@ -700,17 +764,37 @@ def render(e: Explanation) -> Rendered:
     return rendered
 
 
+def concept_rows(e: Explanation) -> list[dict[str, Any]]:
+    """DFF's concepts as table rows: ``colour`` (``#rrggbb``, as in the concepts picture),
+    ``concept`` (its number) and ``top classes`` (with their probabilities); ``[]`` for other
+    methods."""
+    from ..viz import concept_entries
+
+    if "concepts" not in e.extras:
+        return []
+    k = len(e.extras["concepts"])
+    entries = concept_entries(e.extras.get("concept_labels"), e.extras.get("concept_scores"), k=k)
+    return [
+        {"colour": colour, "concept": i + 1, "top classes": text.split(": ", 1)[1]}
+        for i, (colour, text) in enumerate(entries)
+    ]
+
+
+def ink_on(colour: str) -> str:
+    """``"black"`` or ``"white"``, whichever reads better on the ``#rrggbb`` ``colour``."""
+    r, g, b = (int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
 def extra_views(e: Explanation) -> list[tuple[np.ndarray, str]]:
-    """Pictures beside the main one, with captions: DFF's legend (each concept's colour and top
-    classes), the most activated channels of ``feature_maps``, feature inversion's loss curve.
+    """Pictures beside the main one, with captions: the most activated channels of
+    ``feature_maps``, feature inversion's loss curve. (DFF's concepts are text: see
+    :func:`concept_rows`.)
     """
-    from ..viz import concept_legend, curve_figure, feature_grid, figure_to_array
+    from ..viz import curve_figure, feature_grid, figure_to_array
 
     views = []
     x = e.extras
-    if "concept_labels" in x and "concept_scores" in x:
-        fig = concept_legend(x["concept_labels"], x["concept_scores"])
-        views.append((figure_to_array(fig), "concepts: each colour's top classes"))
     if "channels" in x and "channel_indices" in x:
         fig = feature_grid(x["channels"], x["channel_indices"], e.image)
         views.append((figure_to_array(fig), "the most activated channels"))
