@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import write_atomically, write_text_atomically
 from ._version import __version__
 from .errors import InvalidParameterError
 
@@ -137,7 +138,8 @@ class Explanation:
         """Write ``STEM.npz`` (arrays), ``STEM.json`` (manifest) and, with an image, ``STEM.png``.
 
         Returns the written paths by kind ("npz", "json", "png"). ``stem`` defaults to the method
-        name.
+        name. Each file is written atomically (a temporary file renamed into place), the manifest
+        last: an interrupted save leaves no partial file.
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ class Explanation:
         paths = {"npz": out / f"{stem}.npz", "json": out / f"{stem}.json"}
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
         arrays.update({f"extra_{k}": np.asarray(v) for k, v in self.extras.items()})
-        np.savez_compressed(paths["npz"], **arrays)
+        write_atomically(paths["npz"], lambda p: np.savez_compressed(p, **arrays))
         manifest = self.manifest()
         manifest["files"] = {"arrays": paths["npz"].name}
         if self.image is not None:
@@ -154,7 +156,8 @@ class Explanation:
             paths["png"] = out / f"{stem}.png"
             save_png(self.overlay(), paths["png"])
             manifest["files"]["overlay"] = paths["png"].name
-        paths["json"].write_text(json.dumps(manifest, indent=2))
+        # the manifest last: its presence means the arrays and the overlay are complete
+        write_text_atomically(paths["json"], json.dumps(manifest, indent=2))
         return paths
 
     @classmethod

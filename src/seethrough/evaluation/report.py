@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._io import write_text_atomically
 from ..registry import get_metric
 from .runner import METRICS, Evaluation, Summary
 
@@ -85,14 +86,13 @@ def _cells(row: Summary, columns: Sequence[tuple[str, str]]) -> list[str]:
 
 def to_csv(evaluation: Evaluation, path: str | Path) -> Path:
     """The summary table as CSV (raw numbers, every column, plus the error column)."""
-    path = Path(path)
     keys = [k for k, _ in columns_for(evaluation)] + ["error"]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, keys, extrasaction="ignore")
-        writer.writeheader()
-        for row in evaluation.summary():
-            writer.writerow({k: "" if v is None else v for k, v in row.as_dict().items()})
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, keys, extrasaction="ignore")
+    writer.writeheader()
+    for row in evaluation.summary():
+        writer.writerow({k: "" if v is None else v for k, v in row.as_dict().items()})
+    return write_text_atomically(path, text.getvalue(), newline="")
 
 
 def to_markdown(evaluation: Evaluation) -> str:
@@ -149,19 +149,20 @@ def to_html(evaluation: Evaluation, path: str | Path, title: str = "seethrough e
         )
         parts.append(f"<div class='case'><b>{esc(key[0])} · {esc(key[1])}</b><br>{figures}</div>")
     parts.append("</div></body></html>")
-    path = Path(path)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return write_text_atomically(path, "\n".join(parts))
 
 
 def write_report(
     evaluation: Evaluation, directory: str | Path, stem: str = "report"
 ) -> dict[str, Path]:
-    """Write ``STEM.csv``, ``STEM.md`` and ``STEM.html`` into ``directory``; returns the paths."""
+    """Write ``STEM.csv``, ``STEM.md`` and ``STEM.html`` into ``directory``; returns the paths.
+
+    Each file is written atomically: an interrupted run leaves no partial report.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"{stem}.md"
-    md.write_text(to_markdown(evaluation), encoding="utf-8")
+    write_text_atomically(md, to_markdown(evaluation))
     return {
         "csv": to_csv(evaluation, out / f"{stem}.csv"),
         "md": md,

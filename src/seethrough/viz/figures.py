@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
+from seethrough._io import write_atomically
 from seethrough.errors import InvalidParameterError
 from seethrough.viz.color import _check_real, get_cmap
 from seethrough.viz.overlay import _resolve_scale, overlay, to_rgb_uint8
@@ -513,7 +514,7 @@ def _prepare_path(path: str | PathLike[str]) -> Path:
 
 
 def save_figure(fig: Figure, path: str | PathLike[str], dpi: float = 120) -> Path:
-    """Save a figure as PNG (Agg), creating parent directories.
+    """Save a figure as PNG (Agg), creating parent directories; written atomically.
 
     Args:
         fig: The figure.
@@ -532,12 +533,11 @@ def save_figure(fig: Figure, path: str | PathLike[str], dpi: float = 120) -> Pat
     if d <= 0:
         raise InvalidParameterError(f"dpi must be > 0, got {dpi!r}.")
     p = _prepare_path(path)
-    fig.savefig(p, format="png", dpi=d)
-    return p
+    return write_atomically(p, lambda tmp: fig.savefig(tmp, format="png", dpi=d))
 
 
 def save_png(array: ArrayLike, path: str | PathLike[str]) -> Path:
-    """Write an image array as an RGB PNG with PIL, creating parent directories.
+    """Write an image array as an RGB PNG with PIL, creating parent directories; atomically.
 
     Args:
         array: ``uint8`` ``(H, W, 3)`` (also anything :func:`~seethrough.viz.overlay.to_rgb_uint8`
@@ -553,5 +553,4 @@ def save_png(array: ArrayLike, path: str | PathLike[str]) -> Path:
     """
     rgb = to_rgb_uint8(array)
     p = _prepare_path(path)
-    Image.fromarray(rgb).save(p, format="PNG")
-    return p
+    return write_atomically(p, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))

@@ -1,0 +1,68 @@
+"""Atomic file writes: a file is either absent, its old version, or complete; never half written.
+
+Every writer of the package goes through :func:`write_atomically`: the content is written to a
+hidden temporary file in the destination's folder (same file system, so the final rename is
+atomic), which is then renamed over the destination. When the write fails or is interrupted
+(``KeyboardInterrupt`` included) the temporary file is removed and the destination is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
+
+__all__ = ["TEMPORARY_MARK", "write_atomically", "write_text_atomically"]
+
+TEMPORARY_MARK = ".tmp"
+"""Part of every temporary name: ``.NAME.RANDOM.tmp.SUFFIX`` beside ``NAME`` (hidden)."""
+
+
+def _temporary(path: Path) -> Path:
+    """A new, empty, hidden file beside ``path`` that keeps its suffix (some writers add one)."""
+    while True:
+        name = f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_MARK}{path.suffix}"
+        candidate = path.with_name(name)
+        try:
+            # 0o666 minus the umask: the final file gets the permissions a plain open() gives
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+
+
+def write_atomically(path: str | PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)``, then rename the temporary file over ``path``.
+
+    Args:
+        path: the destination; its folder must exist.
+        write: writes the whole content to the path it is given (the temporary file, which
+            has the destination's suffix).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    temporary = _temporary(path)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomically(
+    path: str | PathLike[str], text: str, encoding: str = "utf-8", newline: str | None = None
+) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`write_atomically`)."""
+
+    def write(p: Path) -> None:
+        with p.open("w", encoding=encoding, newline=newline) as f:
+            f.write(text)
+
+    return write_atomically(path, write)
