@@ -709,11 +709,12 @@ def test_launch_without_streamlit(monkeypatch):
 def launches(monkeypatch) -> list[tuple[str, int]]:
     calls: list[tuple[str, int]] = []
 
-    def launch(host: str = "127.0.0.1", port: int = 8501) -> int:
+    def launch(host: str = "127.0.0.1", port: int = 8501, **options) -> int:
         calls.append((host, port))
         return 0
 
     monkeypatch.setattr(dashboard, "launch", launch)
+    monkeypatch.setattr(dashboard, "check_port", lambda host, port: dashboard.command(host, port))
     return calls
 
 
@@ -740,7 +741,7 @@ def test_cli_dashboard_loopback_by_default(capsys, launches):
 
 
 def test_cli_dashboard_passes_the_server_exit_code(capsys, monkeypatch):
-    monkeypatch.setattr(dashboard, "launch", lambda host, port: 3)
+    monkeypatch.setattr(dashboard, "launch", lambda host, port, **options: 3)
     code, _, _ = cli(capsys, "dashboard", "--port", "8765")
     assert code == 3
 
