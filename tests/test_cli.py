@@ -150,3 +150,227 @@ def test_console_script_runs_as_a_process(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# usage errors, --version, Ctrl-C
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["predict"], ["images", "Try 'seethrough predict --help'."]),
+        (["models", "--bogus"], ["--bogus", "Try 'seethrough models --help'."]),
+        (["nosuchcmd"], ["nosuchcmd", "Try 'seethrough --help'."]),
+        (["--bogus"], ["--bogus", "Try 'seethrough --help'."]),
+        (["explain", "sample:chelsea", "--method"], ["--method", "'seethrough explain --help'"]),
+        (["layers", "--model"], ["--model", "'seethrough layers --help'"]),
+        (["benchmark", "-n", "0"], ["-n", "'seethrough benchmark --help'"]),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(capsys, args, words):
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    for word in words:
+        assert word in line
+
+
+def test_usage_errors_of_either_click_copy_are_one_line(capsys):
+    """typer with its own click (typer._click) or with the click package: the same line."""
+    import typer
+
+    from seethrough.cli.main import _is_click_error, _usage_error
+
+    copies = [typer.BadParameter]
+    click = pytest.importorskip("click")
+    copies.append(click.BadParameter)
+    for bad_parameter in copies:
+        exc = bad_parameter("must be positive", param_hint="'-n'")
+        assert _is_click_error(exc)
+        assert _usage_error(exc, ["benchmark", "-n", "-1"]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert "'-n'" in line and "must be positive" in line
+        assert line.endswith("Try 'seethrough benchmark --help'.")
+    assert not _is_click_error(ValueError("a bug stays a traceback"))
+
+
+def test_version(capsys):
+    from seethrough import __version__
+
+    code, out, err = cli(capsys, "--version")
+    assert code == 0 and out == f"seethrough {__version__}\n" and err == ""
+
+
+def test_ctrl_c_in_any_command_exits_130_and_says_so(capsys, monkeypatch):
+    import seethrough.cli.main as cli_main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "list_models", interrupted)
+    code, out, err = cli(capsys, "models")
+    assert code == 130 and err.strip() == "interrupted" and "Traceback" not in err
+
+
+def test_ctrl_c_during_explain_says_what_is_finished(capsys, tmp_path, monkeypatch):
+    import seethrough.cli.main as cli_main
+
+    real, calls = cli_main.explain_api, []
+
+    def explain(vm, image, method, **kw):
+        calls.append(method)
+        if len(calls) == 4:  # the second image's second method
+            raise KeyboardInterrupt
+        return real(vm, image, method, **kw)
+
+    monkeypatch.setattr(cli_main, "explain_api", explain)
+    sources = ["sample:chelsea", "sample:coffee", "sample:astronaut"]
+    out_dir = tmp_path / "out"
+    code, _, err = cli(
+        capsys, "explain", *sources, "--method", "gradcam,cam", "--out", str(out_dir)
+    )
+    assert code == 130 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        f"interrupted: 1 of 3 images complete in {out_dir}/ (see {out_dir / 'run.json'}); "
+        "not finished: sample:coffee, sample:astronaut"
+    )
+    run = json.loads((out_dir / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    assert [(i["source"], i["complete"], i["methods"]) for i in run["images"]] == [
+        ("sample:chelsea", True, ["gradcam", "cam"]),
+        ("sample:coffee", False, []),
+        ("sample:astronaut", False, []),
+    ]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["chelsea", "run.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# output folders: unique and stable names, a run manifest, never a file as --out
+
+
+def test_folder_names_are_unique_and_stable():
+    from seethrough.cli.main import folder_names
+
+    sources = [
+        "photos/cat.jpg",
+        "photos/cat.png",
+        "sample:chelsea",
+        "more/chelsea.png",
+        "dog.png",
+        "a/Bird.png",
+        "b/bird.png",
+        "run.json.png",
+    ]
+    names = folder_names(sources)
+    assert names["photos/cat.jpg"] == "cat-jpg" and names["photos/cat.png"] == "cat-png"
+    assert names["sample:chelsea"] == "chelsea-sample"
+    assert names["more/chelsea.png"] == "chelsea-png"
+    assert names["dog.png"] == "dog"
+    assert names["run.json.png"] != "run.json"
+    # same stem and extension, letter case aside: a hash of the source tells them apart
+    assert names["a/Bird.png"].startswith("Bird-png-") and names["b/bird.png"].startswith("bird-")
+    assert len({n.lower() for n in names.values()}) == len(sources)
+    assert folder_names(list(reversed(sources))) == names  # order does not matter
+    assert folder_names(sources) == names  # nor the run
+    assert folder_names(["sample:chelsea", "cat.png"]) == {
+        "sample:chelsea": "chelsea",
+        "cat.png": "cat",
+    }
+
+
+def test_same_stem_images_never_overwrite_each_other(capsys, tmp_path):
+    photo = tmp_path / "chelsea.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(photo)
+    out = tmp_path / ("a-long-folder-name-so-that-the-paths-pass-eighty-columns-" * 2)
+    code, _, err = cli(
+        capsys, "explain", "sample:chelsea", str(photo), str(photo), "--out", str(out)
+    )
+    assert code == 0, err
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["methods"] == ["gradcam"]
+    assert [(i["source"], i["folder"], i["complete"]) for i in run["images"]] == [
+        ("sample:chelsea", "chelsea-sample", True),
+        (str(photo), "chelsea-png", True),  # the same file twice is explained once
+    ]
+    with (
+        np.load(out / "chelsea-sample" / "gradcam.npz") as a,
+        np.load(out / "chelsea-png" / "gradcam.npz") as b,
+    ):
+        assert a["image"].shape != b["image"].shape or not np.array_equal(a["image"], b["image"])
+    # "wrote" lines are whole, never wrapped inside a path, whatever the width
+    wrote = [line for line in err.splitlines() if ": wrote " in line]
+    assert wrote == [
+        f"sample:chelsea: wrote {out / 'chelsea-sample'}/ (gradcam + figure.png)",
+        f"{photo}: wrote {out / 'chelsea-png'}/ (gradcam + figure.png)",
+    ]
+
+
+@pytest.mark.parametrize("command", ["explain", "demo", "benchmark"])
+def test_out_that_is_a_file_is_one_line_before_any_model_loads(
+    capsys, tmp_path, monkeypatch, command
+):
+    import seethrough.cli.evaluate as cli_evaluate
+    import seethrough.cli.main as cli_main
+
+    def no_model(*args, **kwargs):
+        pytest.fail("a model was loaded")
+
+    monkeypatch.setattr(cli_main, "load_model", no_model)
+    monkeypatch.setattr(cli_evaluate, "load_model", no_model)
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("keep me")
+    args = [command, "sample:chelsea"] if command == "explain" else [command]
+    for out in (a_file, a_file / "inside"):
+        code, _, err = cli(capsys, *args, "--out", str(out))
+        assert code == 2
+        assert f"{a_file} is a file, not a folder" in one_error_line(err)
+    assert a_file.read_text() == "keep me"
+
+
+# ---------------------------------------------------------------------------------------------
+# seethrough methods on a narrow terminal
+
+
+def _methods_output(capsys, monkeypatch, columns: int) -> str:
+    from rich.console import Console
+
+    import seethrough.cli.main as cli_main
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setattr(cli_main, "console", Console(emoji=False, highlight=False))
+    code, out, _ = cli(capsys, "methods")
+    assert code == 0
+    return out
+
+
+def test_methods_on_80_columns_is_compact_and_whole(capsys, monkeypatch):
+    from seethrough.registry import list_methods
+
+    out = _methods_output(capsys, monkeypatch, 80)
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    starts = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    assert starts == [m.name for m in list_methods()]
+    assert "gradcam  Grad-CAM (cam; needs gradients, layer)" in lines
+    assert "    Selvaraju et al., ICCV 2017" in lines
+    lime = lines.index("lime  LIME (perturbation)")
+    assert lines[lime + 2].startswith("    parameters: segments=slic, n_segments=50,")
+    assert len(lines) <= 4 * len(starts)  # not squeezed to a word per line
+
+
+def test_methods_on_a_wide_terminal_is_a_table(capsys, monkeypatch):
+    out = _methods_output(capsys, monkeypatch, 200)
+    assert "explanation methods" in out and "┃ name" in out
+    assert any(
+        "Selvaraju et al., ICCV 2017" in line and "gradcam " in line for line in out.splitlines()
+    )
+
+
+def test_compare_help_says_what_it_does(capsys):
+    code, out, _ = cli(capsys, "compare", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "seed study" not in text
+    assert "Compare models on your own images with object masks" in text
+    assert "writes it as CSV, Markdown and a self-contained HTML report" in text

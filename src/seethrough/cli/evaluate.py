@@ -34,6 +34,7 @@ from ..models import VisionModel, load_model
 from .main import (
     DeviceOpt,
     WeightsOpt,
+    _check_output_folder,
     _methods,
     _params_for,
     _progress,
@@ -107,7 +108,7 @@ def _notes(errors: dict[str, str | None]) -> None:
     """Below a table: why each n/a row could not run."""
     for name, error in errors.items():
         if error is not None:
-            console.print(f"n/a {name}: {error}", markup=False, style="dim")
+            console.print(f"n/a {name}: {error}", markup=False, style="dim", soft_wrap=True)
 
 
 def _show(
@@ -140,10 +141,24 @@ def _show(
 
 def _write(evaluation: Evaluation, out: Path) -> None:
     paths = write_report(evaluation, out)
-    console.print(f"wrote {paths['csv']}, {paths['md'].name}, {paths['html'].name}", markup=False)
+    console.print(
+        f"wrote {paths['csv']}, {paths['md'].name}, {paths['html'].name}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
-@app.command("compare")
+COMPARE_HELP = (
+    "Compare models on your own images with object masks: which explains them best.\n\n"
+    "Explains every image of --data with every model and method, then scores each map against "
+    "the object's mask (IoU with its 95% confidence interval, pointing game) and against the "
+    "model (deletion and insertion AUC), with top-1 and seconds per image, next to a random map "
+    "and a centre Gaussian. Prints the table and writes it as CSV, Markdown and a self-contained "
+    "HTML report with the best and worst case of each model and method."
+)
+
+
+@app.command("compare", help=COMPARE_HELP)
 def compare_cmd(
     models: Annotated[str, typer.Option(help="Comma-separated model names or files.")],
     data: Annotated[
@@ -163,10 +178,11 @@ def compare_cmd(
     device: DeviceOpt = "cpu",
     out: OutOpt = Path("outputs/compare"),
 ) -> None:
-    """Compare models by how well their explanations localise objects (seed study: VOC IoU)."""
+    """Compare models on your own images with object masks: which explains them best."""
     names = _methods(methods)
     params = _params_for(names, param)
     chosen = _metrics(metrics)
+    _check_output_folder(out)
     dataset = load_folder(data, split=split, limit=limit)
     loaded = [load_model(m.strip(), weights=weights, device=device) for m in models.split(",")]
     evaluation = _run(
@@ -193,6 +209,7 @@ def benchmark_cmd(
     names = _methods(methods)
     params = _params_for(names, param)
     chosen = _metrics(metrics)
+    _check_output_folder(out)
     vm = load_model("synthetic_digits")
     digits = make_digits(n, split="test", seed=seed)
     samples = [

@@ -1,14 +1,23 @@
 """``seethrough`` command: models, methods, layers, predict, explain, demo, dashboard (and, from
 ``evaluate``: compare, benchmark, cost).
 
-Every expected failure (bad image, unknown model, method, layer or class, bad parameter) prints
-one line ``error: ...`` on stderr and exits with code 2; no traceback.
+Every expected failure (bad image, unknown model, method, layer or class, bad parameter, and
+every usage error: a missing argument, an unknown option or command) prints one line
+``error: ...`` on stderr and exits with code 2; no traceback. Ctrl-C exits with code 130 and says
+what was finished.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
+import textwrap
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import errors
+from .._io import write_text_atomically
+from .._version import __version__
 from ..api import explain as explain_api
 from ..explanation import Explanation
 from ..images import IMAGE_EXTENSIONS, load_image
@@ -38,6 +49,33 @@ console = Console(emoji=False, highlight=False)
 err_console = Console(stderr=True, emoji=False, highlight=False)
 
 DEMO_METHODS = ("cam", "gradcam", "gradcam++")
+
+
+def installed_version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    try:
+        return metadata.version("seethrough")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"seethrough {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """See what deep vision models look at, and why."""
+
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Model name or file (see `seethrough models`).")
@@ -116,8 +154,75 @@ def _target(text: str | None) -> int | str | None:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
+RUN_MANIFEST = "run.json"
+"""The manifest of an ``explain`` run, in its output folder: which images are complete."""
+
+
 def _stem(source: str) -> str:
-    return source.split(":", 1)[1] if source.startswith("sample:") else Path(source).stem
+    """The name of an image without its folder and extension (``sample:NAME``: NAME)."""
+    name = source.split(":", 1)[1] if source.startswith("sample:") else Path(source).stem
+    name = "".join("_" if c in "/\\\0" else c for c in name)
+    return "image" if name in ("", ".", "..") else name
+
+
+def _stem_and_kind(source: str) -> str:
+    """The stem and where it comes from: ``cat-png`` for cat.png, ``chelsea-sample``."""
+    if source.startswith("sample:"):
+        return f"{_stem(source)}-sample"
+    suffix = Path(source).suffix.lower().lstrip(".")
+    return f"{_stem(source)}-{suffix}" if suffix else _stem(source)
+
+
+def _stem_kind_and_hash(source: str) -> str:
+    """Also a short hash of the source as given: unique between folders of one run."""
+    return f"{_stem_and_kind(source)}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
+
+
+def folder_names(sources: Sequence[str]) -> dict[str, str]:
+    """One output folder name per source: stable across runs, unique within one run.
+
+    A source gets its stem (``cat`` for ``photos/cat.jpg``, ``chelsea`` for ``sample:chelsea``).
+    Stems that two sources of the run share (letter case ignored, as some file systems do) get
+    where they come from instead (``cat-jpg``, ``cat-png``, ``chelsea-sample``), and sources that
+    still share one get a short hash of the source as given (``cat-png-1a2b3c4d``). The names
+    depend only on the set of sources, not on their order.
+    """
+    names = {source: _stem(source) for source in sources}
+    for rename in (_stem_and_kind, _stem_kind_and_hash):
+        counts = Counter(name.lower() for name in names.values())
+        counts[RUN_MANIFEST] += 1  # never a folder named like the run's manifest
+        names = {s: rename(s) if counts[n.lower()] > 1 else n for s, n in names.items()}
+    seen: set[str] = set()
+    for source in sorted(names):  # a hash collision (never seen): numbered, in a stable order
+        name, i = names[source], 1
+        while name.lower() in seen:
+            i += 1
+            name = f"{names[source]}-{i}"
+        names[source] = name
+        seen.add(name.lower())
+    return names
+
+
+def _unique(sources: Sequence[str]) -> list[str]:
+    """The sources without repeats (a file named twice, or by a folder and by itself)."""
+    seen: set[str] = set()
+    kept = []
+    for source in sources:
+        key = source if source.startswith("sample:") else os.path.realpath(source)
+        if key not in seen:
+            seen.add(key)
+            kept.append(source)
+    return kept
+
+
+def _check_output_folder(out: Path) -> None:
+    """Fail early (before a model is loaded) when ``out`` cannot be a folder."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "--out" if path == out else f"--out {out}:"
+                raise errors.InvalidParameterError(f"{what} {path} is a file, not a folder")
+            return
 
 
 @app.command("models")
@@ -136,17 +241,40 @@ def models_cmd(
 def methods_cmd(
     family: Annotated[str | None, typer.Option(help="Only this family, e.g. cam.")] = None,
 ) -> None:
-    """List the explanation methods with their family, needs, parameters and paper."""
+    """List the explanation methods with their family, needs, parameters and paper.
+
+    A table when the terminal is wide enough for it, else (and when piped) one block per method.
+    """
+    table_heads = ("name", "method", "family", "needs", "parameters (default)", "paper")
     table = Table(title="explanation methods")
-    for col in ("name", "method", "family", "needs", "parameters (default)", "paper"):
-        table.add_column(col)
+    for col in table_heads:
+        table.add_column(col, no_wrap=col not in ("parameters (default)", "paper"))
+    rows = []
     for m in list_methods(family=family):
         needs = ", ".join(
             n for n, f in (("gradients", m.needs_gradients), ("layer", m.needs_layer)) if f
         )
         params = ", ".join(f"{p.name}={p.default}" for p in m.params)
-        table.add_row(m.name, m.title, m.family, needs or "-", params or "-", m.paper)
-    console.print(table)
+        rows.append((m.name, m.title, m.family, needs or "-", params or "-", m.paper))
+        table.add_row(*rows[-1])
+    # the table when names, families and needs fit whole, with room for parameters and paper
+    fixed = sum(max(len(r[i]) for r in [table_heads, *rows]) for i in range(4))
+    if rows and fixed + 3 * len(table_heads) + 1 + 2 * 30 <= console.width:
+        console.print(table)
+        return
+    for name, title, fam, needs, params, paper in rows:  # compact: nothing squeezed
+        what = f"{fam}; needs {needs}" if needs != "-" else fam
+        console.print(f"{name}  {title} ({what})", markup=False, soft_wrap=True)
+        for text in (paper, f"parameters: {params}"):
+            wrapped = textwrap.wrap(
+                text,
+                width=max(console.width, 40),
+                initial_indent="    ",
+                subsequent_indent="      ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            console.print("\n".join(wrapped), markup=False, soft_wrap=True)
 
 
 @app.command("metrics")
@@ -243,6 +371,7 @@ def explain_cmd(
     """Explain images with one or more methods; write overlays, arrays, manifests and a figure."""
     methods = _methods(method)
     params = _params_for(methods, param)
+    _check_output_folder(out)
     vm = _load(model, weights, arch, size, mean, std, resize, device)
     sources = _expand(images)
     _explain_all(vm, sources, methods, _target(target), layer, params, out)
@@ -273,6 +402,57 @@ def _params_for(methods: list[str], pairs: Iterable[str] | None) -> dict[str, di
     }
 
 
+class _RunManifest:
+    """``OUT/run.json``: the run's settings and, per image, its folder, what was written, whether
+    it is complete and why not; rewritten atomically each time an image finishes."""
+
+    def __init__(self, out: Path, names: dict[str, str], **settings: Any) -> None:
+        self.path = out / RUN_MANIFEST
+        self.images = {
+            source: {
+                "source": source,
+                "folder": folder,
+                "methods": [],
+                "figure": None,
+                "complete": False,
+                "error": None,
+            }
+            for source, folder in names.items()
+        }
+        self.data: dict[str, Any] = {
+            "format": "seethrough-run",
+            "version": 1,
+            "status": "running",
+            "started": _now(),
+            "finished": None,
+            **settings,
+            "images": list(self.images.values()),
+        }
+
+    def save(self) -> None:
+        write_text_atomically(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
+
+    def finish(self, status: str) -> None:
+        self.data.update(status=status, finished=_now())
+        self.save()
+
+    def complete(self) -> list[str]:
+        return [s for s, entry in self.images.items() if entry["complete"]]
+
+    def unfinished(self) -> list[str]:
+        return [s for s, e in self.images.items() if not e["complete"] and e["error"] is None]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _some(items: Sequence[str], n: int = 5) -> str:
+    """The first ``n`` items, comma-separated, and how many more."""
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
 def _explain_all(
     vm: VisionModel,
     sources: list[str],
@@ -281,35 +461,81 @@ def _explain_all(
     layer: str | None,
     params: dict[str, dict[str, str]],
     out: Path,
-) -> None:
-    with _progress() as bar:
-        task = bar.add_task("explaining", total=len(sources) * len(methods))
-        evals = bar.add_task("model evaluations", total=None, visible=False)
+) -> dict[str, str]:
+    """Explain every source with every method into ``OUT/<folder>/``; returns the folder names.
 
-        def tick(done: int, total: int) -> None:
-            bar.update(evals, completed=done, total=total, visible=done < total)
+    ``OUT/run.json`` says which images are complete; every file is written atomically, so an
+    interrupted run leaves whole files only. On Ctrl-C, says what was finished and what was not.
+    """
+    sources = _unique(sources)
+    names = folder_names(sources)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.InvalidParameterError(f"--out {out}: {exc.strerror or exc}") from None
+    run = _RunManifest(
+        out, names, model=vm.name, methods=methods, target=target, layer=layer, params=params
+    )
+    run.save()
+    failed: list[tuple[str, str]] = []
+    try:
+        with _progress() as bar:
+            task = bar.add_task("explaining", total=len(sources) * len(methods))
+            evals = bar.add_task("model evaluations", total=None, visible=False)
 
-        def one(source: str) -> None:
-            image = load_image(source)
-            results = []
-            for m in methods:
-                bar.update(task, description=f"{_stem(source)}: {m}")
-                results.append(
-                    explain_api(
-                        vm, image, m, target=target, layer=layer, progress=tick, **params[m]
-                    )
+            def tick(done: int, total: int) -> None:
+                bar.update(evals, completed=done, total=total, visible=done < total)
+
+            for source in sources:
+                entry = run.images[source]
+                try:
+                    image = load_image(source)
+                    results = []
+                    for m in methods:
+                        bar.update(task, description=f"{names[source]}: {m}")
+                        results.append(
+                            explain_api(
+                                vm, image, m, target=target, layer=layer, progress=tick, **params[m]
+                            )
+                        )
+                        bar.advance(task)
+                    folder = out / names[source]
+                    for m, e in zip(methods, results, strict=True):
+                        e.save(folder)
+                        entry["methods"].append(m)
+                    _save_figure(vm, image, results, folder / "figure.png")
+                    entry.update(figure="figure.png", complete=True)
+                    run.save()
+                except errors.SeethroughError as exc:
+                    entry["error"] = " ".join(str(exc).split())
+                    if len(sources) == 1 or not isinstance(exc, errors.InvalidImageError):
+                        run.finish("failed")
+                        raise
+                    run.save()
+                    _error(str(exc))
+                    failed.append((source, str(exc)))
+                    continue
+                bar.console.print(
+                    f"{source}: wrote {folder}/ ({', '.join(methods)} + figure.png)",
+                    markup=False,
+                    soft_wrap=True,
                 )
-                bar.advance(task)
-            folder = out / _stem(source)
-            for e in results:
-                e.save(folder)
-            _save_figure(vm, image, results, folder / "figure.png")
-            bar.console.print(
-                f"{source}: wrote {folder}/ ({', '.join(methods)} + figure.png)", markup=False
-            )
-
-        failed = _for_each(sources, one)
+    except KeyboardInterrupt:
+        run.finish("interrupted")
+        done, left = run.complete(), run.unfinished()
+        where = f" in {out}/" if done else ""
+        message = f"interrupted: {len(done)} of {len(sources)} images complete{where}"
+        message += f" (see {run.path})"
+        if left:
+            message += f"; not finished: {_some(left)}"
+        raise _Interrupted(message) from None
+    except BaseException:
+        if run.data["status"] == "running":
+            run.finish("failed")
+        raise
+    run.finish("finished")
     _finish(failed)
+    return names
 
 
 def _progress() -> Progress:
@@ -365,11 +591,14 @@ def demo_cmd(
     image: Annotated[str, typer.Option(help="Image to explain.")] = "sample:chelsea",
 ) -> None:
     """Explain the bundled cat photo with the bundled model (offline): CAM, Grad-CAM, Grad-CAM++."""
+    _check_output_folder(out)
     vm = load_model("efficientnet_lite0")
     console.print(vm.describe(), markup=False, soft_wrap=True)
     _print_predictions(vm, image, 5)
-    _explain_all(vm, [image], list(DEMO_METHODS), None, None, {m: {} for m in DEMO_METHODS}, out)
-    console.print(f"figure: {out / _stem(image) / 'figure.png'}", markup=False)
+    names = _explain_all(
+        vm, [image], list(DEMO_METHODS), None, None, {m: {} for m in DEMO_METHODS}, out
+    )
+    console.print(f"figure: {out / names[image] / 'figure.png'}", markup=False, soft_wrap=True)
 
 
 @app.command("dashboard")
@@ -378,45 +607,123 @@ def dashboard_cmd(
         str, typer.Option(help="Address to serve on; loopback unless you ask for another.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    allow_torchscript: Annotated[
+        bool,
+        typer.Option(
+            "--allow-torchscript",
+            help="Accept TorchScript uploads; a TorchScript file is a program: only for a single "
+            "user on their own machine.",
+        ),
+    ] = False,
 ) -> None:
     """Start the web dashboard (Streamlit): model, image, predictions, explanations, compare."""
-    from ..dashboard import LOOPBACK, command, launch
+    from .. import dashboard
 
-    command(host, port)  # checks the port before anything starts
-    if host not in LOOPBACK:
+    dashboard.check_port(host, port)  # free and ours, before anything is printed or started
+    if host not in dashboard.LOOPBACK:
         err_console.print(
             f"warning: serving on {host}: anyone who reaches this address can use the dashboard",
             markup=False,
+            soft_wrap=True,
         )
-    console.print(f"seethrough dashboard: http://{host}:{port}  (Ctrl+C stops it)", markup=False)
-    raise typer.Exit(launch(host, port))
+    if allow_torchscript:
+        err_console.print(
+            "warning: TorchScript uploads accepted: a TorchScript file is a program, run with "
+            "your rights; only for a single user on their own machine",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"seethrough dashboard: http://{host}:{port}  (Ctrl+C stops it)",
+        markup=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(dashboard.launch(host, port, allow_torchscript=allow_torchscript))
 
 
 from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)
 
 
+def _is_click_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a click exception, from whichever copy of click typer runs on.
+
+    Recent typer releases carry their own click (``typer._click``), older ones use the ``click``
+    package: the class is recognised by its name in the exception's class hierarchy, so a usage
+    error is never mistaken for a crash whichever copy raised it.
+    """
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
+def _command_path(args: Sequence[str]) -> str:
+    """``seethrough COMMAND`` for the command named in ``args`` (else ``seethrough``)."""
+    names = {info.name for info in app.registered_commands if info.name}
+    first = next((a for a in args if not a.startswith("-")), None)
+    return f"seethrough {first}" if first in names else "seethrough"
+
+
+def _usage_error(exc: Exception, args: Sequence[str]) -> int:
+    """Print a click error as one line ``error: ...`` with the command's help hint; its code."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as click shows it
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        return int(getattr(exc, "exit_code", 2))
+    format_message = getattr(exc, "format_message", None)
+    message = " ".join(str(format_message() if callable(format_message) else exc).split())
+    ctx = getattr(exc, "ctx", None)
+    if any(cls.__name__ == "UsageError" for cls in type(exc).__mro__):
+        path = getattr(ctx, "command_path", None) or _command_path(args)
+        end = "" if message.endswith((".", "?", "!")) else "."
+        message = f"{message}{end} Try '{path} --help'."
+    _error(message or type(exc).__name__)
+    code = getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) and code else 2
+
+
+def _interrupted(message: str = "interrupted") -> int:
+    """Say on stderr what an interrupt (Ctrl-C) left; the exit code of an interrupt, 130."""
+    print(message, file=sys.stderr, flush=True)
+    return 130
+
+
+class _Interrupted(Exception):
+    """A command was interrupted; the message says what was finished and what was not."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: run the app, turning seethrough errors into one line and exit 2."""
+    """Console entry point: run the app; every expected failure is one line ``error: ...``.
+
+    Exit codes: 0 success, 2 bad input or usage error, 130 interrupted (Ctrl-C).
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        code = app(args=list(argv) if argv is not None else None, standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        code = app(
+            args=args,
+            prog_name="seethrough",
+            standalone_mode=False,
+        )
     except errors.SeethroughError as exc:
         _error(str(exc))
         sys.exit(2)
+    except _Interrupted as exc:
+        sys.exit(_interrupted(str(exc)))
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted", highlight=False)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and friends
-        from click.exceptions import ClickException
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        sys.exit(_interrupted())
+    except typer.Abort as exc:  # older click: Ctrl-C (or end of input) becomes Abort
+        sys.exit(_interrupted() if isinstance(exc.__cause__, KeyboardInterrupt) else 1)
+    except Exception as exc:
+        if not _is_click_error(exc):
+            raise
+        sys.exit(_usage_error(exc, args))
+    if code == 130:  # typer turns Ctrl-C in a command into exit code 130
+        sys.exit(_interrupted())
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
 
+if __name__ == "__main__":  # ``python -m seethrough.cli.main``: the app with every command
+    from seethrough.cli.main import main as _main
 
-if __name__ == "__main__":
-    main()
+    _main()
