@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 DEV_STAMP := $(VENV)/.installed-dev
-# torch/torchvision are pinned for the project's own installs (pyproject keeps open ranges).
+# Every direct dependency is pinned (constraints.txt) at the version the suite last passed with;
+# pyproject keeps open ranges for users.
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 
 .PHONY: venv demo test lint format bench clean
