@@ -201,6 +201,20 @@ def test_progress_reaches_the_total_and_a_cancel_restores_state(method, tiny_inp
         assert len(seen) == stop_at
         assert_same_state(before, model)
 
+    model = messy_model(method)  # a callback may also raise (a web page's stop does)
+    before = snapshot(model)
+
+    def interrupt(d: int, t: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        run(model, tiny_input, method, progress=interrupt)
+    assert_same_state(before, model)
+
+
+class Stop(BaseException):
+    """Raised by a progress callback, as Streamlit's stop is inside a page's script."""
+
 
 CHUNKED = [m for m in METHODS if not seethrough.get_method(m).cls.reports_progress]
 

@@ -347,19 +347,21 @@ def explain_panel(
     for m in methods:
         with st.expander(f"{get_method(m).title} parameters"):
             params[m] = _param_widgets(m)
-    if st.session_state.pop("cancelled", False):
-        st.warning(
-            "Cancelled: the run stopped between two batches; the methods that had finished are "
-            "shown below."
-        )
+    if st.session_state.pop("cancelled", False):  # says where the stopped run ended
+        record = st.session_state.get("explain_run")
+        st.warning(record.cancelled() if record is not None else "Cancelled.")
     if st.button("Explain", type="primary", key="explain", disabled=not methods):
         if target is None and preds:
             target = int(preds[0].index)
         cancel = st.empty()
         cancel.button("Cancel", key="cancel", on_click=_cancel)
         st.session_state["results"] = results = []  # filled as each method finishes
+        st.session_state["explain_run"] = record = svc.RunProgress(len(methods))
         cells = _result_cells(len(methods))
-        _run(spec, slot, image, methods, target, layer, params, results, cells)
+        try:
+            _run(spec, slot, image, methods, target, layer, params, results, cells, record)
+        finally:  # also when a Cancel or a closed page stops the run at a progress report
+            record.end()
         cancel.empty()
     else:
         _show_results(st.session_state.get("results", []), "explain")
@@ -375,15 +377,21 @@ def _run(
     raw: dict[str, dict[str, Any]],
     results: list[tuple[str, Explanation | str]],
     cells: list[Any],
+    record: svc.RunProgress | None = None,
 ) -> None:
     """Run ``methods`` one after the other, appending each result (or its one-line error) to
     ``results`` and showing it in its cell as soon as it finishes, before the next method
     starts (its progress bar waits in that cell): a cancelled run keeps what finished."""
+    record = record or svc.RunProgress(len(methods))
     for i, m in enumerate(methods):
         title = get_method(m).title
+        record.start(title)
         bar = cells[i].progress(0.0, text=f"{title}: starting")
 
         def tick(done: int, total: int, bar: Any = bar, title: str = title) -> None:
+            record.report(done, total)
+            # a Cancel or a closed page makes this call raise Streamlit's stop: the method
+            # stops here, at its progress report, and the slot's lock is released
             bar.progress(min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total}")
 
         try:
@@ -402,6 +410,7 @@ def _run(
             results.append((spec.title(), e))
         except Exception as exc:
             results.append((spec.title(), f"{title}: {_one_line(exc)}"))
+        record.finish()
         _show_cell(cells[i], *results[-1], key=f"download.explain.{i}")
 
 

@@ -74,6 +74,7 @@ __all__ = [
     "image_digest",
     "store_upload",
     "run_method",
+    "RunProgress",
     "Predicted",
     "predict",
     "LayerDefault",
@@ -598,7 +599,10 @@ def run_method(
     """Explain ``image`` with ``method`` on the slot's model, through the result cache.
 
     The slot's lock is held for the whole call, so the model's hooks and state belong to this run.
-    ``progress(done, total)`` is the library's callback: returning ``False`` cancels.
+    ``progress(done, total)`` is the library's callback: returning ``False`` cancels (every
+    method calls it before its work and between batches). Only a finished run is cached: a
+    cancelled one (``CancelledError``, or whatever ``progress`` raises) releases the lock and
+    leaves nothing behind.
     """
     params = dict(params or {})
     key = ResultCache.key(image_digest(image), slot, method, target, layer, params)
@@ -613,6 +617,66 @@ def run_method(
     if cache is not None:
         cache.put(key, result)
     return result
+
+
+class RunProgress:
+    """Where a page's run of several methods is, so that the page's next run can say where a
+    cancel stopped it.
+
+    The page records the method it starts (:meth:`start`), each of its progress reports
+    (:meth:`report`), each result shown (:meth:`finish`) and the run's end however it ends
+    (:meth:`end`). A Cancel, or a closed page, stops the run at the running method's next
+    progress report; :meth:`cancelled` waits a little for that end and says what happened.
+    """
+
+    def __init__(self, methods: int) -> None:
+        self.methods = methods
+        self.title: str | None = None
+        self.running = False
+        self.done = 0
+        self.total: int | None = None
+        self.finished = 0
+        self.ended = threading.Event()
+
+    def start(self, title: str) -> None:
+        """Method ``title`` is about to run."""
+        self.title, self.running, self.done, self.total = title, True, 0, None
+
+    def report(self, done: int, total: int) -> None:
+        """The running method's progress report."""
+        self.done, self.total = done, total
+
+    def finish(self) -> None:
+        """The running method's result (or its error) is kept."""
+        self.finished += 1
+        self.running = False
+
+    def end(self) -> None:
+        """The run is over: finished, failed, or stopped."""
+        self.ended.set()
+
+    def cancelled(self, wait: float = 30.0) -> str:
+        """The page's message after a cancel, once the run has ended (or after ``wait`` s)."""
+        ended = self.ended.wait(wait)
+        n = self.finished
+        kept = (
+            f"the {n} method{'s' if n != 1 else ''} that had finished "
+            f"{'are' if n != 1 else 'is'} shown below"
+            if n
+            else "no method had finished"
+        )
+        if not self.running:
+            when = "before the first method started" if self.title is None else "between methods"
+            if n == self.methods:
+                when = "after every method had finished"
+            return f"Cancelled {when}: {kept}."
+        where = f"at {self.done}/{self.total}" if self.total is not None else "before it started"
+        if not ended:
+            return (
+                f"Cancelled: {self.title} is still running ({where}) and stops at its next "
+                f"progress report; {kept}."
+            )
+        return f"Cancelled: {self.title} stopped {where}; {kept}."
 
 
 @dataclass(frozen=True)
