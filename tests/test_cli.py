@@ -299,7 +299,9 @@ def test_same_stem_images_never_overwrite_each_other(capsys, tmp_path):
         np.load(out / "chelsea-png" / "gradcam.npz") as b,
     ):
         assert a["image"].shape != b["image"].shape or not np.array_equal(a["image"], b["image"])
-    # "wrote" lines are whole, never wrapped inside a path, whatever the width
+    # "wrote" lines are whole, never wrapped inside a path, whatever the width; no blank line
+    # where a progress bar would be on a terminal
+    assert all(line.strip() for line in err.splitlines()), err
     wrote = [line for line in err.splitlines() if ": wrote " in line]
     assert wrote == [
         f"sample:chelsea: wrote {out / 'chelsea-sample'}/ (gradcam + figure.png)",

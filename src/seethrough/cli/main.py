@@ -539,7 +539,8 @@ def _explain_all(
 
 
 def _progress() -> Progress:
-    """The progress bar of long commands: description, bar, done/total, elapsed (on stderr)."""
+    """The progress bar of long commands: description, bar, done/total, elapsed (on stderr, when
+    it is a terminal)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -547,6 +548,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # piped: no bar, and no blank line where it was
     )
 
 
