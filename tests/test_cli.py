@@ -376,3 +376,16 @@ def test_compare_help_says_what_it_does(capsys):
     assert code == 0 and "seed study" not in text
     assert "Compare models on your own images with object masks" in text
     assert "writes it as CSV, Markdown and a self-contained HTML report" in text
+
+
+def test_ctrl_c_turned_into_abort_by_an_older_click_exits_130(capsys, monkeypatch):
+    import typer
+
+    import seethrough.cli.main as cli_main
+
+    def abort(*args, **kwargs):
+        raise typer.Abort() from KeyboardInterrupt()
+
+    monkeypatch.setattr(cli_main, "list_models", abort)
+    code, _, err = cli(capsys, "models")
+    assert code == 130 and err.strip() == "interrupted"

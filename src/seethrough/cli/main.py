@@ -714,7 +714,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(_interrupted())
     except typer.Abort as exc:  # older click: Ctrl-C (or end of input) becomes Abort
-        sys.exit(_interrupted() if isinstance(exc.__cause__, KeyboardInterrupt) else 1)
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            sys.exit(_interrupted())
+        print("aborted", file=sys.stderr, flush=True)
+        sys.exit(1)
     except Exception as exc:
         if not _is_click_error(exc):
             raise
