@@ -85,3 +85,21 @@ def digits_cache(tmp_path_factory):
     with synthetic._threads(1):
         synthetic.load_digits_model(cache_dir=folder, progress=False)
     return folder
+
+
+@pytest.fixture
+def chart_titles(monkeypatch) -> list[str]:
+    """Titles of the dashboard's prediction charts drawn from now on (its chart cache emptied)."""
+    import seethrough.viz
+    from seethrough.dashboard import service as svc
+
+    titles: list[str] = []
+    real = seethrough.viz.prediction_bar_chart
+
+    def chart(top, *, title):
+        titles.append(title)
+        return real(top, title=title)
+
+    monkeypatch.setattr(seethrough.viz, "prediction_bar_chart", chart)
+    monkeypatch.setattr(svc, "_PREDICTED", svc._LRU(4))
+    return titles

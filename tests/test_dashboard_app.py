@@ -556,19 +556,9 @@ def test_a_model_load_error_is_shown_in_the_main_area():
     assert any("upload its weights file" in i.value for i in at.main.info)
 
 
-def test_an_uploaded_model_is_named_by_its_file(monkeypatch):
-    import seethrough.viz
-
+def test_an_uploaded_model_is_named_by_its_file(monkeypatch, chart_titles):
     monkeypatch.setenv("SEETHROUGH_DASHBOARD_TORCHSCRIPT", "1")  # --allow-torchscript
-    titles: list[str] = []
-    real = seethrough.viz.prediction_bar_chart
-
-    def chart(top, *, title):
-        titles.append(title)
-        return real(top, title=title)
-
-    monkeypatch.setattr(seethrough.viz, "prediction_bar_chart", chart)
-    monkeypatch.setattr(svc, "_PREDICTED", svc._LRU(4))
+    titles = chart_titles
     at = new_app()
     own_file(at, "TorchScript", "my model.ts", tiny_torchscript())
     assert not errors(at) and table_rows(at) == 3

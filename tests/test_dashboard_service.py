@@ -783,18 +783,8 @@ def test_layer_default_names_the_layer_or_says_why_there_is_none(photo):
     assert svc.layer_default(slot) is none  # found once per loaded model
 
 
-def test_predict_titles_the_chart_with_the_name_the_page_gives(slot, photo, monkeypatch):
-    import seethrough.viz
-
-    titles: list[str] = []
-    real = seethrough.viz.prediction_bar_chart
-
-    def chart(top, *, title):
-        titles.append(title)
-        return real(top, title=title)
-
-    monkeypatch.setattr(seethrough.viz, "prediction_bar_chart", chart)
-    monkeypatch.setattr(svc, "_PREDICTED", svc._LRU(4))
+def test_predict_titles_the_chart_with_the_name_the_page_gives(slot, photo, chart_titles):
+    titles = chart_titles
     first = svc.predict(slot, photo, 3)
     named = svc.predict(slot, photo, 3, name="my model.ts")
     assert titles == ["top-3: tiny", "top-3: my model.ts"]

@@ -14,39 +14,48 @@ from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 
-__all__ = ["TEMPORARY_MARK", "write_atomically", "write_text_atomically"]
+__all__ = ["TEMPORARY_MARK", "is_temporary", "write_atomically", "write_text_atomically"]
 
 TEMPORARY_MARK = ".tmp"
 """Part of every temporary name: ``.NAME.RANDOM.tmp.SUFFIX`` beside ``NAME`` (hidden)."""
 
 
-def _temporary(path: Path) -> Path:
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is the temporary file of a write in progress (or an interrupted one)."""
+    return path.name.startswith(".") and TEMPORARY_MARK in path.name
+
+
+def _temporary(path: Path, mode: int) -> Path:
     """A new, empty, hidden file beside ``path`` that keeps its suffix (some writers add one)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     while True:
         name = f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_MARK}{path.suffix}"
         candidate = path.with_name(name)
         try:
-            # 0o666 minus the umask: the final file gets the permissions a plain open() gives
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(candidate, flags, mode)
         except FileExistsError:
             continue
         os.close(fd)
         return candidate
 
 
-def write_atomically(path: str | PathLike[str], write: Callable[[Path], object]) -> Path:
+def write_atomically(
+    path: str | PathLike[str], write: Callable[[Path], object], mode: int = 0o666
+) -> Path:
     """Call ``write(temporary_path)``, then rename the temporary file over ``path``.
 
     Args:
         path: the destination; its folder must exist.
         write: writes the whole content to the path it is given (the temporary file, which
             has the destination's suffix).
+        mode: the permissions of the new file, less the umask (the default gives what a
+            plain ``open()`` gives; ``0o600`` keeps it private to its owner).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    temporary = _temporary(path)
+    temporary = _temporary(path, mode)
     try:
         write(temporary)
         os.replace(temporary, path)

@@ -477,9 +477,7 @@ def _concept_table(rows: list[dict[str, Any]]) -> Any:
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "colour"} for r in rows])
 
     def paint(column: Any) -> list[str]:
-        return [
-            f"background-color: {r['colour']}; color: {svc.ink_on(r['colour'])}" for r in rows
-        ]
+        return [f"background-color: {r['colour']}; color: {svc.ink_on(r['colour'])}" for r in rows]
 
     return frame.style.apply(paint, subset=["concept"]).hide(axis="index")
 

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from .._io import is_temporary, write_atomically
 from ..api import explain
 from ..errors import (
     ImageTooLargeError,
@@ -51,6 +52,7 @@ from ..images import load_image
 from ..models import Prediction, VisionModel, load_model
 from ..models.torchscript import is_torchscript
 from ..registry import MethodInfo, Param, families, list_methods
+from . import TORCHSCRIPT_ENV
 
 __all__ = [
     "FRAMEWORKS",
@@ -97,8 +99,6 @@ UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "ti
 WEIGHTS_TYPES: tuple[str, ...] = ("safetensors", "pt", "pth", "bin")
 """State-dict files the model panel takes (tensors only: nothing in them runs); with
 :func:`torchscript_allowed`, ``.ts`` too."""
-TORCHSCRIPT_ENV = "SEETHROUGH_DASHBOARD_TORCHSCRIPT"
-"""Set to ``1`` (by ``seethrough dashboard --allow-torchscript``) to accept TorchScript files."""
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 """Largest uploaded image file (bytes)."""
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -449,17 +449,7 @@ def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -
     if path.exists():
         path.touch()
     else:
-        part = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        flags |= getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(part, flags, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            part.replace(path)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda p: p.write_bytes(data), mode=0o600)
     _prune(root, keep=path)
     return path
 
@@ -473,7 +463,7 @@ def _prune(root: Path, keep: Path) -> None:
     stored = []
     for f in root.iterdir():
         try:
-            if f.is_file() and f != keep and not f.name.endswith(".part"):
+            if f.is_file() and f != keep and not is_temporary(f):
                 stored.append((f.stat().st_mtime, f))
         except OSError:  # removed by another session meanwhile
             continue
