@@ -1,0 +1,66 @@
+"""The public extension API: everything needed to add an explanation method, from one module.
+
+A new method is a subclass of a family's base class that says only what differs from its
+family, registered with ``register_method``. Once registered it is a method like the
+built-in ones: ``explain(model, image, name)``, ``seethrough methods``, the dashboard's forms
+and the common checks of the test suite all find it in the registry.
+
+What each family's base class asks of a variant:
+
+- ``CAMMethod``: ``CAMMethod.weights`` (channel weights ``(N, C)`` from a
+  ``CAMState``), or ``CAMMethod.combine`` for an element-wise map.
+- ``GradientMethod``: ``GradientMethod.attribute``, an ``Attribution``
+  ``(N, C, H, W)``, and a ``reduce`` parameter (``reduce_param``) that makes it a map;
+  ``input_gradients`` gives ``d score / d input`` in one pass.
+- ``SurrogateMethod`` (superpixel coalitions and a linear fit, as LIME and Kernel SHAP):
+  ``SurrogateMethod.coalitions`` and ``SurrogateMethod.fit``, returning a ``Fit``.
+- ``PerturbationMethod`` (any masks): ``PerturbationMethod.evaluations`` and
+  ``PerturbationMethod.explain_one``, which scores a ``MaskSource`` with
+  ``PerturbationMethod.scores`` and returns a ``Single``.
+- ``Method`` itself, for a new family: ``Method.run`` on a ``Context``, returning
+  a ``MethodResult`` (``ctx.result(...)``).
+
+The guide with worked examples is ``docs/extending.md``.
+"""
+
+from __future__ import annotations
+
+from .core.targets import ResolvedTarget
+from .methods.base import Context, Method, MethodResult, Ticker
+from .methods.cam.base import CAMMethod, CAMState
+from .methods.gradient.base import Attribution, GradientMethod, input_gradients, reduce_param
+from .methods.perturbation.base import PerturbationMethod, Sample, Single
+from .methods.perturbation.engine import MaskSource
+from .methods.perturbation.surrogate import Fit, SurrogateMethod, weighted_ridge
+from .registry import MethodInfo, Param, get_method, list_methods, register_method
+
+__all__ = [
+    # registering and describing a method
+    "register_method",
+    "Param",
+    "MethodInfo",
+    "get_method",
+    "list_methods",
+    # the protocol every method follows
+    "Method",
+    "Context",
+    "MethodResult",
+    "ResolvedTarget",
+    "Ticker",
+    # the CAM family
+    "CAMMethod",
+    "CAMState",
+    # the gradient family
+    "GradientMethod",
+    "Attribution",
+    "input_gradients",
+    "reduce_param",
+    # the perturbation family
+    "PerturbationMethod",
+    "Sample",
+    "Single",
+    "MaskSource",
+    "SurrogateMethod",
+    "Fit",
+    "weighted_ridge",
+]
