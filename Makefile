@@ -7,8 +7,11 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Every direct dependency is pinned (constraints.txt) at the version the suite last passed with;
 # pyproject keeps open ranges for users.
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+# the documentation site (mkdocs.yml); NO_MKDOCS_2_WARNING: no banner about a future MkDocs
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+DOCS_SITE ?= site
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test docs lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +28,11 @@ demo: $(STAMP)
 	$(BIN)/seethrough demo --out outputs/demo
 
 test: $(STAMP)
+	$(MKDOCS) build --strict --quiet --site-dir $(DOCS_SITE)  # broken links and references fail
 	$(BIN)/python -m pytest
+
+docs: $(STAMP)
+	$(MKDOCS) serve -a 127.0.0.1:8000
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -39,4 +46,4 @@ bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/cam_speed.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs site .pytest_cache .ruff_cache
