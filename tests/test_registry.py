@@ -82,3 +82,139 @@ def test_the_dashboard_groups_methods_in_display_order():
     groups = service.methods_by_family()
     assert list(groups) == list(dict.fromkeys(f for _, f in METHOD_ORDER))
     assert [(m.name, m.family) for ms in groups.values() for m in ms] == METHOD_ORDER
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry type, ranks, and methods from outside the package
+
+
+@pytest.fixture
+def extra_methods():
+    """Registers test methods; takes every one of them out again afterwards."""
+    from seethrough.registry import METHODS, register_method, unregister_method
+
+    added: list[str] = []
+
+    def add(cls):
+        register_method(cls)
+        added.append(cls.name)
+        return cls
+
+    yield add
+    for name in added:
+        if name in METHODS:
+            unregister_method(name)
+
+
+def _method(name: str, family: str, **attrs):
+    from seethrough.methods.base import Method
+
+    return type(name, (Method,), {"name": name, "title": name.upper(), "family": family, **attrs})
+
+
+def test_a_method_without_rank_follows_its_family_and_a_new_family_follows_the_known(
+    extra_methods,
+):
+    extra_methods(_method("zz_first", "cam", rank=5))
+    extra_methods(_method("aa_unranked", "cam"))
+    extra_methods(_method("my_method", "aaa_family"))
+    names = [m.name for m in list_methods()]
+    cams = [m.name for m in list_methods(family="cam")]
+    assert cams == ["zz_first"] + [n for n, f in METHOD_ORDER if f == "cam"] + ["aa_unranked"]
+    assert names[-1] == "my_method" and families()[-1] == "aaa_family"
+    assert [n for n in names if n in dict(METHOD_ORDER)] == [n for n, _ in METHOD_ORDER]
+
+
+def test_unregister_removes_a_method_and_names_are_unique(extra_methods):
+    from seethrough.errors import UnknownMethodError
+    from seethrough.registry import METHODS, get_method, register_method, unregister_method
+
+    cls = extra_methods(_method("Temp_Method", "cam"))
+    assert get_method("temp_method").cls is cls and "TEMP_METHOD" in METHODS
+    register_method(cls)  # the same class again: nothing changes
+    with pytest.raises(ValueError, match="registered twice"):
+        register_method(_method("temp_method", "cam"))
+    assert unregister_method("temp_method").cls is cls
+    with pytest.raises(UnknownMethodError, match="unknown method 'temp_method'"):
+        get_method("temp_method")
+
+
+def test_one_registry_type_for_methods_and_metrics():
+    from seethrough.errors import UnknownMethodError, UnknownMetricError
+    from seethrough.registry import METHODS, METRICS, Registry, get_method, get_metric
+
+    assert isinstance(METHODS, Registry) and isinstance(METRICS, Registry)
+    with pytest.raises(UnknownMethodError, match="Did you mean: gradcam"):
+        get_method("gradcma")
+    with pytest.raises(UnknownMetricError, match="Did you mean: deletion"):
+        get_metric("deletoin")
+    assert get_method(" GradCAM ").name == "gradcam" and get_metric("IoU").name == "iou"
+    assert METRICS.groups() == ["localisation", "faithfulness", "robustness", "randomization"]
+
+
+def test_a_registry_fills_itself_once_on_first_use():
+    from seethrough.errors import UnknownMethodError
+    from seethrough.registry import MethodInfo, Registry
+
+    calls = []
+    reg: Registry[MethodInfo] = Registry(
+        "method", UnknownMethodError, group=lambda m: m.family, groups=(), source=lambda m: m.cls
+    )
+    reg.fill_with(lambda: calls.append(reg.add(seethrough.get_method("cam"))))
+    assert calls == []
+    assert [m.name for m in reg.select()] == ["cam"] and reg.get("cam").title == "CAM"
+    assert len(calls) == 1
+
+
+def test_a_method_validates_its_own_parameters_registered_or_not():
+    from seethrough.errors import InvalidParameterError
+    from seethrough.methods.cam import GradCAM
+    from seethrough.registry import Param
+
+    unregistered = _method("nowhere", "cam", params=(Param("k", 3, "a count", int, min=1),))
+    assert unregistered(k="4").params == {"k": 4}
+    with pytest.raises(InvalidParameterError, match="must be >= 1"):
+        unregistered(k=0)
+    with pytest.raises(InvalidParameterError, match="method 'nowhere' has no parameter 'kk'"):
+        unregistered(kk=1)
+
+    class Quieter(GradCAM):  # a subclass keeps its parent's name and parameters
+        pass
+
+    assert Quieter(relu=False).params == {"relu": False}
+
+
+def test_an_explanation_keeps_the_title_it_was_given(tmp_path):
+    import numpy as np
+
+    from seethrough.explanation import Explanation
+
+    zeros = np.zeros((2, 2), np.float32)
+    e = Explanation(raw=zeros, map=zeros, method="gradcam", title="Grad-CAM")
+    assert e.caption().splitlines()[0] == "Grad-CAM"
+    back = Explanation.load(e.save(tmp_path)["json"])
+    assert back.title == "Grad-CAM"
+    assert Explanation(raw=zeros, map=zeros, method="mine").title == "mine"
+
+
+# ---------------------------------------------------------------------------------------------
+# the import structure
+
+
+def test_the_registry_imports_nothing_it_lists():
+    import ast
+    from pathlib import Path
+
+    import seethrough.registry as registry
+
+    tree = ast.parse(Path(registry.__file__).read_text())
+    inside = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level > 0 and node.module
+    }
+    assert inside == {"errors"}
+    assert not any(
+        isinstance(node, ast.Import) and any(a.name.startswith("seethrough") for a in node.names)
+        for node in ast.walk(tree)
+    )

@@ -11,7 +11,7 @@ The public face::
     seethrough.list_metrics()                         # how to score a map (seethrough.metrics)
 """
 
-from . import errors
+from . import errors, registry
 from ._version import __version__
 from .api import explain
 from .explanation import Explanation
@@ -25,6 +25,19 @@ from .registry import (
     list_methods,
     list_metrics,
 )
+
+
+def _builtin_methods() -> None:
+    from . import methods  # noqa: F401  (importing registers every built-in method)
+
+
+def _builtin_metrics() -> None:
+    from . import metrics  # noqa: F401  (importing registers every built-in metric)
+
+
+# the registry imports none of what it lists: this package fills it, on the first lookup
+registry.METHODS.fill_with(_builtin_methods)
+registry.METRICS.fill_with(_builtin_metrics)
 
 __all__ = [
     "__version__",

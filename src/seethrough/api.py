@@ -151,6 +151,7 @@ def explain(
                 raw=result.raw[i].float().cpu().numpy(),
                 map=maps[i],
                 method=info.name,
+                title=info.title,
                 target=cls,
                 label=labels[cls] if labels is not None and cls is not None else None,
                 score=float(result.scores[i]),

@@ -61,6 +61,7 @@ class Explanation:
         stats: scalars a method reports about its own result (``r2`` of LIME's local fit,
             ``base_value`` of Kernel SHAP, ...).
         created: UTC time stamp, ISO 8601.
+        title: display name of the method (e.g. "Grad-CAM"); the method's name when not given.
     """
 
     raw: np.ndarray
@@ -82,16 +83,11 @@ class Explanation:
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
+    title: str = ""
 
-    @property
-    def title(self) -> str:
-        """Display name of the method (e.g. "Grad-CAM")."""
-        from .registry import get_method
-
-        try:
-            return get_method(self.method).title
-        except LookupError:
-            return self.method
+    def __post_init__(self) -> None:
+        if not self.title:
+            self.title = self.method
 
     def caption(self) -> str:
         """Three short lines: method, explained class with probability, seconds."""
@@ -117,6 +113,7 @@ class Explanation:
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "method": self.method,
+            "title": self.title,
             "target": self.target,
             "label": self.label,
             "score": _finite_or_none(self.score),
@@ -183,6 +180,7 @@ class Explanation:
             k: manifest.get(k)
             for k in (
                 "method",
+                "title",
                 "target",
                 "label",
                 "probability",

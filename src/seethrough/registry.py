@@ -1,4 +1,5 @@
-"""One registry of explanation methods that drives the API, the CLI, the dashboard and the tests.
+"""The registries of explanation methods and evaluation metrics that drive the API, the CLI,
+the dashboard, the documentation and the tests.
 
 A method class declares its metadata as class attributes and registers itself::
 
@@ -6,33 +7,52 @@ A method class declares its metadata as class attributes and registers itself::
     class GradCAM(CAMMethod):
         name = "gradcam"
         title = "Grad-CAM"
+        rank = 20  # its place in the CAM family's listings
         ...
 
 ``list_methods()`` and ``get_method(name)`` return :class:`MethodInfo` records with everything a
 front end needs to build a form: family, whether gradients or a layer are needed, and each
-parameter's type, default, range and help text.
+parameter's type, default, range and help text. Metrics register with :func:`register_metric`.
+
+This module is a leaf: it imports none of what it lists. The package ``seethrough`` tells each
+:class:`Registry` how to fill itself with the built-in entries (:meth:`Registry.fill_with`), which
+happens on the first lookup. Listings are in a declared order, never in import order: by family
+(or category) as :data:`METHOD_FAMILIES` (:data:`METRIC_CATEGORIES`) lists them, families not
+listed there after them by name, then by each entry's ``rank``, then by name.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from .errors import InvalidParameterError, UnknownMethodError, UnknownMetricError, suggest
-
-if TYPE_CHECKING:
-    from .methods.base import Method
+from .errors import (
+    InvalidParameterError,
+    SeethroughError,
+    UnknownMethodError,
+    UnknownMetricError,
+    suggest,
+)
 
 __all__ = [
     "Param",
+    "find_param",
+    "validate_params",
+    "Registry",
+    "DEFAULT_RANK",
     "MethodInfo",
+    "METHODS",
+    "METHOD_FAMILIES",
     "register_method",
+    "unregister_method",
     "get_method",
     "list_methods",
     "families",
     "MetricInfo",
+    "METRICS",
+    "METRIC_CATEGORIES",
     "register_metric",
     "get_metric",
     "list_metrics",
@@ -83,6 +103,146 @@ class Param:
         return converted
 
 
+def find_param(params: Sequence[Param], name: str, owner: str) -> Param:
+    """The parameter called ``name`` among ``params``, those of the method called ``owner``;
+    ``InvalidParameterError`` with a suggestion (or the list of its parameters) if none."""
+    for p in params:
+        if p.name == name:
+            return p
+    names = [p.name for p in params]
+    raise InvalidParameterError(
+        f"method '{owner}' has no parameter '{name}'."
+        + (suggest(name, names) or f" Its parameters: {', '.join(names) or 'none'}.")
+    )
+
+
+def validate_params(
+    params: Sequence[Param], values: Mapping[str, Any], owner: str
+) -> dict[str, Any]:
+    """Every default of ``params`` overridden by ``values``, each checked and converted (see
+    :meth:`Param.validate`); ``owner`` names the method in error messages."""
+    checked = {p.name: p.default for p in params}
+    for key, value in values.items():
+        checked[key] = find_param(params, key, owner).validate(value)
+    return checked
+
+
+DEFAULT_RANK = 1000
+"""The rank of an entry that declares none: after every built-in entry of its family."""
+
+
+class _Entry(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rank(self) -> int: ...
+
+
+E = TypeVar("E", bound=_Entry)
+
+
+class Registry(Generic[E]):
+    """Named entries of one kind (methods, metrics): lookup with a did-you-mean error, listings
+    in a declared order, and filling with the built-in entries on first use.
+
+    Args:
+        kind: what an entry is, for messages (``"method"``).
+        error: the exception raised for an unknown name.
+        group: an entry's group (a method's family, a metric's category).
+        groups: the display order of the known groups; other groups follow, by name.
+        source: what an entry was made from (a class, a function): registering another source
+            under a name already taken is an error, the same one again is not.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        error: type[SeethroughError],
+        *,
+        group: Callable[[E], str],
+        groups: Sequence[str],
+        source: Callable[[E], object],
+    ) -> None:
+        self.kind = kind
+        self.groups_order = tuple(groups)
+        self._error = error
+        self._group = group
+        self._source = source
+        self._entries: dict[str, E] = {}
+        self._fill: Callable[[], object] | None = None
+
+    def fill_with(self, loader: Callable[[], object]) -> None:
+        """Run ``loader`` (which registers the built-in entries, e.g. by importing them) before
+        the first lookup or listing."""
+        self._fill = loader
+
+    def _filled(self) -> dict[str, E]:
+        loader, self._fill = self._fill, None
+        if loader is not None:
+            try:
+                loader()
+            except BaseException:
+                self._fill = loader
+                raise
+        return self._entries
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.strip().lower()
+
+    def add(self, entry: E) -> E:
+        """Register ``entry``; ``ValueError`` if its name is taken by another source."""
+        key = self._key(entry.name)
+        old = self._entries.get(key)
+        if old is not None and self._source(old) is not self._source(entry):
+            raise ValueError(f"{self.kind} name '{entry.name}' is registered twice")
+        self._entries[key] = entry
+        return entry
+
+    def remove(self, name: str) -> E:
+        """Take the entry called ``name`` out of the registry and return it."""
+        entry = self.get(name)
+        del self._entries[self._key(name)]
+        return entry
+
+    def get(self, name: str) -> E:
+        """The entry called ``name`` (case-insensitive); the registry's error if none."""
+        entries = self._filled()
+        key = self._key(name)
+        if key not in entries:
+            raise self._error(
+                f"unknown {self.kind} '{name}'."
+                + (suggest(key, entries) or f" Available: {', '.join(sorted(entries))}.")
+            )
+        return entries[key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._key(name) in self._filled()
+
+    def select(self, group: str | None = None, pattern: str | None = None) -> list[E]:
+        """The entries in display order, optionally of one group or matching a name pattern."""
+        return sorted(
+            (
+                e
+                for e in self._filled().values()
+                if (group is None or self._group(e) == group)
+                and (pattern is None or fnmatch.fnmatch(e.name, pattern))
+            ),
+            key=self._order,
+        )
+
+    def groups(self) -> list[str]:
+        """The groups that have entries, in display order."""
+        return list(dict.fromkeys(self._group(e) for e in self.select()))
+
+    def _order(self, entry: E) -> tuple[int, str, int, str]:
+        group = self._group(entry)
+        if group in self.groups_order:
+            return self.groups_order.index(group), "", entry.rank, entry.name
+        return len(self.groups_order), group, entry.rank, entry.name
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """Registry record of one explanation method."""
@@ -96,21 +256,12 @@ class MethodInfo:
     needs_layer: bool
     class_specific: bool
     params: tuple[Param, ...]
-    cls: type[Method] = field(repr=False)
+    cls: type[Any] = field(repr=False)
+    rank: int = DEFAULT_RANK
 
     def param(self, name: str) -> Param:
         """The parameter called ``name``."""
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise InvalidParameterError(
-            f"method '{self.name}' has no parameter '{name}'."
-            + (suggest(name, [p.name for p in self.params]) or self._allowed())
-        )
-
-    def _allowed(self) -> str:
-        names = ", ".join(p.name for p in self.params) or "none"
-        return f" Its parameters: {names}."
+        return find_param(self.params, name, self.name)
 
     def defaults(self) -> dict[str, Any]:
         """Every parameter's default value."""
@@ -118,18 +269,32 @@ class MethodInfo:
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overridden by ``params``, each checked and converted."""
-        values = self.defaults()
-        for key, value in params.items():
-            values[key] = self.param(key).validate(value)
-        return values
+        return validate_params(self.params, params, self.name)
 
 
-_METHODS: dict[str, MethodInfo] = {}
+METHOD_FAMILIES = ("cam", "perturbation", "gradient", "concepts", "attention", "features")
+"""The display order of the built-in method families; other families follow, by name."""
+
+METHODS: Registry[MethodInfo] = Registry(
+    "method",
+    UnknownMethodError,
+    group=lambda m: m.family,
+    groups=METHOD_FAMILIES,
+    source=lambda m: m.cls,
+)
+"""The explanation methods (filled with the built-in ones by the package ``seethrough``)."""
+
+C = TypeVar("C", bound=type[Any])
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a :class:`~seethrough.methods.base.Method` subclass to the registry."""
+def register_method(cls: C) -> C:
+    """Class decorator: add a :class:`~seethrough.methods.base.Method` subclass to the registry.
+
+    Its class attributes say what the registry records: ``name``, ``title``, ``family``,
+    ``paper``, ``needs_gradients``, ``needs_layer``, ``class_specific``, ``params`` and ``rank``
+    (its place among its family's methods in listings; lower first, ties by name).
+    """
     doc = (cls.__doc__ or "").strip()
     info = MethodInfo(
         name=cls.name,
@@ -142,43 +307,32 @@ def register_method(cls: type[Method]) -> type[Method]:
         class_specific=cls.class_specific,
         params=tuple(cls.params),
         cls=cls,
+        rank=getattr(cls, "rank", DEFAULT_RANK),
     )
-    if info.name in _METHODS and _METHODS[info.name].cls is not cls:
-        raise ValueError(f"method name '{info.name}' is registered twice")
-    _METHODS[info.name] = info
+    METHODS.add(info)
     return cls
 
 
-def _ensure_loaded() -> None:
-    from . import methods  # noqa: F401  (importing registers the built-in methods)
+def unregister_method(name: str) -> MethodInfo:
+    """Take the method called ``name`` out of the registry (e.g. a test's own method); its
+    record, or ``UnknownMethodError``."""
+    return METHODS.remove(name)
 
 
 def get_method(name: str) -> MethodInfo:
     """The registered method called ``name`` (case-insensitive); ``UnknownMethodError`` if none."""
-    _ensure_loaded()
-    key = name.strip().lower()
-    if key not in _METHODS:
-        raise UnknownMethodError(
-            f"unknown method '{name}'."
-            + (suggest(key, _METHODS) or f" Available: {', '.join(sorted(_METHODS))}.")
-        )
-    return _METHODS[key]
+    return METHODS.get(name)
 
 
 def list_methods(family: str | None = None, pattern: str | None = None) -> list[MethodInfo]:
-    """Registered methods, in registration order, optionally filtered by family or name pattern."""
-    _ensure_loaded()
-    return [
-        m
-        for m in _METHODS.values()
-        if (family is None or m.family == family)
-        and (pattern is None or fnmatch.fnmatch(m.name, pattern))
-    ]
+    """Registered methods in display order (family, then rank, then name), optionally filtered
+    by family or name pattern."""
+    return METHODS.select(family, pattern)
 
 
 def families() -> list[str]:
-    """Method families present in the registry, in registration order."""
-    return list(dict.fromkeys(m.family for m in list_methods()))
+    """Method families present in the registry, in display order."""
+    return METHODS.groups()
 
 
 @dataclass(frozen=True)
@@ -195,6 +349,7 @@ class MetricInfo:
         summary: first line of the function's docstring.
         range: the bounds of the number, when it has any.
         func: the function itself.
+        rank: its place among its category's metrics in listings (lower first, ties by name).
     """
 
     name: str
@@ -205,10 +360,20 @@ class MetricInfo:
     summary: str
     range: tuple[float, float] | None
     func: Callable[..., Any] = field(repr=False)
+    rank: int = DEFAULT_RANK
 
 
-_METRICS: dict[str, MetricInfo] = {}
 METRIC_CATEGORIES = ("localisation", "faithfulness", "robustness", "randomization")
+"""The metric categories, in display order."""
+
+METRICS: Registry[MetricInfo] = Registry(
+    "metric",
+    UnknownMetricError,
+    group=lambda m: m.category,
+    groups=METRIC_CATEGORIES,
+    source=lambda m: m.func,
+)
+"""The evaluation metrics (filled with the built-in ones by the package ``seethrough``)."""
 
 
 def register_metric(
@@ -218,8 +383,10 @@ def register_metric(
     higher_is_better: bool,
     needs: tuple[str, ...] = (),
     range: tuple[float, float] | None = None,  # noqa: A002
+    rank: int = DEFAULT_RANK,
 ) -> Callable[[F], F]:
-    """Function decorator: add a metric with its metadata to the registry."""
+    """Function decorator: add a metric with its metadata to the registry (``rank``: its place
+    among its category's metrics in listings; lower first, ties by name)."""
     if category not in METRIC_CATEGORIES:
         raise ValueError(f"metric category must be one of {METRIC_CATEGORIES}, not {category!r}")
 
@@ -234,32 +401,20 @@ def register_metric(
             summary=doc.splitlines()[0] if doc else title,
             range=range,
             func=func,
+            rank=rank,
         )
-        if info.name in _METRICS and _METRICS[info.name].func is not func:
-            raise ValueError(f"metric name '{info.name}' is registered twice")
-        _METRICS[info.name] = info
+        METRICS.add(info)
         return func
 
     return add
 
 
-def _ensure_metrics_loaded() -> None:
-    from . import metrics  # noqa: F401  (importing registers the built-in metrics)
-
-
 def get_metric(name: str) -> MetricInfo:
     """The registered metric called ``name``; ``UnknownMetricError`` if none."""
-    _ensure_metrics_loaded()
-    key = name.strip().lower()
-    if key not in _METRICS:
-        raise UnknownMetricError(
-            f"unknown metric '{name}'."
-            + (suggest(key, _METRICS) or f" Available: {', '.join(sorted(_METRICS))}.")
-        )
-    return _METRICS[key]
+    return METRICS.get(name)
 
 
 def list_metrics(category: str | None = None) -> list[MetricInfo]:
-    """Registered metrics, in registration order, optionally of one category."""
-    _ensure_metrics_loaded()
-    return [m for m in _METRICS.values() if category is None or m.category == category]
+    """Registered metrics in display order (category, then rank, then name), optionally of one
+    category."""
+    return METRICS.select(category)

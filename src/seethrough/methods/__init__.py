@@ -1,7 +1,7 @@
-"""Explanation methods. Importing this package registers every built-in method."""
+"""Explanation methods. Importing this package registers every built-in method (listed in
+the order their classes declare: family, then rank; see :mod:`seethrough.registry`)."""
 
-# importing registers each family, in this order
-from . import cam, perturbation, gradient, concepts, attention, features  # noqa: F401, I001
+from . import attention, cam, concepts, features, gradient, perturbation  # noqa: F401
 from .base import Context, Method, MethodResult
 
 __all__ = ["Method", "MethodResult", "Context"]

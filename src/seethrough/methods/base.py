@@ -23,7 +23,7 @@ from ..core.targets import (
     resolve_target,
 )
 from ..errors import CancelledError, InvalidTargetError, MethodNotApplicableError
-from ..registry import Param, get_method
+from ..registry import DEFAULT_RANK, Param, validate_params
 
 __all__ = [
     "Method",
@@ -192,6 +192,7 @@ class Method:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     family: ClassVar[str] = ""
+    rank: ClassVar[int] = DEFAULT_RANK  # its place among its family's methods in listings
     paper: ClassVar[str] = ""
     needs_gradients: ClassVar[bool] = True
     needs_layer: ClassVar[bool] = False
@@ -205,7 +206,7 @@ class Method:
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = get_method(self.name).validate(params)
+        self.params: dict[str, Any] = validate_params(type(self).params, params, self.name)
 
     def __call__(
         self,

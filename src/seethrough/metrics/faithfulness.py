@@ -200,6 +200,7 @@ def _curve(
     higher_is_better=False,
     needs=_NEEDS,
     range=(0, 1),
+    rank=10,
 )
 def deletion(
     model: Any,
@@ -251,6 +252,7 @@ def deletion(
     higher_is_better=True,
     needs=_NEEDS,
     range=(0, 1),
+    rank=20,
 )
 def insertion(
     model: Any,
@@ -390,7 +392,12 @@ def hide_top_sweep(
 
 
 @register_metric(
-    title="Hide top", category="faithfulness", higher_is_better=True, needs=_NEEDS, range=(0, 1)
+    title="Hide top",
+    category="faithfulness",
+    higher_is_better=True,
+    needs=_NEEDS,
+    range=(0, 1),
+    rank=30,
 )
 def hide_top(
     model: Any,
@@ -449,6 +456,7 @@ def _explanation_map_probabilities(
     higher_is_better=False,
     needs=_NEEDS,
     range=(0, 1),
+    rank=40,
 )
 def average_drop(
     model: Any,
@@ -490,6 +498,7 @@ def average_drop(
     higher_is_better=True,
     needs=_NEEDS,
     range=(0, 1),
+    rank=50,
 )
 def increase_in_confidence(
     model: Any,

@@ -59,7 +59,12 @@ def _iou(region: np.ndarray, mask: np.ndarray) -> float:
 
 
 @register_metric(
-    title="IoU", category="localisation", higher_is_better=True, needs=("mask",), range=(0, 1)
+    title="IoU",
+    category="localisation",
+    higher_is_better=True,
+    needs=("mask",),
+    range=(0, 1),
+    rank=10,
 )
 def iou(
     saliency: Any, mask: Any, *, threshold: float | None = None, top: float | None = None
@@ -111,7 +116,12 @@ class IoUSweep:
 
 
 @register_metric(
-    title="IoU sweep", category="localisation", higher_is_better=True, needs=("mask",), range=(0, 1)
+    title="IoU sweep",
+    category="localisation",
+    higher_is_better=True,
+    needs=("mask",),
+    range=(0, 1),
+    rank=20,
 )
 def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "value") -> IoUSweep:
     """:func:`iou` at many thresholds: a threshold-free view of localisation.
@@ -139,6 +149,7 @@ def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "va
     higher_is_better=True,
     needs=("mask",),
     range=(0, 1),
+    rank=30,
 )
 def pointing_game(saliency: Any, mask: Any, *, tolerance: float = 0) -> float:
     """1 if the map's maximum falls on the object (within ``tolerance`` pixels), else 0.
@@ -166,6 +177,7 @@ def pointing_game(saliency: Any, mask: Any, *, tolerance: float = 0) -> float:
     higher_is_better=True,
     needs=("mask",),
     range=(0, 1),
+    rank=40,
 )
 def energy_pointing_game(saliency: Any, mask: Any) -> float:
     """Share of the map's positive energy that falls on the object.

@@ -212,6 +212,7 @@ def _copy_model(model: Any) -> Any:
     higher_is_better=False,
     needs=("model", "image", "method"),
     range=(-1, 1),
+    rank=10,
 )
 def cascading_randomization(
     model: Any,

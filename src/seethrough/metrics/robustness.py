@@ -377,6 +377,7 @@ class RobustnessResult:
     higher_is_better=True,
     needs=("model", "image", "method"),
     range=(-1, 1),
+    rank=10,
 )
 def robustness(
     model: Any,

@@ -95,6 +95,7 @@ class AttentionRollout(Method):
 
     name = "attention_rollout"
     title = "Attention rollout"
+    rank = 10
     family = "attention"
     paper = "Abnar & Zuidema, ACL 2020"
     needs_gradients = False

@@ -1,18 +1,14 @@
-"""The CAM family: one pipeline (:mod:`.base`) and one short module per variant.
-
-Imports are in registry order (the order the CLI and the dashboard list the methods).
-"""
-# isort: skip_file
+"""The CAM family: one pipeline (:mod:`.base`) and one short module per variant."""
 
 from .base import CAMMethod, CAMState
 from .cam import CAM
+from .eigencam import EigenCAM
 from .gradcam import GradCAM
 from .gradcampp import GradCAMPlusPlus
-from .xgradcam import XGradCAM
-from .layercam import LayerCAM
 from .hirescam import HiResCAM
+from .layercam import LayerCAM
 from .scorecam import ScoreCAM
-from .eigencam import EigenCAM
+from .xgradcam import XGradCAM
 
 __all__ = [
     "CAMMethod",

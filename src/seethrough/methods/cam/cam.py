@@ -28,6 +28,7 @@ class CAM(CAMMethod):
 
     name = "cam"
     title = "CAM"
+    rank = 10
     paper = "Zhou et al., CVPR 2016"
     needs_gradients = False
     record_inputs = True

@@ -25,6 +25,7 @@ class EigenCAM(CAMMethod):
 
     name = "eigencam"
     title = "Eigen-CAM"
+    rank = 80
     paper = "Muhammad & Yeasin, IJCNN 2020"
     needs_gradients = False
     class_specific = False

@@ -23,6 +23,7 @@ class GradCAM(CAMMethod):
 
     name = "gradcam"
     title = "Grad-CAM"
+    rank = 20
     paper = "Selvaraju et al., ICCV 2017"
 
     def weights(self, s: CAMState) -> torch.Tensor:

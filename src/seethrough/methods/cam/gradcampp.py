@@ -26,6 +26,7 @@ class GradCAMPlusPlus(CAMMethod):
 
     name = "gradcam++"
     title = "Grad-CAM++"
+    rank = 30
     paper = "Chattopadhyay et al., WACV 2018"
 
     def weights(self, s: CAMState) -> torch.Tensor:

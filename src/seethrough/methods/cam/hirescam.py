@@ -22,6 +22,7 @@ class HiResCAM(CAMMethod):
 
     name = "hirescam"
     title = "HiResCAM"
+    rank = 60
     paper = "Draelos & Carin, arXiv 2011.08891, 2020"
 
     def combine(self, s: CAMState) -> torch.Tensor:

@@ -22,6 +22,7 @@ class LayerCAM(CAMMethod):
 
     name = "layercam"
     title = "Layer-CAM"
+    rank = 50
     paper = "Jiang et al., IEEE TIP 2021"
 
     def combine(self, s: CAMState) -> torch.Tensor:

@@ -31,6 +31,7 @@ class ScoreCAM(CAMMethod):
 
     name = "scorecam"
     title = "Score-CAM"
+    rank = 70
     paper = "Wang et al., CVPRW 2020"
     needs_gradients = False
     reports_progress = True

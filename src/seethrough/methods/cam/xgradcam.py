@@ -23,6 +23,7 @@ class XGradCAM(CAMMethod):
 
     name = "xgradcam"
     title = "XGrad-CAM"
+    rank = 40
     paper = "Fu et al., BMVC 2020"
 
     def weights(self, s: CAMState) -> torch.Tensor:

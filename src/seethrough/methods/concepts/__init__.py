@@ -1,11 +1,7 @@
-"""The concepts family: Deep Feature Factorization on a torch NMF.
+"""The concepts family: Deep Feature Factorization on a torch NMF."""
 
-Imports are in registry order.
-"""
-# isort: skip_file
-
-from .nmf import nmf, nmf_batched
 from .dff import Concepts, DeepFeatureFactorization, factorize
+from .nmf import nmf, nmf_batched
 
 __all__ = [
     "nmf",

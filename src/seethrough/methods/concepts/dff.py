@@ -88,6 +88,7 @@ class DeepFeatureFactorization(Method):
 
     name = "dff"
     title = "Deep Feature Factorization"
+    rank = 10
     family = "concepts"
     paper = "Collins, Achanta & Süsstrunk, ECCV 2018"
     needs_gradients = False

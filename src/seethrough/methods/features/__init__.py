@@ -1,9 +1,6 @@
 """The features family: what a layer responds to (feature maps) and what input reproduces or
 excites it (feature inversion and visualisation).
-
-Imports are in registry order.
 """
-# isort: skip_file
 
 from .feature_maps import FeatureMaps
 from .inversion import FeatureInversion, display_images, gaussian_blur, total_variation

@@ -30,6 +30,7 @@ class FeatureMaps(Method):
 
     name = "feature_maps"
     title = "Feature maps"
+    rank = 10
     family = "features"
     paper = "Zeiler & Fergus, ECCV 2014 (layer visualisation)"
     needs_gradients = False

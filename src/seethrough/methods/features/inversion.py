@@ -87,6 +87,7 @@ class FeatureInversion(Method):
 
     name = "feature_inversion"
     title = "Feature inversion"
+    rank = 20
     family = "features"
     paper = "Mahendran & Vedaldi, CVPR 2015; Olah et al., Distill 2017 (feature visualisation)"
     needs_gradients = True

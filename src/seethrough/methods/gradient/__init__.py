@@ -1,14 +1,11 @@
 """The gradient family: saliency, guided backprop, Guided Grad-CAM, integrated gradients,
 SmoothGrad and Gradient SHAP, on one pipeline (:mod:`.base`).
-
-Imports are in registry order.
 """
-# isort: skip_file
 
 from .base import GradientMethod, input_gradients, reduce_channels
-from .saliency import Saliency
 from .guided_backprop import GuidedBackprop, GuidedGradCAM
 from .integrated_gradients import IntegratedGradients
+from .saliency import Saliency
 from .smoothgrad import GradientShap, SmoothGrad
 
 __all__ = [

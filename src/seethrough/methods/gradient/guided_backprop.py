@@ -172,6 +172,7 @@ class GuidedBackprop(GradientMethod):
 
     name = "guided_backprop"
     title = "Guided Backprop"
+    rank = 20
     swaps_modules = True
     paper = "Springenberg et al., ICLR workshop 2015"
     params = (reduce_param("abs_max"),)
@@ -197,6 +198,7 @@ class GuidedGradCAM(GradientMethod):
 
     name = "guided_gradcam"
     title = "Guided Grad-CAM"
+    rank = 30
     swaps_modules = True
     paper = "Selvaraju et al., ICCV 2017"
     needs_layer = True

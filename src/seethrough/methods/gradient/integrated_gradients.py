@@ -69,6 +69,7 @@ class IntegratedGradients(GradientMethod):
 
     name = "integrated_gradients"
     title = "Integrated Gradients"
+    rank = 40
     paper = "Sundararajan et al., ICML 2017"
     reports_progress = True  # per batch of path points
     params = (

@@ -31,6 +31,7 @@ class Saliency(GradientMethod):
 
     name = "saliency"
     title = "Saliency"
+    rank = 10
     paper = "Simonyan et al., ICLR workshop 2014"
     params = (
         reduce_param("abs_max"),

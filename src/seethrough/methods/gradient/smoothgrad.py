@@ -53,6 +53,7 @@ class SmoothGrad(GradientMethod):
 
     name = "smoothgrad"
     title = "SmoothGrad"
+    rank = 50
     swaps_modules = True  # the wrapped method may be guided backprop
     reports_progress = True  # per batch of noisy copies
     paper = "Smilkov et al., ICML workshop 2017"
@@ -110,6 +111,7 @@ class GradientShap(GradientMethod):
 
     name = "gradient_shap"
     title = "Gradient SHAP"
+    rank = 60
     paper = "Lundberg & Lee, NeurIPS 2017; Erion et al., 2021"
     reports_progress = True  # per batch of path points
     params = (

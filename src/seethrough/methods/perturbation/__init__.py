@@ -1,17 +1,13 @@
-"""The perturbation family: one batched engine (:mod:`.engine`), segmentation, and the methods.
+"""The perturbation family: one batched engine (:mod:`.engine`), segmentation, and the methods."""
 
-Imports are in registry order.
-"""
-# isort: skip_file
-
-from .engine import FeatureMasks, PixelMasks, evaluate, hidden_image
-from .segmentation import segment
 from .base import PerturbationMethod
-from .surrogate import SurrogateMethod
-from .lime import Lime
+from .engine import FeatureMasks, PixelMasks, evaluate, hidden_image
 from .kernelshap import KernelShap
+from .lime import Lime
 from .occlusion import Occlusion
 from .rise import Rise
+from .segmentation import segment
+from .surrogate import SurrogateMethod
 
 __all__ = [
     "FeatureMasks",

@@ -30,6 +30,7 @@ class KernelShap(SurrogateMethod):
 
     name = "kernelshap"
     title = "Kernel SHAP"
+    rank = 20
     paper = "Lundberg & Lee, NeurIPS 2017"
 
     def coalitions(

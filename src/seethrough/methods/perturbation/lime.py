@@ -36,6 +36,7 @@ class Lime(SurrogateMethod):
 
     name = "lime"
     title = "LIME"
+    rank = 10
     paper = "Ribeiro et al., KDD 2016"
     params = (
         *SurrogateMethod.params,

@@ -78,6 +78,7 @@ class Occlusion(PerturbationMethod):
 
     name = "occlusion"
     title = "Occlusion"
+    rank = 30
     paper = "Zeiler & Fergus, ECCV 2014"
     params = (
         Param("window", "32", "occluding window: SIZE or HEIGHTxWIDTH in input pixels", object),

@@ -58,6 +58,7 @@ class Rise(PerturbationMethod):
 
     name = "rise"
     title = "RISE"
+    rank = 40
     paper = "Petsiuk et al., BMVC 2018"
     params = (
         N_SAMPLES.__class__(
