@@ -79,11 +79,12 @@ def digits_cache(tmp_path_factory):
     One torch thread: ~1.5 min alone, and no slower beside another busy process (two OpenMP
     threads on a 2-core machine with one core taken ran 2 to 3 times slower than one thread).
     """
-    from seethrough.datasets import synthetic
+    from seethrough.core.threads import torch_threads
+    from seethrough.models.digits import load_digits_model
 
     folder = tmp_path_factory.mktemp("digits-cache")
-    with synthetic._threads(1):
-        synthetic.load_digits_model(cache_dir=folder, progress=False)
+    with torch_threads(1):
+        load_digits_model(cache_dir=folder, progress=False)
     return folder
 
 

@@ -12,16 +12,14 @@ import torch
 from PIL import Image
 
 import seethrough
-from seethrough.datasets import synthetic
-from seethrough.datasets.synthetic import (
+from seethrough.datasets.synthetic import digit_sources, make_digits, write_folder
+from seethrough.models import digits
+from seethrough.models.digits import (
     DigitsNet,
     accuracy,
     cache_path,
-    digit_sources,
     load_digits_model,
-    make_digits,
     train_digits_model,
-    write_folder,
 )
 from seethrough.errors import (
     InvalidParameterError,
@@ -139,7 +137,7 @@ def test_write_folder(tmp_path):
 
 def test_digits_net_is_cam_ready():
     net = DigitsNet().eval()
-    features = dict(net.named_modules())[synthetic.DEFAULT_LAYER]
+    features = dict(net.named_modules())[digits.DEFAULT_LAYER]
     seen = []
     features.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
@@ -165,13 +163,13 @@ def test_zoo_random_init_and_weights_file(tmp_path):
     assert seethrough.list_models()[:2] == ["efficientnet_lite0", "synthetic_digits"]
     vm = seethrough.load_model("synthetic_digits", weights="none")
     assert (vm.source, vm.weights, vm.labels) == ("synthetic", "none (random)", list("0123456789"))
-    assert vm.default_layer == synthetic.DEFAULT_LAYER and isinstance(vm.module, DigitsNet)
+    assert vm.default_layer == digits.DEFAULT_LAYER and isinstance(vm.module, DigitsNet)
     pre = vm.preprocessing
     assert (pre.size, pre.resize, pre.mean, pre.std) == (
         64,
         "squash",
-        synthetic.MEAN,
-        synthetic.STD,
+        digits.MEAN,
+        digits.STD,
     )
     torch.manual_seed(1)
     state = DigitsNet().state_dict()
@@ -202,7 +200,7 @@ def no_training(monkeypatch):
     def refuse(**kwargs):
         raise AssertionError("the trainer must not run: the cache holds the weights")
 
-    monkeypatch.setattr(synthetic, "train_digits_model", refuse)
+    monkeypatch.setattr(digits, "train_digits_model", refuse)
 
 
 @needs_training
@@ -251,7 +249,7 @@ def test_retrain_overwrites_the_cache(tmp_path, monkeypatch, capsys):
         kwargs = dict(n_train=16, epochs=1, batch=16, n_test=10, progress=False)
         return train_digits_model(seed=len(calls), **kwargs)
 
-    monkeypatch.setattr(synthetic, "train_digits_model", tiny)
+    monkeypatch.setattr(digits, "train_digits_model", tiny)
     monkeypatch.setenv("SEETHROUGH_CACHE", str(tmp_path))
     assert cache_path() == tmp_path / "synthetic_digits-v2.safetensors"
     first = load_digits_model(progress=False)
@@ -286,11 +284,25 @@ def test_zoo_model_explains_the_digit(cache, no_training, monkeypatch):
     assert vm.source == "synthetic" and str(cache) in vm.weights
     data = make_digits(12, seed=21, split="test")
     with torch.no_grad():
-        direct = load_digits_model(cache_dir=cache)(synthetic._to_input(data.images))
+        direct = load_digits_model(cache_dir=cache)(digits._to_input(data.images))
         torch.testing.assert_close(vm(vm.preprocess(list(data.images))), direct)
     inside = []
     for image, mask, label in zip(data.images, data.masks, data.labels, strict=True):
         e = seethrough.explain(vm, image, "gradcam", target=int(label))
-        assert e.map.shape == (64, 64) and e.layer == synthetic.DEFAULT_LAYER
+        assert e.map.shape == (64, 64) and e.layer == digits.DEFAULT_LAYER
         inside.append(e.map[mask].mean() > e.map[~mask].mean())
     assert np.mean(inside) >= 0.8  # Grad-CAM looks at the digit
+
+
+def test_the_model_names_still_resolve_from_the_data_set_modules():
+    from seethrough import datasets
+    from seethrough.datasets import synthetic
+
+    for name in ("DigitsNet", "load_digits_model", "train_digits_model"):
+        assert getattr(datasets, name) is getattr(digits, name)
+    for name in ("MEAN", "STD", "PREPROCESSING", "DEFAULT_LAYER", "cache_path", "accuracy"):
+        assert getattr(synthetic, name) is getattr(digits, name)
+    with pytest.raises(AttributeError):
+        synthetic.no_such_name  # noqa: B018
+    with pytest.raises(AttributeError):
+        datasets.no_such_name  # noqa: B018

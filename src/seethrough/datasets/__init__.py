@@ -1,17 +1,14 @@
 """Data sets with ground truth for evaluating explanations.
 
-:mod:`seethrough.datasets.synthetic`: digits on clutter with known stroke masks, and a small CNN
-trained on them (``load_model("synthetic_digits")``).
+:mod:`seethrough.datasets.synthetic`: digits on clutter with known stroke masks. The small CNN
+trained on them is :mod:`seethrough.models.digits` (``load_model("synthetic_digits")``); its
+names ``DigitsNet``, ``load_digits_model`` and ``train_digits_model`` still resolve here.
 """
 
-from seethrough.datasets.synthetic import (
-    DigitsNet,
-    SyntheticDigits,
-    load_digits_model,
-    make_digits,
-    train_digits_model,
-    write_folder,
-)
+from typing import Any
+
+from . import synthetic
+from .synthetic import SyntheticDigits, make_digits, write_folder
 
 __all__ = [
     "DigitsNet",
@@ -21,3 +18,12 @@ __all__ = [
     "train_digits_model",
     "write_folder",
 ]
+
+_MODEL_NAMES = ("DigitsNet", "load_digits_model", "train_digits_model")
+
+
+def __getattr__(name: str) -> Any:
+    """The digits model's names, from :mod:`seethrough.models.digits`, where they now live."""
+    if name in _MODEL_NAMES:
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

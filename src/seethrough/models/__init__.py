@@ -5,10 +5,10 @@
 ``load_model("resnet18", weights="finetuned.safetensors")`` local weights.
 """
 
-from seethrough.models.labels import generic_labels, imagenet_labels
-from seethrough.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from seethrough.models.vision_model import Prediction, VisionModel, module_of
-from seethrough.models.zoo import list_models, load_model
+from .labels import generic_labels, imagenet_labels
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from .vision_model import Prediction, VisionModel, module_of
+from .zoo import list_models, load_model
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from seethrough.errors import InvalidParameterError
+from ..errors import InvalidParameterError
 
 __all__ = ["imagenet_labels", "generic_labels"]
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seethrough.errors import InvalidParameterError
-from seethrough.images import ImageSource, load_image
+from ..errors import InvalidParameterError
+from ..images import ImageSource, load_image
 
 __all__ = ["Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "parse_triple"]
 

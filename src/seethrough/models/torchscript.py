@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from seethrough.errors import InvalidParameterError, UnsafeModelError
+from ..errors import InvalidParameterError, UnsafeModelError
 
 __all__ = [
     "ALLOWED_OPERATORS",

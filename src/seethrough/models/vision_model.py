@@ -10,16 +10,16 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from seethrough.core.inputs import check_model_input
-from seethrough.core.outputs import output_to_tensor
-from seethrough.errors import (
+from ..core.inputs import check_model_input
+from ..core.outputs import output_to_tensor
+from ..errors import (
     InvalidParameterError,
     ModelOutputError,
     UnknownClassError,
     suggest,
 )
-from seethrough.images import ImageSource
-from seethrough.models.preprocessing import Preprocessing
+from ..images import ImageSource
+from .preprocessing import Preprocessing
 
 __all__ = ["VisionModel", "Prediction", "module_of"]
 

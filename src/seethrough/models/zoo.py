@@ -12,8 +12,9 @@ import fnmatch
 import os
 import pickle
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -24,8 +25,8 @@ import torchvision
 from timm.data import resolve_data_config
 from torch import nn
 
-from seethrough.core.outputs import output_to_tensor
-from seethrough.errors import (
+from ..core.outputs import output_to_tensor
+from ..errors import (
     InvalidParameterError,
     ModelOutputError,
     UnknownModelError,
@@ -33,23 +34,48 @@ from seethrough.errors import (
     WeightsUnavailableError,
     suggest,
 )
-from seethrough.models.labels import imagenet_labels, labels_for
-from seethrough.models.preprocessing import Preprocessing
-from seethrough.models.torchscript import is_torchscript, load_torchscript
-from seethrough.models.vision_model import VisionModel
+from . import digits
+from .labels import imagenet_labels, labels_for
+from .preprocessing import Preprocessing
+from .torchscript import is_torchscript, load_torchscript
+from .vision_model import VisionModel
 
-__all__ = ["load_model", "list_models", "remap_in_order", "read_state_dict", "SOURCES"]
+__all__ = ["load_model", "list_models", "remap_in_order", "read_state_dict", "SOURCES", "Source"]
 
 BUNDLED = "efficientnet_lite0"
-SYNTHETIC = "synthetic_digits"  # seethrough.datasets.synthetic: trained once, cached on disk
-SOURCES = ("bundled", "synthetic", "torchvision", "timm")
+SYNTHETIC = "synthetic_digits"  # seethrough.models.digits: trained once, cached on disk
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-# The layer CAM-style methods use by default (the last conv block of the synthetic DigitsNet).
-_DEFAULT_LAYERS = {"bundled": "bn2", "synthetic": "features.block4"}
 
 # What a loader returns before it is wrapped: module, preprocessing, labels, weights description.
 _Loaded = tuple[nn.Module, Preprocessing, list[str], str]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where models of one kind come from, and everything :func:`load_model` needs of them.
+
+    Attributes:
+        name: the source's name (``"bundled"``, ``"synthetic"``, ``"torchvision"``, ``"timm"``).
+        names: the model names it offers, for :func:`list_models`.
+        knows: whether a plain model name is one of its models (sources are asked in order).
+        build: a randomly initialised ``build(arch, num_classes)`` (``None``: its default count).
+        preprocessing: the preprocessing of a module built without pretrained metadata.
+        labels: the class names of a module with that many classes.
+        pretrained: the model ``arch`` with its default pretrained weights.
+        default_layer: the layer CAM-style methods use by default, if the source knows it.
+        prefix: whether ``SOURCE:NAME`` forces this source.
+    """
+
+    name: str
+    names: Callable[[], Sequence[str]]
+    knows: Callable[[str], bool]
+    build: Callable[[str, int | None], nn.Module]
+    preprocessing: Callable[[nn.Module], Preprocessing]
+    labels: Callable[[int], list[str]]
+    pretrained: Callable[[str], _Loaded]
+    default_layer: str | None = None
+    prefix: bool = False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -79,14 +105,8 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[s
         raise InvalidParameterError(
             f"unknown model source '{source}': use one of {', '.join(SOURCES)}"
         )
-    groups = {
-        "bundled": [BUNDLED],
-        "synthetic": [SYNTHETIC],
-        "torchvision": list(_torchvision_names()),
-        "timm": sorted(timm.list_models()),
-    }
     names = dict.fromkeys(
-        name for src, group in groups.items() if source in (None, src) for name in group
+        name for src in _SOURCES.values() if source in (None, src.name) for name in src.names()
     )
     return [name for name in names if pattern is None or fnmatch.fnmatchcase(name, pattern)]
 
@@ -94,20 +114,14 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[s
 def _resolve_name(name: str) -> tuple[str, str]:
     """Map a model name (optionally ``timm:`` / ``torchvision:`` prefixed) to (source, arch)."""
     prefix, colon, rest = name.partition(":")
-    if colon and prefix in ("timm", "torchvision"):
-        known = rest in _torchvision_names() if prefix == "torchvision" else timm.is_model(rest)
-        if not known:
+    if colon and prefix in _SOURCES and _SOURCES[prefix].prefix:
+        if not _SOURCES[prefix].knows(rest):
             hint = suggest(rest, list_models(source=prefix))
             raise UnknownModelError(f"unknown {prefix} model '{rest}'.{hint}")
         return prefix, rest
-    if name == BUNDLED:
-        return "bundled", name
-    if name == SYNTHETIC:
-        return "synthetic", name
-    if name in _torchvision_names():
-        return "torchvision", name
-    if timm.is_model(name):
-        return "timm", name
+    for src in _SOURCES.values():
+        if src.knows(name):
+            return src.name, name
     raise UnknownModelError(
         f"unknown model '{name}'.{suggest(name, list_models())} "
         "See list_models() for every known name."
@@ -117,26 +131,35 @@ def _resolve_name(name: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- architectures
 
 
-def _architecture(source: str, arch: str, num_classes: int | None = None) -> nn.Module:
-    """A randomly initialised model (the bundled model is timm's efficientnet_lite0)."""
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    if source == "synthetic":
-        from seethrough.datasets.synthetic import DigitsNet
+def _classes(num_classes: int | None) -> dict[str, int]:
+    return {} if num_classes is None else {"num_classes": num_classes}
 
-        return DigitsNet(**kwargs)
-    if source == "torchvision":
-        return torchvision.models.get_model(arch, weights=None, **kwargs)
-    return timm.create_model(arch, pretrained=False, **kwargs)
+
+def _timm_architecture(arch: str, num_classes: int | None = None) -> nn.Module:
+    """A randomly initialised timm model (the bundled model is timm's efficientnet_lite0)."""
+    return timm.create_model(arch, pretrained=False, **_classes(num_classes))
+
+
+def _torchvision_architecture(arch: str, num_classes: int | None = None) -> nn.Module:
+    return torchvision.models.get_model(arch, weights=None, **_classes(num_classes))
+
+
+def _digits_architecture(arch: str, num_classes: int | None = None) -> nn.Module:
+    return digits.DigitsNet(**_classes(num_classes))
+
+
+def _architecture(source: str, arch: str, num_classes: int | None = None) -> nn.Module:
+    """A randomly initialised model of ``source``."""
+    return _SOURCES[source].build(arch, num_classes)
 
 
 def _default_preprocessing(source: str, module: nn.Module) -> Preprocessing:
     """Preprocessing of a model without pretrained weights metadata."""
-    if source == "torchvision":
-        return Preprocessing()
-    if source == "synthetic":
-        from seethrough.datasets.synthetic import PREPROCESSING
+    return _SOURCES[source].preprocessing(module)
 
-        return PREPROCESSING
+
+def _timm_preprocessing(module: nn.Module) -> Preprocessing:
+    """The preprocessing timm's data config gives a model."""
     cfg = resolve_data_config({}, model=module)
     _, height, width = cfg["input_size"]
     interpolation = cfg.get("interpolation")
@@ -155,12 +178,13 @@ def _default_classes(module: nn.Module) -> int:
 
 
 def _labels(source: str, classes: int) -> list[str]:
-    """Class names: the digits for the synthetic model's 10 classes, else :func:`labels_for`."""
-    if source == "synthetic" and classes == 10:
-        from seethrough.datasets.synthetic import LABEL_NAMES
+    """Class names of a model of ``source`` with ``classes`` outputs."""
+    return _SOURCES[source].labels(classes)
 
-        return list(LABEL_NAMES)
-    return labels_for(classes)
+
+def _digits_labels(classes: int) -> list[str]:
+    """The digits for the synthetic model's 10 classes, else :func:`labels_for`."""
+    return list(digits.LABEL_NAMES) if classes == 10 else labels_for(classes)
 
 
 # ----------------------------------------------------------------------------- weights files
@@ -333,31 +357,42 @@ def _download_errors(arch: str) -> Iterator[None]:
 
 def _pretrained(source: str, arch: str) -> _Loaded:
     """The model with its default pretrained weights (downloaded, or from torch/HF caches)."""
-    if source == "bundled":
-        module = _architecture(source, arch)
-        module.load_state_dict(_bundled_state_dict(), strict=True)
-        preprocessing = _default_preprocessing(source, module)
-        return module, preprocessing, imagenet_labels(), "bundled ImageNet weights"
-    if source == "synthetic":
-        from seethrough.datasets.synthetic import cache_path, load_digits_model
+    return _SOURCES[source].pretrained(arch)
 
-        module = load_digits_model()
-        description = f"trained on synthetic digits (cached in {cache_path()})"
-        return module, _default_preprocessing(source, module), _labels(source, 10), description
-    if source == "torchvision":
-        weights = torchvision.models.get_model_weights(arch).DEFAULT
-        with _download_errors(arch):
-            module = torchvision.models.get_model(arch, weights=weights, progress=False)
-        transforms = weights.transforms()
-        crop, resize = transforms.crop_size[0], transforms.resize_size[0]
-        preprocessing = Preprocessing(
-            size=crop,
-            crop_pct=min(1.0, crop / resize),
-            mean=tuple(transforms.mean),
-            std=tuple(transforms.std),
-            interpolation=transforms.interpolation.value,
-        )
-        return module, preprocessing, list(weights.meta["categories"]), f"torchvision {weights}"
+
+def _bundled_pretrained(arch: str) -> _Loaded:
+    """The bundled EfficientNet-Lite0 with the ImageNet weights its package ships."""
+    module = _timm_architecture(arch)
+    module.load_state_dict(_bundled_state_dict(), strict=True)
+    return module, _timm_preprocessing(module), imagenet_labels(), "bundled ImageNet weights"
+
+
+def _digits_pretrained(arch: str) -> _Loaded:
+    """The synthetic digits model, trained once and cached."""
+    module = digits.load_digits_model()
+    description = f"trained on synthetic digits (cached in {digits.cache_path()})"
+    return module, digits.PREPROCESSING, _digits_labels(10), description
+
+
+def _torchvision_pretrained(arch: str) -> _Loaded:
+    """A torchvision model with its default weights and the preprocessing they were made for."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    with _download_errors(arch):
+        module = torchvision.models.get_model(arch, weights=weights, progress=False)
+    transforms = weights.transforms()
+    crop, resize = transforms.crop_size[0], transforms.resize_size[0]
+    preprocessing = Preprocessing(
+        size=crop,
+        crop_pct=min(1.0, crop / resize),
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+        interpolation=transforms.interpolation.value,
+    )
+    return module, preprocessing, list(weights.meta["categories"]), f"torchvision {weights}"
+
+
+def _timm_pretrained(arch: str) -> _Loaded:
+    """A timm model with its default pretrained weights."""
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise WeightsUnavailableError(
@@ -368,8 +403,57 @@ def _pretrained(source: str, arch: str) -> _Loaded:
         module = timm.create_model(arch, pretrained=True)
     tag = module.pretrained_cfg.get("tag")
     description = f"timm pretrained ({tag})" if tag else "timm pretrained"
-    preprocessing = _default_preprocessing(source, module)
-    return module, preprocessing, labels_for(module.num_classes), description
+    return module, _timm_preprocessing(module), labels_for(module.num_classes), description
+
+
+_SOURCES: dict[str, Source] = {
+    src.name: src
+    for src in (
+        Source(
+            "bundled",
+            names=lambda: [BUNDLED],
+            knows=lambda name: name == BUNDLED,
+            build=_timm_architecture,
+            preprocessing=_timm_preprocessing,
+            labels=labels_for,
+            pretrained=_bundled_pretrained,
+            default_layer="bn2",
+        ),
+        Source(
+            "synthetic",
+            names=lambda: [SYNTHETIC],
+            knows=lambda name: name == SYNTHETIC,
+            build=_digits_architecture,
+            preprocessing=lambda module: digits.PREPROCESSING,
+            labels=_digits_labels,
+            pretrained=_digits_pretrained,
+            default_layer=digits.DEFAULT_LAYER,
+        ),
+        Source(
+            "torchvision",
+            names=_torchvision_names,
+            knows=lambda name: name in _torchvision_names(),
+            build=_torchvision_architecture,
+            preprocessing=lambda module: Preprocessing(),
+            labels=labels_for,
+            pretrained=_torchvision_pretrained,
+            prefix=True,
+        ),
+        Source(
+            "timm",
+            names=lambda: sorted(timm.list_models()),
+            knows=timm.is_model,
+            build=_timm_architecture,
+            preprocessing=_timm_preprocessing,
+            labels=labels_for,
+            pretrained=_timm_pretrained,
+            prefix=True,
+        ),
+    )
+}
+"""The sources :func:`load_model` knows, in the order a plain name is looked up."""
+
+SOURCES = tuple(_SOURCES)
 
 
 # ------------------------------------------------------------------------------- TorchScript
@@ -502,6 +586,6 @@ def load_model(
         name=name,
         source=source,
         weights=description,
-        default_layer=_DEFAULT_LAYERS.get(source),
+        default_layer=_SOURCES[source].default_layer if source in _SOURCES else None,
     )
     return model.to(device)
