@@ -167,13 +167,13 @@ def test_named_modules_equals_torchs_walk_with_shared_and_missing_children():
     [(7, 7, (224, 224)), (1, 1, (5, 5)), (7, 9, (100, 37)), (30, 20, (15, 10)), (8, 8, (8, 8))],
 )
 def test_maps_are_resized_exactly_as_bilinear_interpolation(h, w, size):
-    from seethrough.api import _to_input_size
+    from seethrough.core.resize import to_input_size
 
     maps = torch.randn(3, h, w, generator=torch.Generator().manual_seed(h * w))
     expected = torch.nn.functional.interpolate(
         maps[:, None], size=size, mode="bilinear", align_corners=False
     )[:, 0]
-    got = _to_input_size(maps, size)
+    got = to_input_size(maps, size)
     assert got.dtype == np.float32 and got.shape == (3, *size)
     assert not np.shares_memory(got, maps.numpy())  # the map never aliases the raw map
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-6)
@@ -188,3 +188,15 @@ def test_class_scores_pick_each_rows_class(classes):
     assert torch.equal(class_scores(scores, classes), expected)
     meta = class_scores(scores.to("meta"), classes)  # a device other than the CPU
     assert meta.shape == (len(classes),)
+
+
+@pytest.mark.parametrize("shape", [(3,), (16,), (2, 3, 7, 5), (40,)])
+def test_standard_normal_is_torchs_float64_draw(shape):
+    from seethrough.core.noise import standard_normal
+
+    ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    got = standard_normal(shape, ours, torch.float32)
+    expected = torch.randn(shape, generator=theirs, dtype=torch.float64).to(torch.float32)
+    assert got.shape == shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert torch.equal(ours.get_state(), theirs.get_state())  # the generator moved as far

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from torch import nn
 
 from .core.inputs import check_model_input, short_repr
 from .core.layers import LayerRef
+from .core.resize import to_input_size
 from .core.targets import TargetLike
 from .errors import InvalidImageError, InvalidParameterError
 from .explanation import Explanation
@@ -141,7 +141,7 @@ def explain(
         raise error from exc
     n = x.shape[0]
     seconds = (time.perf_counter() - start) / n
-    maps = _to_input_size(result.map, tuple(x.shape[-2:]))
+    maps = to_input_size(result.map, tuple(x.shape[-2:]))
     explanations = []
     for i in range(n):
         cls = result.target.classes[i]
@@ -240,35 +240,3 @@ def _raised_in_model(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
-
-
-def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of ``(N, h, w)`` maps to the input size, float32 numpy.
-
-    The same interpolation as ``F.interpolate(..., mode="bilinear", align_corners=False)``,
-    computed as two small matrix products (``W_rows @ map @ W_cols^T``): bilinear resizing is
-    separable, and this is several times faster than the interpolation kernel for a small map.
-    """
-    maps = maps.detach().float()
-    h, w = maps.shape[-2:]
-    if (h, w) == size:  # a copy: the map must not share memory with the raw map it equals
-        return maps.cpu().numpy().copy()
-    rows = _bilinear_weights(h, size[0], maps.device)
-    cols = _bilinear_weights(w, size[1], maps.device)
-    return torch.matmul(torch.matmul(rows, maps), cols.T).cpu().numpy()
-
-
-@functools.lru_cache(maxsize=64)
-def _bilinear_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """The ``(n_out, n_in)`` matrix of 1-D bilinear interpolation (half-pixel centres, edges
-    clamped), exactly the weights of torch's ``align_corners=False`` kernel."""
-    scale = n_in / n_out
-    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0.0)
-    lo = src.floor().long().clamp_max(n_in - 1)
-    hi = (lo + 1).clamp_max(n_in - 1)
-    frac = src - lo
-    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = torch.arange(n_out)
-    weights.index_put_((rows, lo), 1.0 - frac, accumulate=True)
-    weights.index_put_((rows, hi), frac, accumulate=True)
-    return weights.float().to(device)
