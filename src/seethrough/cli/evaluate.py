@@ -31,15 +31,15 @@ from ..evaluation.report import columns_for, format_value
 from ..evaluation.runner import DEFAULT_METRICS, METRICS
 from ..images import load_image
 from ..models import VisionModel, load_model
-from .main import (
+from ._shared import (
     DeviceOpt,
     WeightsOpt,
-    _check_output_folder,
-    _methods,
-    _params_for,
-    _progress,
     app,
+    check_output_folder,
     console,
+    method_names,
+    params_for,
+    progress_bar,
 )
 
 MethodsOpt = Annotated[
@@ -73,7 +73,7 @@ def _metrics(text: str) -> list[str]:
 def _run(
     models: Sequence[VisionModel], samples: Sequence[Sample], methods: list[str], **kw: Any
 ) -> Evaluation:
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("evaluating", total=None)
 
         def tick(done: int, total: int) -> None:
@@ -179,10 +179,10 @@ def compare_cmd(
     out: OutOpt = Path("outputs/compare"),
 ) -> None:
     """Compare models on your own images with object masks: which explains them best."""
-    names = _methods(methods)
-    params = _params_for(names, param)
+    names = method_names(methods)
+    params = params_for(names, param)
     chosen = _metrics(metrics)
-    _check_output_folder(out)
+    check_output_folder(out)
     dataset = load_folder(data, split=split, limit=limit)
     loaded = [load_model(m.strip(), weights=weights, device=device) for m in models.split(",")]
     evaluation = _run(
@@ -206,10 +206,10 @@ def benchmark_cmd(
     """Every method on generated digits with known masks, with a small CNN trained on them."""
     from ..datasets.synthetic import make_digits
 
-    names = _methods(methods)
-    params = _params_for(names, param)
+    names = method_names(methods)
+    params = params_for(names, param)
     chosen = _metrics(metrics)
-    _check_output_folder(out)
+    check_output_folder(out)
     vm = load_model("synthetic_digits")
     digits = make_digits(n, split="test", seed=seed)
     samples = [
@@ -235,10 +235,10 @@ def cost_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """The cost of every method on one model and image: seconds, model evaluations, forwards."""
-    names = _methods(methods)
-    params = _params_for(names, param)
+    names = method_names(methods)
+    params = params_for(names, param)
     vm = load_model(model, weights=weights, device=device)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("timing", total=len(names))
 
         def tick(name: str) -> None:

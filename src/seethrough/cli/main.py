@@ -15,15 +15,13 @@ import os
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -35,18 +33,24 @@ from ..explanation import Explanation
 from ..images import IMAGE_EXTENSIONS, load_image
 from ..models import VisionModel, list_models, load_model
 from ..models.preprocessing import parse_triple
-from ..registry import get_method, list_methods, list_metrics
-
-app = typer.Typer(
-    name="seethrough",
-    help="See what deep vision models look at, and why.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from ..registry import list_methods, list_metrics
+from ._shared import (
+    ArchOpt,
+    DeviceOpt,
+    MeanOpt,
+    ModelOpt,
+    ResizeOpt,
+    SizeOpt,
+    StdOpt,
+    WeightsOpt,
+    app,
+    check_output_folder,
+    console,
+    err_console,
+    method_names,
+    params_for,
+    progress_bar,
 )
-# user text (paths, labels) is printed as is: no emoji codes (sample:coffee:), no markup
-console = Console(emoji=False, highlight=False)
-err_console = Console(stderr=True, emoji=False, highlight=False)
 
 DEMO_METHODS = ("cam", "gradcam", "gradcam++")
 
@@ -75,24 +79,6 @@ def _root(
     ] = False,
 ) -> None:
     """See what deep vision models look at, and why."""
-
-
-ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Model name or file (see `seethrough models`).")
-]
-WeightsOpt = Annotated[
-    str, typer.Option(help="'default' (pretrained), 'none' (random) or a weights file path.")
-]
-ArchOpt = Annotated[
-    str | None, typer.Option(help="Architecture name, when --model is a state-dict file.")
-]
-SizeOpt = Annotated[int | None, typer.Option(help="Input size override (pixels).")]
-MeanOpt = Annotated[str | None, typer.Option(help="Normalisation mean override, e.g. 0.5,0.5,0.5.")]
-StdOpt = Annotated[str | None, typer.Option(help="Normalisation std override, e.g. 0.5,0.5,0.5.")]
-ResizeOpt = Annotated[
-    str | None, typer.Option(help="'squash' (whole image, default) or 'crop' (centre crop).")
-]
-DeviceOpt = Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1, ...")]
 
 
 def _load(
@@ -136,16 +122,6 @@ def _expand(inputs: Sequence[str]) -> list[str]:
         else:
             found.append(item)
     return found
-
-
-def _parse_params(pairs: Iterable[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise errors.InvalidParameterError(f"--param '{pair}': expected NAME=VALUE")
-        params[key.strip()] = value.strip()
-    return params
 
 
 def _target(text: str | None) -> int | str | None:
@@ -213,16 +189,6 @@ def _unique(sources: Sequence[str]) -> list[str]:
             seen.add(key)
             kept.append(source)
     return kept
-
-
-def _check_output_folder(out: Path) -> None:
-    """Fail early (before a model is loaded) when ``out`` cannot be a folder."""
-    for path in (out, *out.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "--out" if path == out else f"--out {out}:"
-                raise errors.InvalidParameterError(f"{what} {path} is a file, not a folder")
-            return
 
 
 @app.command("models")
@@ -369,37 +335,12 @@ def explain_cmd(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs"),
 ) -> None:
     """Explain images with one or more methods; write overlays, arrays, manifests and a figure."""
-    methods = _methods(method)
-    params = _params_for(methods, param)
-    _check_output_folder(out)
+    methods = method_names(method)
+    params = params_for(methods, param)
+    check_output_folder(out)
     vm = _load(model, weights, arch, size, mean, std, resize, device)
     sources = _expand(images)
     _explain_all(vm, sources, methods, _target(target), layer, params, out)
-
-
-def _methods(text: str) -> list[str]:
-    """Comma-separated method names, checked; ``all`` for every registered method."""
-    if text.strip().lower() == "all":
-        return [m.name for m in list_methods()]
-    methods = [get_method(m).name for m in text.split(",") if m.strip()]
-    if not methods:
-        raise errors.InvalidParameterError("no method given")
-    return methods
-
-
-def _params_for(methods: list[str], pairs: Iterable[str] | None) -> dict[str, dict[str, str]]:
-    """``--param NAME=VALUE`` pairs, per method: each goes to the methods that have it.
-
-    Fails before any model is loaded when a parameter fits none of the methods.
-    """
-    params = _parse_params(pairs or [])
-    for key in params:
-        if not any(key in {p.name for p in get_method(m).params} for m in methods):
-            get_method(methods[0]).param(key)  # raises, with a suggestion
-    return {
-        m: {k: v for k, v in params.items() if k in {p.name for p in get_method(m).params}}
-        for m in methods
-    }
 
 
 class _RunManifest:
@@ -479,7 +420,7 @@ def _explain_all(
     run.save()
     failed: list[tuple[str, str]] = []
     try:
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("explaining", total=len(sources) * len(methods))
             evals = bar.add_task("model evaluations", total=None, visible=False)
 
@@ -538,20 +479,6 @@ def _explain_all(
     return names
 
 
-def _progress() -> Progress:
-    """The progress bar of long commands: description, bar, done/total, elapsed (on stderr, when
-    it is a terminal)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,  # piped: no bar, and no blank line where it was
-    )
-
-
 def _save_figure(vm: VisionModel, image: Any, results: list[Explanation], path: Path) -> None:
     from ..viz import Panel, explanation_panels, grid_figure, save_figure
 
@@ -593,7 +520,7 @@ def demo_cmd(
     image: Annotated[str, typer.Option(help="Image to explain.")] = "sample:chelsea",
 ) -> None:
     """Explain the bundled cat photo with the bundled model (offline): CAM, Grad-CAM, Grad-CAM++."""
-    _check_output_folder(out)
+    check_output_folder(out)
     vm = load_model("efficientnet_lite0")
     console.print(vm.describe(), markup=False, soft_wrap=True)
     _print_predictions(vm, image, 5)
@@ -643,6 +570,7 @@ def dashboard_cmd(
     raise typer.Exit(dashboard.launch(host, port, allow_torchscript=allow_torchscript))
 
 
+# the evaluation commands register on the shared app after these, so `--help` lists them last
 from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)
 
 

@@ -1,0 +1,122 @@
+"""What every command module of the ``seethrough`` command shares: the app the commands register
+on, the consoles, the model options, and the checks that run before any model is loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import errors
+from ..registry import get_method, list_methods
+
+__all__ = [
+    "app",
+    "console",
+    "err_console",
+    "ModelOpt",
+    "WeightsOpt",
+    "ArchOpt",
+    "SizeOpt",
+    "MeanOpt",
+    "StdOpt",
+    "ResizeOpt",
+    "DeviceOpt",
+    "parse_params",
+    "check_output_folder",
+    "method_names",
+    "params_for",
+    "progress_bar",
+]
+
+app = typer.Typer(
+    name="seethrough",
+    help="See what deep vision models look at, and why.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# user text (paths, labels) is printed as is: no emoji codes (sample:coffee:), no markup
+console = Console(emoji=False, highlight=False)
+err_console = Console(stderr=True, emoji=False, highlight=False)
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Model name or file (see `seethrough models`).")
+]
+WeightsOpt = Annotated[
+    str, typer.Option(help="'default' (pretrained), 'none' (random) or a weights file path.")
+]
+ArchOpt = Annotated[
+    str | None, typer.Option(help="Architecture name, when --model is a state-dict file.")
+]
+SizeOpt = Annotated[int | None, typer.Option(help="Input size override (pixels).")]
+MeanOpt = Annotated[str | None, typer.Option(help="Normalisation mean override, e.g. 0.5,0.5,0.5.")]
+StdOpt = Annotated[str | None, typer.Option(help="Normalisation std override, e.g. 0.5,0.5,0.5.")]
+ResizeOpt = Annotated[
+    str | None, typer.Option(help="'squash' (whole image, default) or 'crop' (centre crop).")
+]
+DeviceOpt = Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1, ...")]
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs as a dict; ``InvalidParameterError`` for a pair without ``=``."""
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise errors.InvalidParameterError(f"--param '{pair}': expected NAME=VALUE")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def check_output_folder(out: Path) -> None:
+    """Fail early (before a model is loaded) when ``out`` cannot be a folder."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "--out" if path == out else f"--out {out}:"
+                raise errors.InvalidParameterError(f"{what} {path} is a file, not a folder")
+            return
+
+
+def method_names(text: str) -> list[str]:
+    """Comma-separated method names, checked; ``all`` for every registered method."""
+    if text.strip().lower() == "all":
+        return [m.name for m in list_methods()]
+    methods = [get_method(m).name for m in text.split(",") if m.strip()]
+    if not methods:
+        raise errors.InvalidParameterError("no method given")
+    return methods
+
+
+def params_for(methods: list[str], pairs: Iterable[str] | None) -> dict[str, dict[str, str]]:
+    """``--param NAME=VALUE`` pairs, per method: each goes to the methods that have it.
+
+    Fails before any model is loaded when a parameter fits none of the methods.
+    """
+    params = parse_params(pairs or [])
+    for key in params:
+        if not any(key in {p.name for p in get_method(m).params} for m in methods):
+            get_method(methods[0]).param(key)  # raises, with a suggestion
+    return {
+        m: {k: v for k, v in params.items() if k in {p.name for p in get_method(m).params}}
+        for m in methods
+    }
+
+
+def progress_bar() -> Progress:
+    """The progress bar of long commands: description, bar, done/total, elapsed (on stderr, when
+    it is a terminal)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,  # piped: no bar, and no blank line where it was
+    )
