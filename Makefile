@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/seethrough demo --out outputs/demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache  # the import structure (pyproject.toml: [tool.importlinter])
 	$(MKDOCS) build --strict --quiet --site-dir $(DOCS_SITE)  # broken links and references fail
 	$(BIN)/python -m pytest
 

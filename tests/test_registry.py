@@ -218,3 +218,20 @@ def test_the_registry_imports_nothing_it_lists():
         isinstance(node, ast.Import) and any(a.name.startswith("seethrough") for a in node.names)
         for node in ast.walk(tree)
     )
+
+
+def test_the_import_contracts_hold():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if command is None:
+        pytest.skip("import-linter is not installed (the `test` extra has it)")
+    proc = subprocess.run(
+        [command, "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout
