@@ -1,9 +1,10 @@
 """The public extension API: everything needed to add an explanation method, from one module.
 
 A new method is a subclass of a family's base class that says only what differs from its
-family, registered with ``register_method``. Once registered it is a method like the
-built-in ones: ``explain(model, image, name)``, ``seethrough methods``, the dashboard's forms
-and the common checks of the test suite all find it in the registry.
+family, registered with ``register_method`` (``unregister_method`` takes it out again). Once
+registered it is a method like the built-in ones: ``explain(model, image, name)``,
+``seethrough methods``, the dashboard's forms and the common checks of the test suite all find
+it in the registry.
 
 What each family's base class asks of a variant:
 
@@ -32,11 +33,19 @@ from .methods.gradient.base import Attribution, GradientMethod, input_gradients,
 from .methods.perturbation.base import PerturbationMethod, Sample, Single
 from .methods.perturbation.engine import MaskSource
 from .methods.perturbation.surrogate import Fit, SurrogateMethod, weighted_ridge
-from .registry import MethodInfo, Param, get_method, list_methods, register_method
+from .registry import (
+    MethodInfo,
+    Param,
+    get_method,
+    list_methods,
+    register_method,
+    unregister_method,
+)
 
 __all__ = [
     # registering and describing a method
     "register_method",
+    "unregister_method",
     "Param",
     "MethodInfo",
     "get_method",
