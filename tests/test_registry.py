@@ -166,6 +166,35 @@ def test_a_registry_fills_itself_once_on_first_use():
     assert len(calls) == 1
 
 
+def test_threads_wait_for_the_registry_to_fill():
+    import threading
+    import time
+
+    from seethrough.errors import UnknownMethodError
+    from seethrough.registry import MethodInfo, Registry
+
+    calls, seen = [], []
+    reg: Registry[MethodInfo] = Registry(
+        "method", UnknownMethodError, group=lambda m: m.family, groups=(), source=lambda m: m.cls
+    )
+
+    def slow_fill():
+        calls.append(reg.select())  # a lookup from inside the loader sees what is there so far
+        time.sleep(0.2)
+        reg.add(seethrough.get_method("cam"))
+
+    reg.fill_with(slow_fill)
+    threads = [
+        threading.Thread(target=lambda: seen.append([m.name for m in reg.select()]))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [[]] and seen == [["cam"]] * 3
+
+
 def test_a_method_validates_its_own_parameters_registered_or_not():
     from seethrough.errors import InvalidParameterError
     from seethrough.methods.cam import GradCAM

@@ -24,6 +24,7 @@ listed there after them by name, then by each entry's ``rank``, then by name.
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -171,6 +172,8 @@ class Registry(Generic[E]):
         self._source = source
         self._entries: dict[str, E] = {}
         self._fill: Callable[[], object] | None = None
+        self._filling = False
+        self._lock = threading.RLock()
 
     def fill_with(self, loader: Callable[[], object]) -> None:
         """Run ``loader`` (which registers the built-in entries, e.g. by importing them) before
@@ -178,13 +181,17 @@ class Registry(Generic[E]):
         self._fill = loader
 
     def _filled(self) -> dict[str, E]:
-        loader, self._fill = self._fill, None
-        if loader is not None:
-            try:
-                loader()
-            except BaseException:
-                self._fill = loader
-                raise
+        """The entries, after the loader has run: once, other threads waiting for it (a lookup
+        from inside the loader sees the entries registered so far)."""
+        if self._fill is not None:
+            with self._lock:
+                if self._fill is not None and not self._filling:
+                    self._filling = True
+                    try:
+                        self._fill()
+                        self._fill = None
+                    finally:
+                        self._filling = False
         return self._entries
 
     @staticmethod
