@@ -13,6 +13,11 @@ from PIL import Image
 
 import seethrough
 from seethrough.datasets.synthetic import digit_sources, make_digits, write_folder
+from seethrough.errors import (
+    InvalidParameterError,
+    WeightsMismatchError,
+    WeightsUnavailableError,
+)
 from seethrough.models import digits
 from seethrough.models.digits import (
     DigitsNet,
@@ -20,11 +25,6 @@ from seethrough.models.digits import (
     cache_path,
     load_digits_model,
     train_digits_model,
-)
-from seethrough.errors import (
-    InvalidParameterError,
-    WeightsMismatchError,
-    WeightsUnavailableError,
 )
 
 ARRAYS = ("images", "masks", "boxes", "labels", "sources")
