@@ -17,7 +17,7 @@ Equal settings (what every implementation is given):
   ``hide=0.0`` for us, ``hide_color=0`` for ``lime`` fed the normalised HWC float image,
   ``baselines=0`` for Captum, ``x * mask`` in the ``shap`` masking function;
 - the SAME budget: ``--n-samples`` (1000) perturbations, and the SAME batch size (ours: the
-  batch ``explain`` picks by itself, ``engine.auto_batch_size``, printed per model; or
+  batch ``explain`` picks by itself, ``core.batching.PERTURBATION``, printed per model; or
   ``--batch-size``) for every peer that batches
   (``lime`` ``batch_size``, Captum ``perturbations_per_eval``, the ``shap`` masking function);
 - the SAME estimator: ``lime.LimeImageExplainer(kernel_width=0.25, feature_selection="none")``
@@ -100,7 +100,6 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -116,9 +115,9 @@ from _timing import (
 )
 
 import seethrough
+from seethrough.core.batching import PERTURBATION, auto_batch_size
 from seethrough.images import sample_image
 from seethrough.methods.perturbation import segment
-from seethrough.methods.perturbation.engine import auto_batch_size
 from seethrough.models import VisionModel
 
 FLOOR_BATCHES = (1, 4, 8, 16, 32)
@@ -187,7 +186,7 @@ def load(name: str, batch_size: int) -> Setup:
     with torch.no_grad():
         target = int(vm.module(x).argmax(1))
     labels = segment(vm.preprocessing.display_image(image), "slic")
-    batch = batch_size or auto_batch_size(SimpleNamespace(x=x))  # type: ignore[arg-type]
+    batch = batch_size or auto_batch_size(x, PERTURBATION)
     return Setup(name, vm, x, target, labels, batch, Counter(vm.module))
 
 

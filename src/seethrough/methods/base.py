@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.batching import ONE_PASS, BatchPolicy, auto_batch_size
 from ..core.layers import LayerRef, named_modules, resolve_layer
 from ..core.layout import ChannelsLast, channels_last_switch
 from ..core.outputs import output_to_tensor
@@ -41,11 +42,10 @@ Progress = Callable[[int, int], object]
 """``progress(done, total)``, called by every method before its work and between batches;
 returning ``False`` cancels."""
 
-CHUNK_VALUES = 8 * 3 * 224 * 224
+CHUNK_VALUES = ONE_PASS.cpu_values
 """Input values per pass of the methods that run a batch in chunks of images, on the CPU: 8
-images of 224x224. Measured on 2 cores for Grad-CAM and saliency on a batch of 16: within a few
-percent of one pass of 16 on ResNet-18 and EfficientNet-Lite0; chunks of 4 cost ResNet-18 5-10%,
-one image at a time 40-50% more."""
+images of 224x224 (see :data:`~seethrough.core.batching.ONE_PASS`, where it was measured).
+Every one-pass policy off CUDA scales with it (:func:`chunk_size`)."""
 
 RELU = Param("relu", True, "keep only the positive evidence (ReLU), as the paper does", bool)
 
@@ -123,6 +123,16 @@ class Context:
                 self.layout = None
                 self.layout_failed = True
         return output_to_tensor(self.model(x))
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on ``x`` without gradients, :meth:`forward` on chunks of
+        :func:`chunk_size` inputs: the clean pass over a whole batch takes the memory of one
+        chunk, not of the batch."""
+        size = chunk_size(x, self.forward)
+        with torch.no_grad():
+            if size >= x.shape[0]:
+                return self.forward(x)
+            return torch.cat([self.forward(x[s : s + size]) for s in range(0, x.shape[0], size)])
 
     @contextmanager
     def many_inputs(self, inputs: int) -> Iterator[None]:
@@ -283,7 +293,7 @@ class Method:
         """Images per :meth:`run` for a method that does not report progress itself (see
         :func:`chunk_size`); a method whose result for one image depends on the others returns
         the whole batch."""
-        return chunk_size(ctx.x)
+        return chunk_size(ctx.x, ctx.forward)
 
     def _run_in_chunks(self, ctx: Context) -> MethodResult:
         """:meth:`run` on chunks of the batch, reporting progress in images: once before the
@@ -321,12 +331,20 @@ def _freeze(modules: Iterable[nn.Module]) -> None:
                 p.requires_grad_(False)
 
 
-def chunk_size(x: torch.Tensor) -> int:
-    """Images of the batch ``x`` per pass for a method run in chunks: on the CPU as many as hold
-    :data:`CHUNK_VALUES` input values (at least one); on other devices the whole batch."""
-    if x.device.type != "cpu":
-        return max(1, x.shape[0])
-    return max(1, CHUNK_VALUES // max(1, x[0].numel()))
+def chunk_size(
+    x: torch.Tensor,
+    forward: Callable[[torch.Tensor], object] | None = None,
+    policy: BatchPolicy = ONE_PASS,
+) -> int:
+    """Images of the batch ``x`` per pass for a method run in chunks, by a one-pass policy of
+    :mod:`seethrough.core.batching`: off CUDA as many as hold the policy's input values (scaled
+    by :data:`CHUNK_VALUES` over :data:`~seethrough.core.batching.ONE_PASS`'s); on CUDA what
+    fits in memory, measured by one run of ``forward`` on one image (a batch of one image is
+    never measured). At least one."""
+    if x.shape[0] <= 1:
+        return 1
+    values = policy.cpu_values * CHUNK_VALUES // ONE_PASS.cpu_values
+    return auto_batch_size(x, replace(policy, cpu_values=values), forward)
 
 
 def merge_results(parts: Sequence[MethodResult]) -> MethodResult:

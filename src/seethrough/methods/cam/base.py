@@ -7,6 +7,8 @@ A variant only says how the weights (or the element-wise combination) are obtain
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +20,33 @@ from ...core.tokens import tokens_to_map
 from ...errors import MethodNotApplicableError
 from ..base import RELU, Context, Method, MethodResult
 
-__all__ = ["CAMMethod", "CAMState"]
+__all__ = ["CAMMethod", "CAMState", "graph_from"]
+
+
+@contextmanager
+def graph_from(module: nn.Module | None) -> Iterator[None]:
+    """A block in which the autograd graph of a forward starts at ``module``'s output.
+
+    A forward hook (run before any other, removed on exit) hands the rest of the network the
+    output detached and made to require gradients: nothing before the module joins the graph,
+    so its activations are not kept for a backward, and a backward from the output stops at the
+    module. A module called several times starts the graph at each call. Outputs that are not
+    tensors pass unchanged.
+    """
+    if module is None:
+        yield
+        return
+
+    def hook(_module: nn.Module, _args: tuple, output: object) -> torch.Tensor | None:
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            return output.detach().requires_grad_()
+        return None
+
+    handle = module.register_forward_hook(hook, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @dataclass
@@ -54,14 +82,19 @@ class CAMMethod(Method):
     record_inputs = False  # variants that also need the inputs of recorded modules set this
 
     def run(self, ctx: Context) -> MethodResult:
-        """One forward (+ one backward to the layer when gradients are needed), then combine."""
+        """One forward (+ one backward to the layer when gradients are needed), then combine.
+
+        The input never requires gradients: with gradients the autograd graph starts at the
+        layer's output (:func:`graph_from`), so the activations before the layer are freed as
+        the forward goes, as without gradients, and the backward stops at the layer.
+        """
         with (
+            graph_from(ctx.layer_module) if self.needs_gradients else nullcontext(),
             Recorder(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
             torch.set_grad_enabled(self.needs_gradients),
             ctx.many_inputs(ctx.x.shape[0]),
         ):
-            x = ctx.x.requires_grad_(self.needs_gradients)
-            output = ctx.forward(x)
+            output = ctx.forward(ctx.x)
             target = ctx.resolve(output)
             scores = target(output)
             acts = rec.output(ctx.layer)
@@ -76,7 +109,9 @@ class CAMMethod(Method):
 
     @staticmethod
     def _gradients(scores: torch.Tensor, acts: torch.Tensor, layer: str | None) -> torch.Tensor:
-        (grads,) = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
+        grads = None
+        if scores.requires_grad:  # else no path from the layer (the only leaf) to the score
+            (grads,) = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
         if grads is None:
             raise MethodNotApplicableError(
                 f"the target score does not depend on layer '{layer}': pick a layer on its path"

@@ -114,8 +114,7 @@ class FeatureInversion(Method):
 
     def run(self, ctx: Context) -> MethodResult:
         """Resolve the targets on the clean output, then optimise one image at a time."""
-        with torch.no_grad():
-            output = ctx.forward(ctx.x)
+        output = ctx.outputs(ctx.x)
         target = ctx.resolve(output)
         ticker = Ticker(ctx, self.params["n_steps"] * ctx.x.shape[0])
         with ctx.many_inputs(ticker.total):

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core import batching
 from ...core.inputs import image_parameter
 from ...core.noise import normal_noise, standard_normal
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
 from ...registry import Param
-from ..base import Context, Method, MethodResult, Ticker
+from ..base import Context, Method, MethodResult, Ticker, chunk_size
 
 __all__ = [
     "GradientMethod",
@@ -149,15 +150,10 @@ def baseline_image(
 
 
 def auto_internal_batch(ctx: Context) -> int:
-    """Inputs per forward/backward for methods that evaluate many: probed on CUDA; on the CPU 8
-    inputs of 224x224 (measured fastest for IG on ResNet-18 and EfficientNet-Lite0)."""
-    from ..perturbation.engine import auto_batch_size
-
-    return (
-        max(1, auto_batch_size(ctx) // 2)
-        if ctx.x.is_cuda
-        else max(1, min(16, 8 * 3 * 224 * 224 // ctx.x[0].numel()))
-    )
+    """Inputs per forward/backward for methods that evaluate many, by the gradient policy of
+    :mod:`seethrough.core.batching` (probed on CUDA; on the CPU 8 inputs of 224x224, at most 16
+    smaller ones)."""
+    return batching.auto_batch_size(ctx.x, batching.GRADIENT, ctx.forward)
 
 
 class GradientMethod(Method):
@@ -166,6 +162,11 @@ class GradientMethod(Method):
     family = "gradient"
     needs_gradients = True
     layout_switch = True
+
+    def chunk(self, ctx: Context) -> int:
+        """Images per pass: the backward to the input keeps every activation of the network,
+        so chunks follow :data:`~seethrough.core.batching.ONE_PASS_INPUT_GRADIENTS`."""
+        return chunk_size(ctx.x, ctx.forward, batching.ONE_PASS_INPUT_GRADIENTS)
 
     def run(self, ctx: Context) -> MethodResult:
         """Attributions from :meth:`attribute`, reduced with ``reduce``."""
@@ -199,9 +200,9 @@ def chunks(total: int, size: int) -> list[tuple[int, int]]:
 def clean_output(
     ctx: Context, target: ResolvedTarget | None
 ) -> tuple[torch.Tensor, ResolvedTarget]:
-    """The model's output on the clean input, and the targets fixed against it."""
-    with torch.no_grad():
-        output = ctx.forward(ctx.x)
+    """The model's output on the clean input (in chunks, see :meth:`Context.outputs`), and the
+    targets fixed against it."""
+    output = ctx.outputs(ctx.x)
     return output, target or ctx.resolve(output)
 
 

@@ -88,8 +88,8 @@ class IntegratedGradients(GradientMethod):
         base = baseline_image(ctx, x, p["baseline"], torch.Generator().manual_seed(p["seed"]))
         path = Path(x, base, target)
         if not fold_ends(x):
-            with torch.no_grad():  # the two ends of the path in one pass: y(x) and y(x')
-                path.ends = ctx.forward(torch.cat([x, base]))
+            # the two ends of the path, y(x) and y(x'), in chunks of images
+            path.ends = ctx.outputs(torch.cat([x, base]))
             path.target = target or ctx.resolve(path.ends[:n])
         total = self.path_integral(ctx, path)
         output, target = path.ends[:n], path.target

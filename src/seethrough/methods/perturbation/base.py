@@ -78,8 +78,7 @@ class PerturbationMethod(Method):
     def run(self, ctx: Context) -> MethodResult:
         """Clean forward, resolve targets, explain each image, stack the maps."""
         hide = image_parameter("hide", self.params["hide"], ctx.x, keywords=HIDE_KEYWORDS)
-        with torch.no_grad():
-            output = ctx.forward(ctx.x)
+        output = ctx.outputs(ctx.x)  # in chunks: memory of a chunk, not of the batch
         target = ctx.resolve(output)
         batch = self.params["batch_size"] or auto_batch_size(ctx)
         ticker = Ticker(ctx, self.evaluations(ctx) * ctx.x.shape[0])

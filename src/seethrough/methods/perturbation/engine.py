@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from ...core import batching
 from ...core.inputs import image_parameter
 from ...registry import Param
 from ..base import Context, Ticker
@@ -106,26 +107,10 @@ class PixelMasks:
 
 
 def auto_batch_size(ctx: Context) -> int:
-    """A batch size that fits memory: probed on CUDA, scaled by input size on the CPU.
-
-    On a GPU one forward of a single input measures the peak memory per image, and the batch
-    uses at most half of the free memory (at most 256). On the CPU large batches are slower per
-    image (memory bound), so 4 images of 224x224 (more for smaller inputs, at most 64): measured
-    on 1 and 2 threads, batch 4 is within 1.16x of the fastest batch for EfficientNet-Lite0 and
-    -B0, MobileNet-V2 and ResNet-18/50, where batch 8 costs depthwise-convolution nets 1.2-1.5x
-    (see benchmarks/perturbation_speed.py for the per-batch forward times).
-    """
-    x = ctx.x[:1]
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        base = torch.cuda.memory_allocated(x.device)
-        with torch.no_grad():
-            ctx.forward(x)
-        per_image = max(torch.cuda.max_memory_allocated(x.device) - base, 1)
-        free, _ = torch.cuda.mem_get_info(x.device)
-        return int(max(1, min(256, free // 2 // per_image)))
-    return int(max(1, min(64, 4 * 3 * 224 * 224 // x[0].numel())))
+    """Perturbed inputs per forward for ``ctx``'s input, by the perturbation policy of
+    :mod:`seethrough.core.batching` (probed on CUDA; on the CPU 4 images of 224x224, at most 64
+    smaller ones)."""
+    return batching.auto_batch_size(ctx.x, batching.PERTURBATION, ctx.forward)
 
 
 def hidden_image(
