@@ -240,6 +240,11 @@ FLOOR_HEADERS = (
 """The columns every speed table starts with: timings, the floor they are set against, the verdict."""
 
 
+def log(message: str) -> None:
+    """A progress line on stderr (the tables go to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def print_header(title: str, env: dict[str, str]) -> None:
     """The report's title, the environment it ran in and the load average at the end."""
     print(f"# {title}\n")

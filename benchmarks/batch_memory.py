@@ -76,6 +76,9 @@ from _timing import (
     save_json,
     status_line,
 )
+from _timing import (
+    log as _log,
+)
 from torch import nn
 
 import seethrough
@@ -418,10 +421,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def _size(policy: batching.BatchPolicy) -> int:
     """Inputs of SIZE x SIZE per pass by ``policy`` on the CPU."""
     return batching.auto_batch_size(torch.empty(1, 3, SIZE, SIZE), policy)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

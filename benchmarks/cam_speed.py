@@ -56,7 +56,6 @@ The Markdown table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -76,6 +75,9 @@ from _timing import (
     run_interleaved,
     save_json,
     status_line,
+)
+from _timing import (
+    log as _log,
 )
 from torch import nn
 
@@ -370,10 +372,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,9 @@ from _timing import (
     print_header,
     run_interleaved,
 )
+from _timing import (
+    log as _log,
+)
 from torch import nn
 
 import seethrough
@@ -68,10 +71,6 @@ LIGHT: dict[str, dict[str, Any]] = {
 NOISE_ON_DEVICE = ("smoothgrad", "gradient_shap")  # other noise than the CPU's: loose check
 VIT_METHODS = ("attention_rollout", "gradcam", "saliency", "integrated_gradients")
 BATCH = 64  # perturbations per pass, ours and Captum's, in table 2
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _sync(device: torch.device) -> None:

@@ -103,6 +103,9 @@ from _timing import (
     save_json,
     status_line,
 )
+from _timing import (
+    log as _log,
+)
 from torch import nn
 
 import seethrough
@@ -540,10 +543,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _count(module: nn.Module, cls: type) -> int:

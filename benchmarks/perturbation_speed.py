@@ -113,6 +113,9 @@ from _timing import (
     print_header,
     run_interleaved,
 )
+from _timing import (
+    log as _log,
+)
 
 import seethrough
 from seethrough.core.batching import PERTURBATION, auto_batch_size
@@ -752,10 +755,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--threads must be >= 0")
     args.quality_n_samples = sorted(set(args.quality_n_samples))
     return args
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -308,27 +308,11 @@ def write_folder(
     return root
 
 
-# the small CNN and its training moved to seethrough.models.digits: its names still resolve here
-_MOVED = frozenset(
-    (
-        "MEAN",
-        "STD",
-        "PREPROCESSING",
-        "DEFAULT_LAYER",
-        "CACHE_VERSION",
-        "DigitsNet",
-        "train_digits_model",
-        "load_digits_model",
-        "accuracy",
-        "cache_path",
-    )
-)
-
-
 def __getattr__(name: str) -> Any:
-    """The digits model's names, from :mod:`seethrough.models.digits`, where they now live."""
-    if name in _MOVED:
-        from ..models import digits
+    """The digits model's names (the small CNN and its training), from
+    :mod:`seethrough.models.digits`, where they now live."""
+    from ..models import digits
 
+    if name in digits.__all__:
         return getattr(digits, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
