@@ -65,13 +65,6 @@ def preserved_state(
                 p.grad = grad
 
 
-def no_param_grads(module: nn.Module) -> None:
-    """Freeze every parameter of ``module`` (inside :func:`preserved_state`, which undoes it)."""
-    for p in module.parameters():
-        if p.requires_grad:
-            p.requires_grad_(False)
-
-
 def floating_dtype(module: nn.Module) -> torch.dtype:
     """The dtype of the module's first floating parameter (float32 when it has none)."""
     for p in module.parameters():

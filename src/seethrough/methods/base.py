@@ -323,7 +323,7 @@ class Method:
 
 
 def _freeze(modules: Iterable[nn.Module]) -> None:
-    """Stop every parameter of ``modules`` from requiring gradients (``no_param_grads`` for
+    """Stop every parameter of ``modules`` from requiring gradients (each module's own, for
     modules already listed; :func:`~seethrough.core.state.preserved_state` undoes it)."""
     for module in modules:
         for p in module._parameters.values():
