@@ -285,6 +285,43 @@ def test_non_finite_input_is_refused_without_a_warning(net, x, bad):
             _vision_model(net).predict(x)
 
 
+BAD_INPUTS = [
+    torch.zeros(3, 8, 8, dtype=torch.uint8),  # not a float
+    torch.rand(8, 8),  # another rank
+    torch.rand(1, 1, 8, 8),  # another channel count
+    torch.full((1, 3, 8, 8), float("nan")),  # non-finite
+    [],  # no image
+]
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=["uint8", "2d", "channels", "nan", "empty"])
+def test_one_bad_input_gives_one_error_through_every_entry_point(net, bad):
+    """predict, explain and a metric turn images into a batch on one path: same class, same line."""
+    vm = _vision_model(net)
+    good = np.ones((8, 8))
+    errors = []
+    for call in (
+        lambda: vm.predict(bad),
+        lambda: seethrough.explain(vm, bad, "gradcam"),
+        lambda: deletion(vm, bad, good, steps=2),
+    ):
+        with pytest.raises(InvalidImageError) as exc:
+            call()
+        errors.append((type(exc.value), message(exc)))
+    assert errors[0] == errors[1] == errors[2]
+
+
+def test_an_input_that_is_no_input_is_both_an_image_and_a_parameter_error(net):
+    from seethrough.core.inputs import InvalidInputError
+
+    vm = _vision_model(net)
+    for entry in (vm.predict, lambda v: seethrough.explain(vm, v, "gradcam")):
+        with pytest.raises(InvalidInputError) as exc:
+            entry(torch.zeros(2, 2, dtype=torch.long))
+        assert isinstance(exc.value, InvalidImageError)
+        assert isinstance(exc.value, InvalidParameterError)
+
+
 # ------------------------------------------------------------------------------------- files
 
 

@@ -10,70 +10,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core.inputs import check_model_input, short_repr
+from .core.inputs import short_repr
 from .core.layers import LayerRef
 from .core.resize import to_input_size
 from .core.targets import TargetLike
 from .errors import InvalidImageError, InvalidParameterError
 from .explanation import Explanation
-from .images import is_raw_image, load_image, to_array
+from .images import is_raw_image
 from .models import VisionModel, module_of
+from .models.vision_model import prepare_inputs
 from .registry import get_method
 
 __all__ = ["explain", "prepare_inputs"]
 
 ImageLike = Any  # path, PIL image, numpy array, or float tensor (C,H,W) / (N,C,H,W)
-
-
-def prepare_inputs(
-    model: VisionModel | nn.Module, images: ImageLike | Sequence[ImageLike]
-) -> tuple[torch.Tensor, list[np.ndarray | None], bool]:
-    """Turn user images into one model-input batch.
-
-    Returns ``(x, display_images, single)``: ``x`` is ``(N, C, H, W)``, ``display_images`` the
-    uint8 images the model sees (``None`` where unknown) and ``single`` whether one image (not a
-    list or a 4-D batch) was given.
-
-    A float tensor is model input, already preprocessed: for a :class:`VisionModel` it must
-    have the channels its preprocessing makes, and no tensor may hold NaN or inf
-    (``InvalidImageError``). Paths, PIL images and numpy arrays are raw images: a
-    :class:`VisionModel` applies its preprocessing; a plain ``nn.Module`` gets them only scaled
-    to [0, 1] (no resize, no normalisation).
-    """
-    vm = model if isinstance(model, VisionModel) else None
-    if isinstance(images, torch.Tensor):
-        if not images.is_floating_point() or images.dim() not in (3, 4):
-            raise InvalidImageError(
-                f"a tensor input must be a float (C, H, W) or (N, C, H, W) model input, got "
-                f"{images.dtype} {tuple(images.shape)}"
-            )
-        single = images.dim() == 3
-        x = images.unsqueeze(0) if single else images
-        check_model_input(x, len(vm.preprocessing.mean) if vm is not None else None)
-        shows: list[np.ndarray | None] = [None] * x.shape[0]
-        if vm is not None and x.shape[1] == 3:
-            shows = list(vm.preprocessing.denormalize(x.detach().cpu()))
-        return x, shows, single
-    single = is_raw_image(images)
-    items = [images] if single else list(images)
-    if not items:
-        raise InvalidImageError("no image given")
-    if all(isinstance(i, torch.Tensor) for i in items):
-        x, shows, _ = prepare_inputs(model, torch.stack([torch.as_tensor(i) for i in items]))
-        return x, shows, False
-    pils = [load_image(i) for i in items]
-    if vm is not None:
-        shows = [vm.preprocessing.display_image(p) for p in pils]
-        x = torch.stack([vm.preprocessing.from_display(s) for s in shows])
-    else:
-        arrays = [to_array(p) for p in pils]
-        if len({a.shape for a in arrays}) > 1:
-            raise InvalidImageError(
-                "images of different sizes need a VisionModel (with preprocessing) to be batched"
-            )
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-        shows = arrays
-    return x, shows, single
 
 
 def explain(

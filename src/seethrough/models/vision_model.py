@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..core.inputs import check_model_input
+from ..core.inputs import InvalidInputError, check_model_input
 from ..core.outputs import output_to_tensor
 from ..errors import (
+    InvalidImageError,
     InvalidParameterError,
     ModelOutputError,
     UnknownClassError,
     suggest,
 )
-from ..images import ImageSource
+from ..images import ImageSource, is_raw_image, load_image, to_array
 from .preprocessing import Preprocessing
 
-__all__ = ["VisionModel", "Prediction", "module_of"]
+__all__ = ["VisionModel", "Prediction", "module_of", "prepare_inputs"]
 
 
 class Prediction(NamedTuple):
@@ -160,36 +162,6 @@ class VisionModel:
             )
         raise UnknownClassError(f"unknown class '{name}'.{suggest(name, self.labels)}")
 
-    def _batch(self, images: object) -> tuple[torch.Tensor, bool]:
-        """Turn ``predict``'s input into a batch on the model's device, and whether it was single.
-
-        Raises ``InvalidImageError`` for a tensor with another channel count than the
-        preprocessing makes, or with NaN / inf values."""
-        if isinstance(images, torch.Tensor):
-            if not images.is_floating_point() or images.dim() not in (3, 4):
-                raise InvalidParameterError(
-                    "a tensor input must be a preprocessed float (3, H, W) or (N, 3, H, W) "
-                    f"batch, got {images.dtype} {tuple(images.shape)}"
-                )
-            single = images.dim() == 3
-            batch = images.unsqueeze(0) if single else images
-        elif isinstance(images, (list, tuple)):
-            if not images:
-                raise InvalidParameterError("no images to predict: the list is empty")
-            batch = torch.stack(
-                [
-                    item
-                    if isinstance(item, torch.Tensor)
-                    else self.preprocessing.transform_one(item)
-                    for item in images
-                ]
-            )
-            single = False
-        else:
-            batch, single = self.preprocessing(images), True
-        check_model_input(batch, len(self.preprocessing.mean))
-        return batch.to(self.device), single
-
     def predict(self, images: object, k: int = 5) -> list[Prediction] | list[list[Prediction]]:
         """Top-``k`` classes with softmax probabilities.
 
@@ -204,7 +176,8 @@ class VisionModel:
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
-        batch, single = self._batch(images)
+        batch, _, single = prepare_inputs(self, images, display=False)
+        batch = batch.to(self.device)
         with _eval_mode(self.module), torch.inference_mode():
             scores = output_to_tensor(self.module(batch))
         if scores.dim() != 2 or scores.shape[0] != batch.shape[0]:
@@ -252,3 +225,81 @@ def module_of(model: VisionModel | nn.Module) -> nn.Module:
             f"model must be a VisionModel or a torch.nn.Module, not {type(model).__name__}"
         )
     return module
+
+
+def prepare_inputs(
+    model: VisionModel | nn.Module, images: object, *, display: bool = True
+) -> tuple[torch.Tensor, list[np.ndarray | None], bool]:
+    """Turn any accepted image input into one model-input batch: the one path of every entry point.
+
+    ``predict``, ``explain`` and the metrics all pass their images through here, so the same
+    input gives the same batch and the same bad input the same error everywhere.
+
+    A float tensor ``(C, H, W)`` or ``(N, C, H, W)`` is model input, already preprocessed: for a
+    :class:`VisionModel` it must have the channels its preprocessing makes, and no tensor may
+    hold NaN or inf (``InvalidImageError``). Paths, PIL images and numpy arrays are raw images:
+    a :class:`VisionModel` applies its preprocessing; a plain ``nn.Module`` gets them only
+    scaled to [0, 1] (no resize, no normalisation). A list (or other iterable) gives a batch; for
+    a :class:`VisionModel` it may mix raw images and preprocessed ``(C, H, W)`` tensors.
+
+    Args:
+        model: the model the batch is for.
+        images: one image or a list of images, as above.
+        display: also return the uint8 images the model sees (``False`` spares that work).
+
+    Returns:
+        ``(x, display_images, single)``: ``x`` is ``(N, C, H, W)`` on the CPU or where the
+        tensor given was, ``display_images`` the uint8 images the model sees (``None`` where
+        unknown or not asked for) and ``single`` whether one image (not a list or a 4-D batch)
+        was given.
+
+    Raises:
+        InvalidInputError: a tensor of another dtype or rank, or no image at all.
+        InvalidImageError: an unreadable image, another channel count, NaN or inf values.
+    """
+    vm = model if isinstance(model, VisionModel) else None
+    if isinstance(images, torch.Tensor):
+        if not images.is_floating_point() or images.dim() not in (3, 4):
+            raise InvalidInputError(
+                f"a tensor input must be a float (C, H, W) or (N, C, H, W) model input, got "
+                f"{images.dtype} {tuple(images.shape)}"
+            )
+        single = images.dim() == 3
+        x = images.unsqueeze(0) if single else images
+        check_model_input(x, len(vm.preprocessing.mean) if vm is not None else None)
+        shows: list[np.ndarray | None] = [None] * x.shape[0]
+        if display and vm is not None and x.shape[1] == 3:
+            shows = list(vm.preprocessing.denormalize(x.detach().cpu()))
+        return x, shows, single
+    many = isinstance(images, (list, tuple)) or (
+        not is_raw_image(images) and isinstance(images, Iterable)
+    )
+    items = list(images) if many else [images]  # type: ignore[call-overload]
+    if not items:
+        raise InvalidInputError("no image given")
+    if all(isinstance(i, torch.Tensor) for i in items):
+        x, shows, _ = prepare_inputs(
+            model, torch.stack([torch.as_tensor(i) for i in items]), display=display
+        )
+        return x, shows, False
+    if vm is not None:
+        rows, shows = [], []
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                rows.append(item)
+                shows.append(None)
+            else:
+                shown = vm.preprocessing.display_image(load_image(item))
+                rows.append(vm.preprocessing.from_display(shown))
+                shows.append(shown if display else None)
+        x = torch.stack(rows)
+        check_model_input(x, len(vm.preprocessing.mean))
+    else:
+        arrays = [to_array(load_image(i)) for i in items]
+        if len({a.shape for a in arrays}) > 1:
+            raise InvalidImageError(
+                "images of different sizes need a VisionModel (with preprocessing) to be batched"
+            )
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        shows = list(arrays) if display else [None] * len(arrays)
+    return x, shows, not many
