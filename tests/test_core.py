@@ -200,3 +200,21 @@ def test_standard_normal_is_torchs_float64_draw(shape):
     assert got.shape == shape and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     assert torch.equal(ours.get_state(), theirs.get_state())  # the generator moved as far
+
+
+def test_scores_of_is_a_protected_forward():
+    """Eval mode and no autograd during the forward; every flag and grad as it was after."""
+    from seethrough.core.state import scores_of
+
+    seen = []
+    model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5))
+    model.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
+    model.train()
+    model[0].weight.requires_grad_(False)
+    grad = torch.ones(3)
+    model[0].bias.grad = grad
+    out = scores_of(model, torch.ones(2, 4))
+    assert seen == [(False, False)] and out.shape == (2, 3) and not out.requires_grad
+    assert model.training and model[1].training
+    assert not model[0].weight.requires_grad and model[0].bias.grad is grad
+    torch.testing.assert_close(scores_of(model, torch.ones(2, 4)), out)  # dropout off

@@ -1,4 +1,9 @@
-"""Restore a model exactly as it was after an explanation, even when the explanation fails."""
+"""Restore a model exactly as it was after an explanation, even when the explanation fails.
+
+:func:`preserved_state` protects any block (a method's forward and backward); :func:`protected`
+and :func:`scores_of` are the one gradient-free protected forward that ``predict`` and the
+metrics run.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["preserved_state"]
+from .outputs import output_to_tensor
+
+__all__ = ["preserved_state", "protected", "scores_of"]
 
 
 @contextmanager
@@ -63,6 +70,28 @@ def preserved_state(
                 p.requires_grad_(flag)
             if p.grad is not grad:
                 p.grad = grad
+
+
+@contextmanager
+def protected(module: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``module`` in eval mode and without autograd, its state restored after.
+
+    The protected forward of everything that only reads the model (``predict``, the metrics):
+    :func:`preserved_state` (every ``training`` flag, ``requires_grad`` and ``.grad``) under
+    ``torch.no_grad()``.
+    """
+    with preserved_state(module), torch.no_grad():
+        yield module
+
+
+def scores_of(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """``module``'s output on ``batch`` as one detached tensor, run under :func:`protected`.
+
+    A tuple, list or dict output gives its first tensor (see
+    :func:`~seethrough.core.outputs.output_to_tensor`); callers check the shape they need.
+    """
+    with protected(module):
+        return output_to_tensor(module(batch)).detach()
 
 
 def floating_dtype(module: nn.Module) -> torch.dtype:

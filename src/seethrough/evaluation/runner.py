@@ -35,7 +35,7 @@ from ..metrics import (
     pointing_game,
     random_map,
 )
-from ..metrics.base import class_scores
+from ..metrics.base import class_logits
 from ..models import VisionModel
 from ..registry import get_method, get_metric
 from .data import Sample
@@ -317,7 +317,7 @@ def _evaluate_sample(
     shown = vm.preprocessing.display_image(pil)
     x = vm.preprocessing.from_display(shown)  # one model input (C, H, W)
     mask = vm.preprocessing.mask(sample.mask)
-    probs = class_scores(vm.module, x[None].to(vm.device)).float().cpu().softmax(1)[0]
+    probs = class_logits(vm.module, x[None].to(vm.device)).float().cpu().softmax(1)[0]
     predicted = int(probs.argmax())
     truth = _truth(vm, sample, target_mode)
     cls = truth if target_mode == "label" and truth is not None else predicted

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.outputs import output_to_tensor
-from ..core.state import preserved_state
+from ..core.state import protected, scores_of
 from ..errors import InvalidParameterError, InvalidTargetError
 from ..explanation import Explanation
 
-__all__ = ["as_map", "as_mask", "rank_pixels", "class_scores", "ModelProbe", "SCORES"]
+__all__ = ["as_map", "as_mask", "rank_pixels", "class_logits", "ModelProbe", "SCORES"]
 
 SCORES = ("probability", "logit")
 
@@ -74,19 +73,19 @@ def as_mask(mask: Any, shape: tuple[int, ...] | None = None, name: str = "mask")
     return m != 0
 
 
-def class_scores(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """``module``'s class scores ``(B, K)`` on ``batch``: eval mode, no autograd, state restored.
+def class_logits(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """``module``'s class scores ``(B, K)`` on ``batch``, by the protected forward of
+    :func:`~seethrough.core.state.scores_of` (eval mode, no autograd, state restored).
 
     Raises:
         InvalidTargetError: the model's output is not ``(N, classes)``.
     """
-    with preserved_state(module), torch.no_grad():
-        out = output_to_tensor(module(batch))
+    out = scores_of(module, batch)
     if out.dim() != 2:
         raise InvalidTargetError(
             f"metrics need class scores of shape (N, classes); the model gave {tuple(out.shape)}"
         )
-    return out.detach()
+    return out
 
 
 @dataclass
@@ -144,12 +143,12 @@ class ModelProbe:
     @contextmanager
     def protected(self) -> Iterator[None]:
         """Eval mode and no autograd for the block; the model's state is restored after."""
-        with preserved_state(self.module), torch.no_grad():
+        with protected(self.module):
             yield
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's class scores ``(B, K)`` on a batch of inputs (state protected)."""
-        return class_scores(self.module, batch.to(self.x.device, self.x.dtype))
+        return class_logits(self.module, batch.to(self.x.device, self.x.dtype))
 
     def scores(self, batch: torch.Tensor) -> np.ndarray:
         """The target's score (probability or logit) for each input of ``batch``, float64 ``(B,)``."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import NamedTuple
 
@@ -12,7 +11,7 @@ import torch
 from torch import nn
 
 from ..core.inputs import InvalidInputError, check_model_input
-from ..core.outputs import output_to_tensor
+from ..core.state import scores_of
 from ..errors import (
     InvalidImageError,
     InvalidParameterError,
@@ -32,18 +31,6 @@ class Prediction(NamedTuple):
     index: int
     label: str
     probability: float
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode, restoring every submodule's ``training`` flag afterwards."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 class VisionModel:
@@ -171,15 +158,15 @@ class VisionModel:
                 lists.
             k: number of classes per image (clipped to the number of classes).
 
-        The module runs in eval mode under ``torch.inference_mode()``; every submodule's
-        ``training`` flag is restored afterwards, also on errors.
+        The module runs by the protected forward of :func:`~seethrough.core.state.scores_of`:
+        in eval mode without autograd, every submodule's ``training`` flag (and every
+        parameter's ``requires_grad`` and ``.grad``) restored afterwards, also on errors.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
         batch, _, single = prepare_inputs(self, images, display=False)
         batch = batch.to(self.device)
-        with _eval_mode(self.module), torch.inference_mode():
-            scores = output_to_tensor(self.module(batch))
+        scores = scores_of(self.module, batch)
         if scores.dim() != 2 or scores.shape[0] != batch.shape[0]:
             raise ModelOutputError(
                 f"expected class scores of shape ({batch.shape[0]}, classes), "
