@@ -33,6 +33,7 @@ from seethrough.errors import (
     ImageTooLargeError,
     InvalidImageError,
     InvalidParameterError,
+    InvalidTargetError,
     SeethroughError,
 )
 from seethrough.images import DEFAULT_MAX_PIXELS, load_image
@@ -218,6 +219,18 @@ def test_boolean_target_is_refused(net, x, target):
     """``int(True)`` is 1: a boolean used to explain class 1 without a word."""
     with pytest.raises(InvalidParameterError, match="boolean is not a class index"):
         seethrough.explain(net, x, "gradcam", target=target)
+
+
+@pytest.mark.parametrize("target", [True, np.True_])
+def test_metrics_resolve_targets_on_explains_path(net, target):
+    image, good = np.full((8, 8, 3), 128, np.uint8), np.ones((8, 8))
+    with pytest.raises(InvalidParameterError, match="boolean is not a class index"):
+        deletion(net, image, good, target=target, steps=2)
+    with pytest.raises(InvalidTargetError, match="not a callable"):
+        deletion(net, image, good, target=lambda out: out[:, 0], steps=2)
+    with pytest.raises(InvalidTargetError, match="out of range"):
+        deletion(net, image, good, target=5, steps=2)
+    assert deletion(net, image, good, target=np.int64(3), steps=2).target == 3
 
 
 def test_integer_like_targets_still_work(net, x):

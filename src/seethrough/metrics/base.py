@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..core.state import protected, scores_of
+from ..core.targets import resolve_target
 from ..errors import InvalidParameterError, InvalidTargetError
 from ..explanation import Explanation
 
@@ -110,7 +111,11 @@ class ModelProbe:
     def create(
         cls, model: Any, image: Any, target: int | str | None = None, score: str = "probability"
     ) -> ModelProbe:
-        """Prepare ``image`` for ``model`` and fix ``target`` (None: the top class)."""
+        """Prepare ``image`` for ``model`` and fix ``target`` (None: the top class).
+
+        The target is resolved by :func:`~seethrough.core.targets.resolve_target`, the path of
+        ``explain``, so a boolean is refused alike; a metric takes only a class (no callable).
+        """
         from ..api import prepare_inputs
         from ..models import VisionModel, module_of
 
@@ -126,18 +131,24 @@ class ModelProbe:
             x = x.to(param.device, param.dtype if param.is_floating_point() else x.dtype)
         probe = cls(module, x.detach(), -1, score, tuple(vm.labels) if vm is not None else None)
         logits = probe.logits(probe.x)
-        if target is None:
-            probe.target = int(logits[0].argmax())
-        elif isinstance(target, str):
-            if vm is None:
-                raise InvalidTargetError("a class label needs a VisionModel (with labels)")
-            probe.target = vm.class_index(target)
-        else:
-            probe.target = int(target)
-            if not 0 <= probe.target < logits.shape[1]:
+
+        def class_index(item: int | str) -> int:
+            if isinstance(item, str):
+                if vm is None:
+                    raise InvalidTargetError("a class label needs a VisionModel (with labels)")
+                return vm.class_index(item)
+            if not 0 <= item < logits.shape[1]:
                 raise InvalidTargetError(
-                    f"class {probe.target} is out of range: the model has {logits.shape[1]} classes"
+                    f"class {item} is out of range: the model has {logits.shape[1]} classes"
                 )
+            return item
+
+        resolved = resolve_target(target, logits, class_index).classes[0]
+        if resolved is None:
+            raise InvalidTargetError(
+                "a metric needs a class target (index or label), not a callable"
+            )
+        probe.target = resolved
         return probe
 
     @contextmanager
