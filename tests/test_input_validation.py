@@ -325,7 +325,7 @@ def test_one_bad_input_gives_one_error_through_every_entry_point(net, bad):
 
 
 def test_an_input_that_is_no_input_is_both_an_image_and_a_parameter_error(net):
-    from seethrough.core.inputs import InvalidInputError
+    from seethrough.errors import InvalidInputError
 
     vm = _vision_model(net)
     for entry in (vm.predict, lambda v: seethrough.explain(vm, v, "gradcam")):

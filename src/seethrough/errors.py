@@ -22,6 +22,7 @@ __all__ = [
     "UnknownClassError",
     "InvalidParameterError",
     "InvalidTargetError",
+    "InvalidInputError",
     "ModelOutputError",
     "WeightsUnavailableError",
     "WeightsMismatchError",
@@ -77,6 +78,15 @@ class UnknownClassError(SeethroughError, LookupError):
 
 class InvalidParameterError(SeethroughError, ValueError):
     """A method or preprocessing parameter is unknown or out of range."""
+
+
+class InvalidInputError(InvalidImageError, InvalidParameterError):
+    """An input that is no model input at all (a tensor of another dtype or rank, an empty list).
+
+    Both an :class:`InvalidImageError` and an
+    :class:`InvalidParameterError`, so that code catching either keeps
+    catching it, whichever entry point (``predict``, ``explain``, a metric) it came through.
+    """
 
 
 class InvalidTargetError(SeethroughError, ValueError):

@@ -27,16 +27,7 @@ import torch
 
 from ..errors import InvalidImageError, InvalidParameterError
 
-__all__ = ["InvalidInputError", "image_parameter", "check_model_input", "short_repr"]
-
-
-class InvalidInputError(InvalidImageError, InvalidParameterError):
-    """An input that is no model input at all (a tensor of another dtype or rank, an empty list).
-
-    Both an :class:`~seethrough.errors.InvalidImageError` and an
-    :class:`~seethrough.errors.InvalidParameterError`, so that code catching either keeps
-    catching it, whichever entry point (``predict``, ``explain``, a metric) it came through.
-    """
+__all__ = ["image_parameter", "check_model_input", "short_repr"]
 
 
 def image_parameter(

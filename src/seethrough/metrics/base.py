@@ -116,8 +116,8 @@ class ModelProbe:
         The target is resolved by :func:`~seethrough.core.targets.resolve_target`, the path of
         ``explain``, so a boolean is refused alike; a metric takes only a class (no callable).
         """
-        from ..api import prepare_inputs
         from ..models import VisionModel, module_of
+        from ..models.vision_model import prepare_inputs
 
         if score not in SCORES:
             raise InvalidParameterError(f"score={score!r}: choose one of {', '.join(SCORES)}")

@@ -77,7 +77,7 @@ def _hidden(model: Any, probe: ModelProbe, hide: object) -> torch.Tensor:
     if isinstance(hide, np.number):
         hide = float(hide)
     elif not isinstance(hide, (int, float, str, torch.Tensor)):
-        from ..api import prepare_inputs
+        from ..models.vision_model import prepare_inputs
 
         hide = prepare_inputs(model, hide)[0]
     return hidden_image(probe.x, hide, torch.Generator().manual_seed(0))

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.inputs import InvalidInputError, check_model_input
+from ..core.inputs import check_model_input
 from ..core.state import scores_of
 from ..errors import (
     InvalidImageError,
+    InvalidInputError,
     InvalidParameterError,
     ModelOutputError,
     UnknownClassError,
