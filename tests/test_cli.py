@@ -66,6 +66,38 @@ def test_explain_writes_outputs(capsys, tmp_path):
     assert Image.open(folder / "figure.png").size[0] > 600
 
 
+def test_explain_names_the_inner_bar_by_the_running_method(capsys, tmp_path, monkeypatch):
+    """The second bar counts whatever the running method reports (images for Grad-CAM, model
+    evaluations for occlusion), so it is named by the method, not by one fixed unit."""
+    import seethrough.cli.main as cli_main
+
+    seen: list[tuple[str, float | None]] = []
+    real = cli_main.progress_bar
+
+    def recording():
+        bar = real()
+        update = bar.update
+
+        def spy(task_id, **kw):
+            if "completed" in kw:
+                seen.append((bar.tasks[task_id].description, kw.get("total")))
+            return update(task_id, **kw)
+
+        bar.update = spy
+        return bar
+
+    monkeypatch.setattr(cli_main, "progress_bar", recording)
+    code, _, err = cli(
+        capsys, "explain", "sample:chelsea", "--method", "gradcam,occlusion",
+        "-p", "window=112", "-p", "stride=112", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    labels = {description for description, _ in seen}
+    assert labels == {"gradcam steps", "occlusion steps"}, seen
+    assert ("gradcam steps", 1) in seen  # one image
+    assert max(t for d, t in seen if d == "occlusion steps") > 1  # model evaluations
+
+
 def test_explain_param_and_target(capsys, tmp_path):
     code, _, err = cli(
         capsys,

@@ -422,7 +422,9 @@ def _explain_all(
     try:
         with progress_bar() as bar:
             task = bar.add_task("explaining", total=len(sources) * len(methods))
-            evals = bar.add_task("model evaluations", total=None, visible=False)
+            # the running method's own steps (model evaluations, images or batches of masks,
+            # whichever it reports), shown while it has some left
+            evals = bar.add_task("", total=None, visible=False)
 
             def tick(done: int, total: int) -> None:
                 bar.update(evals, completed=done, total=total, visible=done < total)
@@ -434,6 +436,7 @@ def _explain_all(
                     results = []
                     for m in methods:
                         bar.update(task, description=f"{names[source]}: {m}")
+                        bar.reset(evals, description=f"{m} steps", total=None, visible=False)
                         results.append(
                             explain_api(
                                 vm, image, m, target=target, layer=layer, progress=tick, **params[m]
