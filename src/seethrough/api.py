@@ -48,8 +48,10 @@ def explain(
             ``f(output) -> (N,)``, or for a batch a list with one target per image.
         layer: dotted layer name or module, for methods that need a layer (default: the model's
             default layer, else the last layer with a spatial output).
-        progress: optional callback ``progress(done, total)`` that long methods call between
-            batches of model evaluations; returning ``False`` cancels with ``CancelledError``.
+        progress: optional callback ``progress(done, total)`` that every method calls before
+            its work and after each step (a chunk of images, a batch of masks or of model
+            evaluations); returning ``False`` cancels with ``CancelledError`` and leaves the
+            model as it was.
         **params: the method's parameters (see ``get_method(method).params``).
 
     Returns:
@@ -114,7 +116,7 @@ def explain(
                 model=vm.name if vm is not None else type(module).__name__,
                 image=shows[i],
                 preprocessing=vm.preprocessing.describe() if vm is not None else None,
-                seed=runner.params.get("seed"),
+                seed=runner.config.get("seed"),
                 extras={k: _numpy(v[i]) for k, v in result.extras.items()},
                 stats=dict(result.stats[i]) if result.stats is not None else {},
             )
