@@ -567,7 +567,7 @@ def clean_params(info: MethodInfo, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def methods_by_family() -> dict[str, list[MethodInfo]]:
-    """Registered methods grouped by family, families in registration order."""
+    """Registered methods grouped by family, in the registry's display order."""
     return {f: list_methods(family=f) for f in families()}
 
 
