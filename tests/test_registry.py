@@ -201,7 +201,7 @@ def test_a_method_validates_its_own_parameters_registered_or_not():
     from seethrough.registry import Param
 
     unregistered = _method("nowhere", "cam", params=(Param("k", 3, "a count", int, min=1),))
-    assert unregistered(k="4").params == {"k": 4}
+    assert unregistered(k="4").config == {"k": 4}
     with pytest.raises(InvalidParameterError, match="must be >= 1"):
         unregistered(k=0)
     with pytest.raises(InvalidParameterError, match="method 'nowhere' has no parameter 'kk'"):
@@ -210,7 +210,7 @@ def test_a_method_validates_its_own_parameters_registered_or_not():
     class Quieter(GradCAM):  # a subclass keeps its parent's name and parameters
         pass
 
-    assert Quieter(relu=False).params == {"relu": False}
+    assert Quieter(relu=False).config == {"relu": False}
 
 
 def test_an_explanation_keeps_the_title_it_was_given(tmp_path):

@@ -194,8 +194,9 @@ class Context:
 class Method:
     """Base class of every explanation method.
 
-    Subclasses set the class attributes below, declare their parameters in ``params`` and
-    implement :meth:`run`. Calling an instance protects the model: eval mode, parameters frozen,
+    Subclasses set the class attributes below, declare their parameters in ``params`` (the
+    schema, a tuple of :class:`~seethrough.registry.Param`) and implement :meth:`run`, which
+    reads the values of one instance from ``self.config`` (defaults overridden by the caller's). Calling an instance protects the model: eval mode, parameters frozen,
     everything restored afterwards (see :func:`~seethrough.core.state.preserved_state`).
     """
 
@@ -214,9 +215,11 @@ class Method:
     report before the first chunk and after each, in images."""
     layout_switch: ClassVar[bool] = False  # its passes run inside Context.many_inputs
     params: ClassVar[tuple[Param, ...]] = ()
+    config: dict[str, Any]
+    """The parameter values of this instance, validated against ``type(self).params``."""
 
     def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = validate_params(type(self).params, params, self.name)
+        self.config = validate_params(type(self).params, params, self.name)
 
     def __call__(
         self,
@@ -319,7 +322,7 @@ class Method:
 
     def describe(self) -> Mapping[str, Any]:
         """The parameters in effect."""
-        return dict(self.params)
+        return dict(self.config)
 
 
 def _freeze(modules: Iterable[nn.Module]) -> None:

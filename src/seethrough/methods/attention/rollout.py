@@ -126,7 +126,7 @@ class AttentionRollout(Method):
             output = ctx.forward(ctx.x)
         target = ctx.resolve(output)
         attentions = [rec.output(name).double() for name in drops]
-        relevance = rollout(attentions, self.params["head_fusion"], self.params["discard_ratio"])
+        relevance = rollout(attentions, self.config["head_fusion"], self.config["discard_ratio"])
         prefix, (h, w) = prefix_and_grid(ctx.model, relevance.shape[-1])
         # the class token's row; a model without one pools all tokens, so their rows are averaged
         rows = relevance[:, 0, prefix:] if prefix > 0 else relevance.mean(dim=1)

@@ -104,7 +104,7 @@ class CAMMethod(Method):
         state = CAMState(ctx, acts, grads, scores.detach(), target, rec, output.detach())
         with torch.no_grad():
             raw = self.combine(state)
-        mapped = torch.relu(raw) if self.params["relu"] else raw
+        mapped = torch.relu(raw) if self.config["relu"] else raw
         return ctx.result(raw, mapped, output, target)
 
     @staticmethod

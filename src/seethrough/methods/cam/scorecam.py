@@ -41,7 +41,7 @@ class ScoreCAM(CAMMethod):
         """Softmax over channels of the target score of each channel-masked input."""
         x = s.ctx.x
         n, c = s.activations.shape[:2]
-        bs = self.params["batch_size"]
+        bs = self.config["batch_size"]
         scores = torch.empty(n, c, dtype=s.activations.dtype, device=x.device)
         ticker = Ticker(s.ctx, n * c)
         ticker.advance(0)

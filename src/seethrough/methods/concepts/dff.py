@@ -105,7 +105,7 @@ class DeepFeatureFactorization(Method):
 
     def chunk(self, ctx: Context) -> int:
         """A joint factorization needs every image at once; else images go in chunks."""
-        return ctx.x.shape[0] if self.params["joint"] else super().chunk(ctx)
+        return ctx.x.shape[0] if self.config["joint"] else super().chunk(ctx)
 
     def run(self, ctx: Context) -> MethodResult:
         """One forward recording the layer and the linear layers' inputs, then NMF."""
@@ -117,7 +117,7 @@ class DeepFeatureFactorization(Method):
             target = ctx.resolve(output)
         acts = tokens_to_map(rec.output(ctx.layer).detach(), ctx.model, ctx.layer)
         concepts = factorize(
-            acts, self.params["n_concepts"], self.params["n_iter"], self.params["joint"]
+            acts, self.config["n_concepts"], self.config["n_iter"], self.config["joint"]
         )
         raw = concepts.heatmaps.amax(dim=1)
         extras: dict[str, torch.Tensor | list[np.ndarray]] = {
@@ -137,7 +137,7 @@ class DeepFeatureFactorization(Method):
         w = head.weight.detach()
         b = None if head.bias is None else head.bias.detach()
         probs = F.linear(embeddings.to(w.dtype), w, b).float().softmax(dim=-1)
-        scores, classes = probs.topk(min(self.params["top_k"], probs.shape[-1]), dim=-1)
+        scores, classes = probs.topk(min(self.config["top_k"], probs.shape[-1]), dim=-1)
         out: dict[str, torch.Tensor | list[np.ndarray]] = {
             "concept_classes": classes,
             "concept_scores": scores,

@@ -49,8 +49,8 @@ class FeatureMaps(Method):
         acts = tokens_to_map(rec.output(str(ctx.layer)).detach(), ctx.model, ctx.layer)
         n, c, h, w = acts.shape
         flat = acts.reshape(n, c, h * w)
-        score = flat.mean(dim=2) if self.params["rank_by"] == "mean" else flat.amax(dim=2)
-        scores, indices = score.topk(min(self.params["top_k"], c), dim=1)
+        score = flat.mean(dim=2) if self.config["rank_by"] == "mean" else flat.amax(dim=2)
+        scores, indices = score.topk(min(self.config["top_k"], c), dim=1)
         channels = acts.gather(1, indices[:, :, None, None].expand(-1, -1, h, w))
         raw = acts.sum(dim=1)
         return ctx.result(

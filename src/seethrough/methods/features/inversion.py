@@ -116,7 +116,7 @@ class FeatureInversion(Method):
         """Resolve the targets on the clean output, then optimise one image at a time."""
         output = ctx.outputs(ctx.x)
         target = ctx.resolve(output)
-        ticker = Ticker(ctx, self.params["n_steps"] * ctx.x.shape[0])
+        ticker = Ticker(ctx, self.config["n_steps"] * ctx.x.shape[0])
         with ctx.many_inputs(ticker.total):
             runs = [self._optimise(ctx, i, target.select([i]), ticker) for i in range(len(target))]
         x, curve, final = (torch.cat(parts) for parts in zip(*runs, strict=True))
@@ -131,7 +131,7 @@ class FeatureInversion(Method):
         Returns the optimised image ``(1, C, H, W)``, the loss curve ``(1, n_steps)`` and the
         final loss ``(1,)``.
         """
-        p = self.params
+        p = self.config
         layer = str(ctx.layer)
         with Recorder({layer: ctx.layer_module}) as rec:
             with torch.no_grad():
@@ -164,11 +164,11 @@ class FeatureInversion(Method):
 
     def _objective(self, target: ResolvedTarget, reference: torch.Tensor) -> Objective:
         """``E(output, acts)`` per image ``(N,)`` for the chosen objective."""
-        kind = self.params["objective"]
+        kind = self.config["objective"]
         if kind == "class":
             return lambda out, acts: -target(out)
         if kind == "channel":
-            ch = self.params["channel"]
+            ch = self.config["channel"]
             if reference.dim() < 2 or ch >= reference.shape[1]:
                 raise InvalidParameterError(
                     f"channel={ch}: the layer has {reference.shape[1] if reference.dim() > 1 else 0} channels"

@@ -171,7 +171,7 @@ class GradientMethod(Method):
     def run(self, ctx: Context) -> MethodResult:
         """Attributions from :meth:`attribute`, reduced with ``reduce``."""
         a = self.attribute(ctx, None)
-        raw = reduce_channels(a.attributions, self.params["reduce"])
+        raw = reduce_channels(a.attributions, self.config["reduce"])
         return ctx.result(
             raw, raw, a.output, a.target, stats=a.stats, attributions=a.attributions.detach()
         )

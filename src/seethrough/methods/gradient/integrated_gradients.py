@@ -83,7 +83,7 @@ class IntegratedGradients(GradientMethod):
 
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Gradients at every path point in batches, weighted and summed per image."""
-        p = self.params
+        p = self.config
         x, n = ctx.x, ctx.x.shape[0]
         base = baseline_image(ctx, x, p["baseline"], torch.Generator().manual_seed(p["seed"]))
         path = Path(x, base, target)
@@ -109,7 +109,7 @@ class IntegratedGradients(GradientMethod):
         two ends and fixes ``path.ends`` and ``path.target``.
         """
         x, base = path.x, path.base
-        alphas, weights = integration_rule(self.params["n_steps"], self.params["integration"])
+        alphas, weights = integration_rule(self.config["n_steps"], self.config["integration"])
         alphas, weights = alphas.to(x.device, x.dtype), weights.to(x.device, x.dtype)
         diff = x - base
 
@@ -121,7 +121,7 @@ class IntegratedGradients(GradientMethod):
                 grads, _, _ = input_gradients(ctx, points, path.target.select(i.tolist()))
             return grads * weights[k].view(-1, 1, 1, 1)
 
-        return accumulate(ctx, len(alphas), self.params["internal_batch_size"], term)
+        return accumulate(ctx, len(alphas), self.config["internal_batch_size"], term)
 
 
 def fold_ends(x: torch.Tensor) -> bool:

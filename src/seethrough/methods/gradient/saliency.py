@@ -46,6 +46,6 @@ class Saliency(GradientMethod):
 
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """One forward and one backward pass from the objective to the input."""
-        objective = cross_entropy if self.params["objective"] == "loss" else None
+        objective = cross_entropy if self.config["objective"] == "loss" else None
         grads, output, target = input_gradients(ctx, ctx.x, target, objective)
         return Attribution(grads, output, target)

@@ -74,7 +74,7 @@ class SmoothGrad(GradientMethod):
 
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Draw the noisy copies, run the wrapped method on them in batches, average."""
-        p = self.params
+        p = self.config
         inner = get_method(p["wrapped"]).cls()
         output, target = clean_output(ctx, target)
         x, m = ctx.x, p["n_samples"]
@@ -131,7 +131,7 @@ class GradientShap(GradientMethod):
 
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """Random baselines and path points, batched gradients, averaged per image."""
-        p = self.params
+        p = self.config
         x, n, m = ctx.x, ctx.x.shape[0], p["n_samples"]
         generator = torch.Generator().manual_seed(p["seed"])
         baselines = self._baselines(ctx, generator)  # (N or M, ...) candidates, checked first
@@ -157,11 +157,11 @@ class GradientShap(GradientMethod):
 
     def _baselines(self, ctx: Context, generator: torch.Generator) -> torch.Tensor:
         base = image_parameter(
-            "baseline", self.params["baseline"], ctx.x, keywords=BASELINE_KEYWORDS, any_count=True
+            "baseline", self.config["baseline"], ctx.x, keywords=BASELINE_KEYWORDS, any_count=True
         )
         if isinstance(base, torch.Tensor) and base.dim() == 4 and base.shape[0] != ctx.x.shape[0]:
             return base  # a set of baselines to draw from
         if isinstance(base, str) and base == "noise":
-            shape = (self.params["n_samples"], *ctx.x.shape[1:])
+            shape = (self.config["n_samples"], *ctx.x.shape[1:])
             return normal_noise(shape, generator, ctx.x)
         return baseline_image(ctx, ctx.x, base, generator)

@@ -77,10 +77,10 @@ class PerturbationMethod(Method):
 
     def run(self, ctx: Context) -> MethodResult:
         """Clean forward, resolve targets, explain each image, stack the maps."""
-        hide = image_parameter("hide", self.params["hide"], ctx.x, keywords=HIDE_KEYWORDS)
+        hide = image_parameter("hide", self.config["hide"], ctx.x, keywords=HIDE_KEYWORDS)
         output = ctx.outputs(ctx.x)  # in chunks: memory of a chunk, not of the batch
         target = ctx.resolve(output)
-        batch = self.params["batch_size"] or auto_batch_size(ctx)
+        batch = self.config["batch_size"] or auto_batch_size(ctx)
         ticker = Ticker(ctx, self.evaluations(ctx) * ctx.x.shape[0])
         singles = [
             self.explain_one(ctx, self._sample(ctx, i, output, target, hide), batch, ticker)
@@ -98,7 +98,7 @@ class PerturbationMethod(Method):
         target: ResolvedTarget,
         hide: float | str | torch.Tensor,
     ) -> Sample:
-        generator = torch.Generator().manual_seed(self.params["seed"])
+        generator = torch.Generator().manual_seed(self.config["seed"])
         x = ctx.x[i : i + 1]
         if isinstance(hide, torch.Tensor) and hide.dim() == 4 and hide.shape[0] > 1:
             hide = hide[i]  # one hide image per input image
@@ -125,7 +125,7 @@ class PerturbationMethod(Method):
         top = output[i].topk(min(self.extra_targets + 1, output.shape[1])).indices.tolist()
         classes = [primary, *[c for c in top if c != primary][: self.extra_targets]]
         idx = torch.tensor(classes, device=output.device)
-        if self.params["score"] == "probability":
+        if self.config["score"] == "probability":
             score = lambda out: out.softmax(dim=1)[:, idx]  # noqa: E731
         else:
             score = lambda out: out[:, idx]  # noqa: E731

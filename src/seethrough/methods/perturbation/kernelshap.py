@@ -37,7 +37,7 @@ class KernelShap(SurrogateMethod):
         self, n_features: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows 0 and 1: all kept, all hidden; then every coalition, or paired kernel samples."""
-        f, budget = n_features, self.params["n_samples"] - 2
+        f, budget = n_features, self.config["n_samples"] - 2
         ends = torch.stack([torch.ones(f), torch.zeros(f)]).double()
         if f < 2:
             return ends, torch.zeros(2, dtype=torch.float64)

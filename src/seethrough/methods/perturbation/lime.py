@@ -62,7 +62,7 @@ class Lime(SurrogateMethod):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Uniform random coalitions, the first one full, in complementary pairs unless
         ``paired=False``, weighted by the cosine kernel."""
-        n, pairs = self.params["n_samples"], self.params["paired"]
+        n, pairs = self.config["n_samples"], self.config["paired"]
         draws = (n + 1) // 2 if pairs else n
         z = (torch.rand(draws, n_features, generator=generator, dtype=torch.float64) < 0.5).double()
         z[0] = 1
@@ -71,9 +71,9 @@ class Lime(SurrogateMethod):
         kept = z.sum(1)
         cosine = torch.where(kept > 0, kept.sqrt() / n_features**0.5, torch.zeros_like(kept))
         distance = 1 - cosine
-        return z, torch.exp(-(distance**2) / self.params["kernel_width"] ** 2).sqrt()
+        return z, torch.exp(-(distance**2) / self.config["kernel_width"] ** 2).sqrt()
 
     def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
         """Weighted ridge with intercept; R^2 of the primary target in the stats."""
-        coef, intercept, r2 = weighted_ridge(z, y, weights, self.params["alpha"])
+        coef, intercept, r2 = weighted_ridge(z, y, weights, self.config["alpha"])
         return Fit(coef, intercept, {"r2": float(r2[0]), "intercept": float(intercept[0])})

@@ -89,8 +89,8 @@ class Occlusion(PerturbationMethod):
     def _windows(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = ctx.x.shape[-2:]
         (wh, ww), (sh, sw) = (
-            _pair(self.params["window"], "window"),
-            _pair(self.params["stride"], "stride"),
+            _pair(self.config["window"], "window"),
+            _pair(self.config["stride"], "stride"),
         )
         ys, xs = window_starts(h, wh, sh), window_starts(w, ww, sw)
         wh, ww = min(wh, h), min(ww, w)

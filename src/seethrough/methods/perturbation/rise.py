@@ -71,11 +71,11 @@ class Rise(PerturbationMethod):
 
     def evaluations(self, ctx: Context) -> int:
         """``n_samples`` masks per image."""
-        return self.params["n_samples"]
+        return self.config["n_samples"]
 
     def explain_one(self, ctx: Context, s: Sample, batch: int, ticker: Ticker) -> Single:
         """Draw the masks, score them in batches, accumulate the weighted masks."""
-        n, cells, p = self.params["n_samples"], self.params["cells"], self.params["p_keep"]
+        n, cells, p = self.config["n_samples"], self.config["cells"], self.config["p_keep"]
         h, w = s.x.shape[-2:]
         grids = (
             torch.rand(n, cells, cells, generator=s.generator, dtype=torch.float64) < p

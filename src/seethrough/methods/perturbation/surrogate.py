@@ -48,15 +48,15 @@ class SurrogateMethod(PerturbationMethod):
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
-        self.extra_targets = self.params["top_labels"] - 1
+        self.extra_targets = self.config["top_labels"] - 1
 
     def evaluations(self, ctx: Context) -> int:
         """``n_samples`` per image."""
-        return self.params["n_samples"]
+        return self.config["n_samples"]
 
     def explain_one(self, ctx: Context, s: Sample, batch: int, ticker: Ticker) -> Single:
         """Segment, sample, evaluate, fit; the map paints each segment with its weight."""
-        p = self.params
+        p = self.config
         labels = segment(
             s.image,
             p["segments"],
