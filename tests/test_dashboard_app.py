@@ -529,6 +529,36 @@ def test_compare_models():
     assert errors(at) == [message]
 
 
+def test_compare_follows_each_model_and_keeps_results_on_a_rerun(monkeypatch):
+    """Compare hands each run a progress callback (a closed page stops it at a report, as in
+    Explain), and its results are still shown after the page reruns."""
+    reports: list[tuple[str, int, int]] = []
+    real = svc.run_method
+
+    def run_method(slot, image, method, **kw):
+        progress = kw.pop("progress", None)
+        assert progress is not None, "compare ran a method it could not follow or stop"
+
+        def tick(done, total):
+            reports.append((slot.model.name, done, total))
+            return progress(done, total)
+
+        return real(slot, image, method, progress=tick, **kw)
+
+    monkeypatch.setattr(svc, "run_method", run_method)
+    svc.RESULTS.clear()  # a cached result is served at once, without reports
+    at = new_app()
+    out = compare(at, ["efficientnet_lite0", "squeezenet1_1"], "none")
+    assert [e.model for _, e in out] == ["efficientnet_lite0", "squeezenet1_1"]
+    for name in ("efficientnet_lite0", "squeezenet1_1"):
+        mine = [(d, t) for m, d, t in reports if m == name]
+        assert mine and mine[-1][0] == mine[-1][1], reports  # ends at its total
+    shown = len(at.download_button)
+    at.run()
+    no_exception(at)
+    assert len(at.download_button) == shown == 6  # 2 results x (PNG, NPZ, manifest)
+
+
 def test_explain_then_compare():
     at = new_app()
     explain(at)

@@ -10,6 +10,7 @@ dicts. TorchScript files are programs: they are refused unless the server was st
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -386,14 +387,7 @@ def _run(
     for i, m in enumerate(methods):
         title = get_method(m).title
         record.start(title)
-        bar = cells[i].progress(0.0, text=f"{title}: starting")
-
-        def tick(done: int, total: int, bar: Any = bar, title: str = title) -> None:
-            record.report(done, total)
-            # a Cancel or a closed page makes this call raise Streamlit's stop: the method
-            # stops here, at its progress report, and the slot's lock is released
-            bar.progress(min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total}")
-
+        tick = _progress_in(cells[i], title, record)
         try:
             params = svc.clean_params(get_method(m), raw[m])
             e = svc.run_method(
@@ -412,6 +406,22 @@ def _run(
             results.append((spec.title(), f"{title}: {_one_line(exc)}"))
         record.finish()
         _show_cell(cells[i], *results[-1], key=f"download.explain.{i}")
+
+
+def _progress_in(
+    cell: Any, title: str, record: svc.RunProgress | None = None
+) -> Callable[[int, int], None]:
+    """A progress bar in ``cell`` and the callback that moves it (and ``record``)."""
+    bar = cell.progress(0.0, text=f"{title}: starting")
+
+    def tick(done: int, total: int) -> None:
+        if record is not None:
+            record.report(done, total)
+        # a Cancel or a closed page makes this call raise Streamlit's stop: the method stops
+        # here, at its progress report, and the model's lock is released
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total}")
+
+    return tick
 
 
 def _caption(e: Explanation, model: str) -> str:
@@ -510,19 +520,26 @@ def compare_panel(image: Image.Image, device: str) -> None:
         format_func=lambda n: get_method(n).title,
     )
     if st.button("Compare", type="primary", key="compare", disabled=not models):
+        # each model's result shows as soon as it is done; a closed page stops the running
+        # one at its next progress report
         results: list[tuple[str, Explanation | str]] = []
-        for name in models:
+        st.session_state["compare_results"] = results
+        cells = _result_cells(len(models))
+        title = get_method(method).title
+        for i, name in enumerate(models):
             spec = svc.ModelSpec(
                 name=name, weights="default" if name == BUNDLED else weights, device=device
             )
             try:
-                with st.spinner(f"{spec.title()}: loading and explaining..."):
+                with cells[i].container(), st.spinner(f"{spec.title()}: loading..."):
                     slot = svc.MODELS.get(spec)
-                    results.append((spec.title(), svc.run_method(slot, image, method)))
+                tick = _progress_in(cells[i], f"{spec.title()}: {title}")
+                results.append((spec.title(), svc.run_method(slot, image, method, progress=tick)))
             except Exception as exc:
                 results.append((spec.title(), f"{spec.title()}: {_one_line(exc)}"))
-        st.session_state["compare_results"] = results
-    _show_results(st.session_state.get("compare_results", []), "compare")
+            _show_cell(cells[i], *results[-1], key=f"download.compare.{i}")
+    else:
+        _show_results(st.session_state.get("compare_results", []), "compare")
 
 
 # ---------------------------------------------------------------------------------------------
