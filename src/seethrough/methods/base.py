@@ -25,6 +25,7 @@ from ..core.targets import (
 )
 from ..errors import CancelledError, InvalidTargetError, MethodNotApplicableError
 from ..registry import DEFAULT_RANK, Param, validate_params
+from .params import RELU
 
 __all__ = [
     "Method",
@@ -46,8 +47,6 @@ CHUNK_VALUES = ONE_PASS.cpu_values
 """Input values per pass of the methods that run a batch in chunks of images, on the CPU: 8
 images of 224x224 (see :data:`~seethrough.core.batching.ONE_PASS`, where it was measured).
 Every one-pass policy off CUDA scales with it (:func:`chunk_size`)."""
-
-RELU = Param("relu", True, "keep only the positive evidence (ReLU), as the paper does", bool)
 
 
 @dataclass

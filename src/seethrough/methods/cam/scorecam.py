@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
-from ...registry import Param, register_method
-from ..base import RELU, Ticker
+from ...registry import register_method
+from ..base import Ticker
+from ..params import BATCH_SIZE, RELU
 from .base import CAMMethod, CAMState
 
 
@@ -35,7 +38,7 @@ class ScoreCAM(CAMMethod):
     paper = "Wang et al., CVPRW 2020"
     needs_gradients = False
     reports_progress = True
-    params = (RELU, Param("batch_size", 32, "masked images per forward pass", int, min=1))
+    params = (RELU, replace(BATCH_SIZE, default=32, help="masked images per forward pass", min=1))
 
     def weights(self, s: CAMState) -> torch.Tensor:
         """Softmax over channels of the target score of each channel-masked input."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
 from ...registry import Param, register_method
 from ..base import Context, Method, MethodResult, Ticker
+from ..params import SEED
 
 __all__ = ["FeatureInversion", "total_variation", "gaussian_blur", "display_images"]
 
@@ -109,7 +111,7 @@ class FeatureInversion(Method):
         Param("jitter", 4, "random roll of up to this many pixels at each step", int, min=0),
         Param("blur_every", 0, "blur the image every this many steps (0: never)", int, min=0),
         Param("channel", 0, "channel maximised by objective='channel'", int, min=0),
-        Param("seed", 0, "seed of the starting noise and the jitter", int),
+        replace(SEED, help="seed of the starting noise and the jitter"),
     )
 
     def run(self, ctx: Context) -> MethodResult:

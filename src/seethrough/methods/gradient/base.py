@@ -8,7 +8,7 @@ Every method here produces a full attribution ``(N, C, H, W)`` (kept as
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -17,8 +17,15 @@ from ...core.inputs import image_parameter
 from ...core.noise import normal_noise, standard_normal
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
-from ...registry import Param
 from ..base import Context, Method, MethodResult, Ticker, chunk_size
+from ..params import (
+    BASELINE,
+    BASELINE_KEYWORDS,
+    INTERNAL_BATCH,
+    REDUCTIONS,
+    reduce_param,
+)
+from ..params import SEED as _SEED
 
 __all__ = [
     "GradientMethod",
@@ -37,40 +44,8 @@ __all__ = [
     "INTERNAL_BATCH",
 ]
 
-REDUCTIONS = ("abs_max", "max", "sum", "abs_sum", "mean", "abs_mean", "l2")
-
-
-def reduce_param(default: str) -> Param:
-    """The ``reduce`` parameter with a method's own default."""
-    return Param(
-        "reduce",
-        default,
-        "how the (C, H, W) attribution becomes a map: 'abs_max' (max over channels of |a|), "
-        "'max', 'sum' (signed), 'abs_sum', 'mean', 'abs_mean' or 'l2' (norm over channels)",
-        str,
-        choices=REDUCTIONS,
-    )
-
-
-BASELINE_KEYWORDS = ("black", "blur", "mean", "noise")
-"""The words ``baseline`` takes besides numbers and images."""
-
-BASELINE = Param(
-    "baseline",
-    "black",
-    "reference input: 'black' (black image in model-input space), 'blur', 'mean' (the image's "
-    "channel means), 'noise', a number (model-input space), or an image (with the input's "
-    "channels and size; one, or one per input image)",
-    object,
-)
-SEED = Param("seed", 0, "seed of the random generator (noise, samples)", int)
-INTERNAL_BATCH = Param(
-    "internal_batch_size",
-    0,
-    "inputs per forward/backward pass when a method evaluates many (0: chosen to fit memory)",
-    int,
-    min=0,
-)
+SEED = replace(_SEED, help="seed of the random generator (noise, samples)")
+"""The seed of the gradient methods that draw noise or samples."""
 
 
 def reduce_channels(a: torch.Tensor, how: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ from ...core.inputs import image_parameter
 from ...core.targets import ResolvedTarget
 from ...registry import Param, get_method, register_method
 from ..base import Context
+from ..params import N_SAMPLES as _N_SAMPLES
 from .base import (
     BASELINE,
     BASELINE_KEYWORDS,
@@ -28,7 +29,7 @@ from .base import (
 
 __all__ = ["SmoothGrad", "GradientShap"]
 
-N_SAMPLES = Param("n_samples", 50, "noisy samples averaged per image", int, min=1)
+N_SAMPLES = dataclasses.replace(_N_SAMPLES, default=50, help="noisy samples averaged per image")
 
 
 def _as_target_list(target: ResolvedTarget) -> list:

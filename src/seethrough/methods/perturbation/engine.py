@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from ...core import batching
 from ...core.inputs import image_parameter
-from ...registry import Param
 from ..base import Context, Ticker
+from ..params import BATCH_SIZE, HIDE, HIDE_KEYWORDS, SCORE, SEED
 
 __all__ = [
     "MaskSource",
@@ -35,33 +35,6 @@ __all__ = [
     "SCORE",
     "HIDE_KEYWORDS",
 ]
-
-HIDE_KEYWORDS = ("mean", "blur", "noise")
-"""The words ``hide`` takes besides numbers and images."""
-
-HIDE = Param(
-    "hide",
-    0.0,
-    "what replaces hidden pixels: a number in model-input space (0 = the dataset's mean colour "
-    "for normalised inputs), 'mean' (the image's channel means), 'blur', 'noise', or an image "
-    "(with the input's channels and size; one, or one per input image)",
-    object,
-)
-BATCH_SIZE = Param(
-    "batch_size",
-    0,
-    "perturbed images per forward pass (0: what fits GPU memory; 4 of 224x224 on the CPU)",
-    int,
-    min=0,
-)
-SEED = Param("seed", 0, "seed of the random generator (same seed, same result, bit for bit)", int)
-SCORE = Param(
-    "score",
-    "probability",
-    "what is explained for a class target: its softmax 'probability' or its 'logit'",
-    str,
-    choices=("probability", "logit"),
-)
 
 
 class MaskSource(Protocol):

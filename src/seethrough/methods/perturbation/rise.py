@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from ...registry import Param, register_method
 from ..base import Context
+from ..params import N_SAMPLES
 from .base import PerturbationMethod, Sample, Single
 from .engine import Ticker
-from .surrogate import N_SAMPLES
 
 
 @dataclass
@@ -61,9 +61,7 @@ class Rise(PerturbationMethod):
     rank = 40
     paper = "Petsiuk et al., BMVC 2018"
     params = (
-        N_SAMPLES.__class__(
-            **{**N_SAMPLES.__dict__, "default": 2000, "help": "number of random masks"}
-        ),
+        replace(N_SAMPLES, default=2000, help="number of random masks"),
         Param("cells", 7, "the masks' grid is cells x cells before upsampling", int, min=1),
         Param("p_keep", 0.5, "probability that a cell is kept", float, min=1e-3, max=1.0),
         *PerturbationMethod.params,

@@ -13,23 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...registry import Param
 from ..base import Context
+from ..params import N_SAMPLES, TOP_LABELS
 from .base import PerturbationMethod, Sample, Single
 from .engine import FeatureMasks, Ticker
 from .segmentation import SEGMENT_PARAMS, segment
 
 __all__ = ["SurrogateMethod", "Fit", "N_SAMPLES", "TOP_LABELS", "complements", "weighted_ridge"]
-
-N_SAMPLES = Param("n_samples", 1000, "model evaluations per image", int, min=1)
-TOP_LABELS = Param(
-    "top_labels",
-    1,
-    "explain this many classes at once (the target, then the next most likely); free: "
-    "the same evaluations serve every class, one row of .weights each",
-    int,
-    min=1,
-)
 
 
 @dataclass
