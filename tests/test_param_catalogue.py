@@ -44,6 +44,15 @@ def test_a_param_is_frozen_and_a_variant_is_a_replace():
     assert catalogue.N_SAMPLES.default != 7
 
 
+def test_the_extension_api_offers_the_shared_parameters():
+    from seethrough import extend
+    from seethrough.methods import params as catalogue
+
+    for name in ("SEED", "N_SAMPLES", "BATCH_SIZE"):
+        assert getattr(extend, name) is getattr(catalogue, name)
+        assert name in extend.__all__
+
+
 def test_shared_parameters_come_from_the_catalogue():
     from seethrough.methods import params as catalogue
 

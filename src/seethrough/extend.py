@@ -21,6 +21,10 @@ What each family's base class asks of a variant:
 - ``Method`` itself, for a new family: ``Method.run`` on a ``Context``, returning
   a ``MethodResult`` (``ctx.result(...)``).
 
+Parameters several methods share (``SEED``, ``N_SAMPLES``, ``BATCH_SIZE``; the full catalogue
+is :mod:`seethrough.methods.params`) are declared once; a method that needs its own default or
+help lists ``dataclasses.replace(N_SAMPLES, default=200, help="...")``.
+
 The guide with worked examples is ``docs/extending.md``.
 """
 
@@ -30,6 +34,7 @@ from .core.targets import ResolvedTarget
 from .methods.base import Context, Method, MethodResult, Ticker
 from .methods.cam.base import CAMMethod, CAMState
 from .methods.gradient.base import Attribution, GradientMethod, input_gradients, reduce_param
+from .methods.params import BATCH_SIZE, N_SAMPLES, SEED
 from .methods.perturbation.base import PerturbationMethod, Sample, Single
 from .methods.perturbation.engine import MaskSource
 from .methods.perturbation.surrogate import Fit, SurrogateMethod, weighted_ridge
@@ -50,6 +55,10 @@ __all__ = [
     "MethodInfo",
     "get_method",
     "list_methods",
+    # parameters several methods share (a variant: dataclasses.replace(SEED, help=...))
+    "SEED",
+    "N_SAMPLES",
+    "BATCH_SIZE",
     # the protocol every method follows
     "Method",
     "Context",
