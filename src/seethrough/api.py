@@ -17,8 +17,8 @@ from .core.targets import TargetLike
 from .errors import InvalidImageError, InvalidParameterError
 from .explanation import Explanation
 from .images import is_raw_image
-from .models import VisionModel, module_of
-from .models.vision_model import prepare_inputs
+from .models import VisionModel
+from .models.vision_model import ModelInfo, prepare_inputs
 from .registry import get_method
 
 __all__ = ["explain", "prepare_inputs"]
@@ -65,27 +65,18 @@ def explain(
         ('Egyptian cat', (224, 224))
     """
     info = get_method(method)
-    vm = model if isinstance(model, VisionModel) else None
-    module = module_of(model)
-    for key in ("hide", "baseline"):  # image-valued parameters are preprocessed like the input
-        if params.get(key) is not None and _is_image_argument(params[key]):
-            params[key] = _image_argument(model, key, params[key])
+    described = ModelInfo.of(model)
+    module = described.module
+    for param in info.cls.params:  # image-valued parameters are preprocessed like the input
+        key = param.name
+        if param.kind == "image" and params.get(key) is not None:
+            if _is_image_argument(params[key]):
+                params[key] = _image_argument(model, key, params[key])
     runner = info.cls(**params)
     x, shows, single = prepare_inputs(model, image)
     start = time.perf_counter()
     try:
-        result = runner(
-            module,
-            x,
-            target,
-            layer=layer,
-            default_layer=vm.default_layer if vm is not None else None,
-            class_index=vm.class_index if vm is not None else None,
-            images=shows,
-            progress=progress,
-            normalization=(vm.preprocessing.mean, vm.preprocessing.std) if vm is not None else None,
-            labels=vm.labels if vm is not None else None,
-        )
+        result = runner(described, x, target, layer=layer, images=shows, progress=progress)
     except RuntimeError as exc:
         error = _input_error(module, x, exc)
         if error is None:
@@ -97,7 +88,6 @@ def explain(
     explanations = []
     for i in range(n):
         cls = result.target.classes[i]
-        labels = vm.labels if vm is not None else None
         explanations.append(
             Explanation(
                 raw=result.raw[i].float().cpu().numpy(),
@@ -105,7 +95,7 @@ def explain(
                 method=info.name,
                 title=info.title,
                 target=cls,
-                label=labels[cls] if labels is not None and cls is not None else None,
+                label=described.label(cls),
                 score=float(result.scores[i]),
                 probability=None
                 if result.probabilities is None
@@ -113,9 +103,11 @@ def explain(
                 layer=result.layer,
                 params=runner.describe(),
                 seconds=seconds,
-                model=vm.name if vm is not None else type(module).__name__,
+                model=described.name,
                 image=shows[i],
-                preprocessing=vm.preprocessing.describe() if vm is not None else None,
+                preprocessing=None
+                if described.preprocessing is None
+                else described.preprocessing.describe(),
                 seed=runner.config.get("seed"),
                 extras={k: _numpy(v[i]) for k, v in result.extras.items()},
                 stats=dict(result.stats[i]) if result.stats is not None else {},

@@ -62,7 +62,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter of a method: name, default, help text, type and allowed values."""
+    """One parameter of a method: name, default, help text, type and allowed values.
+
+    ``kind`` says what the value is besides its type: ``"value"`` (the default) is taken as
+    given; ``"image"`` is an image-valued parameter in model-input space (a number, a keyword
+    or an image): :func:`~seethrough.explain` preprocesses a raw image given for it (a path,
+    PIL image or numpy array) like the input, before the method sees it.
+    """
 
     name: str
     default: Any
@@ -71,6 +77,7 @@ class Param:
     choices: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    kind: str = "value"
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` converted to this parameter's type, or raise ``InvalidParameterError``."""

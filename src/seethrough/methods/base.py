@@ -24,6 +24,7 @@ from ..core.targets import (
     resolve_target,
 )
 from ..errors import CancelledError, InvalidTargetError, MethodNotApplicableError
+from ..models.vision_model import ModelInfo
 from ..registry import DEFAULT_RANK, Param, validate_params
 from .params import RELU
 
@@ -222,7 +223,7 @@ class Method:
 
     def __call__(
         self,
-        model: nn.Module,
+        model: nn.Module | ModelInfo,
         x: torch.Tensor,
         target: TargetLike = None,
         *,
@@ -237,7 +238,10 @@ class Method:
         """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``.
 
         Args:
-            model: the network.
+            model: the network, or the description of a model
+                (:class:`~seethrough.models.vision_model.ModelInfo`), which gives the defaults of
+                ``default_layer``, ``class_index``, ``normalization`` and ``labels`` (an
+                argument given here wins).
             x: model input.
             target: see :func:`~seethrough.core.targets.resolve_target`.
             layer: layer name or module, for methods that need one.
@@ -250,6 +254,12 @@ class Method:
                 model-input space.
             labels: the model's class labels, for methods that name classes in their extras.
         """
+        if isinstance(model, ModelInfo):
+            default_layer = default_layer if default_layer is not None else model.default_layer
+            class_index = class_index if class_index is not None else model.class_index
+            normalization = normalization if normalization is not None else model.normalization
+            labels = labels if labels is not None else model.labels
+            model = model.module
         if (self.needs_layer or self.swaps_modules) and isinstance(model, torch.jit.ScriptModule):
             raise MethodNotApplicableError(
                 f"{self.name} needs hooks on the model's layers, which a TorchScript model does not "

@@ -78,6 +78,7 @@ HIDE = Param(
     "for normalised inputs), 'mean' (the image's channel means), 'blur', 'noise', or an image "
     "(with the input's channels and size; one, or one per input image)",
     object,
+    kind="image",
 )
 """What a perturbation method puts in place of the pixels it hides."""
 
@@ -100,6 +101,7 @@ BASELINE = Param(
     "channel means), 'noise', a number (model-input space), or an image (with the input's "
     "channels and size; one, or one per input image)",
     object,
+    kind="image",
 )
 """The reference input of a path or expectation gradient method."""
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import NamedTuple
 
@@ -23,7 +24,7 @@ from ..errors import (
 from ..images import ImageSource, is_raw_image, load_image, to_array
 from .preprocessing import Preprocessing
 
-__all__ = ["VisionModel", "Prediction", "module_of", "prepare_inputs"]
+__all__ = ["VisionModel", "ModelInfo", "Prediction", "module_of", "prepare_inputs"]
 
 
 class Prediction(NamedTuple):
@@ -199,6 +200,59 @@ class VisionModel:
                 f"parameters:    {parameters:,}",
             ]
         )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an explanation method may know of a model, built once per call by :meth:`of`.
+
+    A :class:`VisionModel` gives all of it; a bare ``nn.Module`` only the network and its class
+    name (its input is ready: no preprocessing, no labels, no normalisation).
+
+    Attributes:
+        module: the network.
+        name: the architecture name, or the module's class name.
+        default_layer: the layer methods use when none is given (``None``: they find one).
+        class_index: resolves a class index or label to an index (``None``: indices only).
+        normalization: the preprocessing's ``(mean, std)`` in model-input space, or ``None``.
+        labels: the class names in output order, or ``None``.
+        preprocessing: how raw images become the input, or ``None`` for a bare module.
+    """
+
+    module: nn.Module
+    name: str
+    default_layer: str | None = None
+    class_index: Callable[[int | str], int] | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    labels: tuple[str, ...] | None = None
+    preprocessing: Preprocessing | None = None
+
+    @classmethod
+    def of(cls, model: VisionModel | nn.Module | ModelInfo) -> ModelInfo:
+        """The description of ``model`` (returned as is when it is one already).
+
+        Raises:
+            InvalidParameterError: ``model`` is neither a VisionModel nor an ``nn.Module``.
+        """
+        if isinstance(model, ModelInfo):
+            return model
+        module = module_of(model)
+        if not isinstance(model, VisionModel):
+            return cls(module, type(module).__name__)
+        pre = model.preprocessing
+        return cls(
+            module,
+            model.name,
+            default_layer=model.default_layer,
+            class_index=model.class_index,
+            normalization=(tuple(pre.mean), tuple(pre.std)),
+            labels=tuple(model.labels),
+            preprocessing=pre,
+        )
+
+    def label(self, index: int | None) -> str | None:
+        """The name of class ``index``, or ``None`` without labels or index."""
+        return self.labels[index] if self.labels is not None and index is not None else None
 
 
 def module_of(model: VisionModel | nn.Module) -> nn.Module:
