@@ -30,13 +30,14 @@ The guide with worked examples is ``docs/extending.md``.
 
 from __future__ import annotations
 
+from .core.perturb import MaskSource
+from .core.progress import Progress, Ticker
 from .core.targets import ResolvedTarget
-from .methods.base import Context, Method, MethodResult, Ticker
+from .methods.base import Context, Method, MethodResult
 from .methods.cam.base import CAMMethod, CAMState
 from .methods.gradient.base import Attribution, GradientMethod, input_gradients, reduce_param
 from .methods.params import BATCH_SIZE, N_SAMPLES, SEED
 from .methods.perturbation.base import PerturbationMethod, Sample, Single
-from .methods.perturbation.engine import MaskSource
 from .methods.perturbation.surrogate import Fit, SurrogateMethod, weighted_ridge
 from .registry import (
     MethodInfo,
@@ -65,6 +66,7 @@ __all__ = [
     "MethodResult",
     "ResolvedTarget",
     "Ticker",
+    "Progress",
     # the CAM family
     "CAMMethod",
     "CAMState",

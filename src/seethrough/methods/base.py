@@ -15,6 +15,7 @@ from ..core.batching import ONE_PASS, BatchPolicy, auto_batch_size
 from ..core.layers import LayerRef, named_modules, resolve_layer
 from ..core.layout import ChannelsLast, channels_last_switch
 from ..core.outputs import output_to_tensor
+from ..core.progress import Progress, Ticker
 from ..core.state import floating_dtype, preserved_state
 from ..core.targets import (
     ClassIndexer,
@@ -23,7 +24,7 @@ from ..core.targets import (
     class_scores,
     resolve_target,
 )
-from ..errors import CancelledError, InvalidTargetError, MethodNotApplicableError
+from ..errors import InvalidTargetError, MethodNotApplicableError
 from ..models.vision_model import ModelInfo
 from ..registry import DEFAULT_RANK, Param, validate_params
 from .params import RELU
@@ -39,10 +40,6 @@ __all__ = [
     "chunk_size",
     "merge_results",
 ]
-
-Progress = Callable[[int, int], object]
-"""``progress(done, total)``, called by every method before its work and between batches;
-returning ``False`` cancels."""
 
 CHUNK_VALUES = ONE_PASS.cpu_values
 """Input values per pass of the methods that run a batch in chunks of images, on the CPU: 8
@@ -388,26 +385,3 @@ def merge_results(parts: Sequence[MethodResult]) -> MethodResult:
         extras={k: join([p.extras[k] for p in parts]) for k in first.extras},
         stats=stats,
     )
-
-
-class Ticker:
-    """Counts work done for the progress callback; a ``False`` answer cancels.
-
-    Args:
-        ctx: the call's context (its ``progress`` callback, if any).
-        total: the work of the whole call.
-        unit: what is counted, for the cancellation message.
-    """
-
-    def __init__(self, ctx: Context, total: int, unit: str = "model evaluations") -> None:
-        self.callback = ctx.progress
-        self.total = total
-        self.unit = unit
-        self.done = 0
-
-    def advance(self, n: int) -> None:
-        """Record ``n`` more units of work (``0``: report before any work) and call back; raise
-        ``CancelledError`` if the callback says stop."""
-        self.done += n
-        if self.callback is not None and self.callback(self.done, self.total) is False:
-            raise CancelledError(f"cancelled after {self.done} of {self.total} {self.unit}")

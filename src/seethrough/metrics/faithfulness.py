@@ -8,7 +8,7 @@ real-valued map works: pixels are ranked by value (signed maps included), ties b
 order (row by row), the same ranking as :func:`~seethrough.metrics.localisation.binarize`.
 
 Hidden pixels take the value of a replacement image, chosen by ``hide`` exactly as for the
-perturbation methods (:func:`~seethrough.methods.perturbation.engine.hidden_image`): a number in
+perturbation methods (:func:`~seethrough.core.perturb.hidden_image`): a number in
 model-input space (0 is the dataset's mean colour for normalised inputs), ``"mean"``,
 ``"blur"``, ``"noise"`` (standard normal, seed 0) or an image.
 
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.perturb import auto_batch_size, evaluate, hidden_image
+from ..core.progress import Progress, Ticker
 from ..errors import InvalidParameterError
-from ..methods.base import Progress
-from ..methods.perturbation.engine import Ticker, auto_batch_size, evaluate, hidden_image
 from ..registry import register_metric
 from .base import ModelProbe, as_map, rank_pixels
 from .localisation import _normalised

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
+from ...core import perturb
 from ...core.hooks import Recorder
+from ...core.progress import Ticker
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
 from ...registry import Param, register_method
-from ..base import Context, Method, MethodResult, Ticker
+from ..base import Context, Method, MethodResult
 from ..params import SEED
 
 __all__ = ["FeatureInversion", "total_variation", "gaussian_blur", "display_images"]
@@ -33,15 +33,9 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """Separable Gaussian blur of each channel of ``x`` ``(N, C, H, W)`` (reflected borders)."""
-    radius = max(1, math.ceil(2 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius,) * 4, mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """Separable Gaussian blur of each channel of ``x`` ``(N, C, H, W)`` (reflected borders, a
+    kernel of radius ``ceil(2 * sigma)``): :func:`seethrough.core.perturb.gaussian_blur`."""
+    return perturb.gaussian_blur(x, sigma, truncate=2.0, border="reflect")
 
 
 def display_images(

@@ -15,9 +15,11 @@ import torch
 from ...core import batching
 from ...core.inputs import image_parameter
 from ...core.noise import normal_noise, standard_normal
+from ...core.perturb import hidden_image
+from ...core.progress import Ticker
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
-from ..base import Context, Method, MethodResult, Ticker, chunk_size
+from ..base import Context, Method, MethodResult, chunk_size
 from ..params import (
     BASELINE,
     BASELINE_KEYWORDS,
@@ -103,8 +105,6 @@ def baseline_image(
     :func:`~seethrough.core.inputs.image_parameter`); anything else raises
     ``InvalidParameterError`` naming ``baseline``.
     """
-    from ..perturbation.engine import hidden_image
-
     baseline = image_parameter("baseline", baseline, x, keywords=BASELINE_KEYWORDS)
     if isinstance(baseline, str) and baseline == "black":
         if ctx.normalization is None:

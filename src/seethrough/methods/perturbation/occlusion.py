@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.progress import Ticker
 from ...errors import InvalidParameterError
 from ...registry import Param, register_method
 from ..base import Context
 from .base import PerturbationMethod, Sample, Single
-from .engine import Ticker
 
 
 @dataclass

@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from ...core.progress import Ticker
 from ...registry import Param, register_method
 from ..base import Context
 from ..params import N_SAMPLES
 from .base import PerturbationMethod, Sample, Single
-from .engine import Ticker
 
 
 @dataclass
