@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..core.perturb import HIDE_KEYWORDS
 from ..registry import Param
 
 __all__ = [
@@ -68,8 +69,6 @@ TOP_LABELS = Param(
 )
 """How many classes a surrogate explains from the same evaluations."""
 
-HIDE_KEYWORDS = ("mean", "blur", "noise")
-"""The words ``hide`` takes besides numbers and images."""
 
 HIDE = Param(
     "hide",
