@@ -24,7 +24,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from seethrough.errors import ImageTooLargeError, InvalidImageError, InvalidParameterError, suggest
+from .errors import ImageTooLargeError, InvalidImageError, InvalidParameterError, suggest
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

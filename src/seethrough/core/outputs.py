@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from seethrough.errors import ModelOutputError
+from ..errors import ModelOutputError
 
 __all__ = ["output_to_tensor"]
 

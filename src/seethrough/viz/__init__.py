@@ -4,16 +4,16 @@ No torch, no pyplot global state: every figure is a :class:`matplotlib.figure.Fi
 with the Agg backend, so these helpers are safe to call from several threads at once.
 """
 
-from seethrough.viz.color import NORMALIZE_MODES, colorize, get_cmap, normalize_map, resize_map
-from seethrough.viz.concepts import (
+from .color import NORMALIZE_MODES, colorize, get_cmap, normalize_map, resize_map
+from .concepts import (
     concept_colors,
     concept_entries,
     concept_legend,
     concept_overlay,
     feature_grid,
 )
-from seethrough.viz.explanations import explanation_panels, is_signed
-from seethrough.viz.figures import (
+from .explanations import explanation_panels, is_signed
+from .figures import (
     Panel,
     colorbar_legend,
     curve_figure,
@@ -23,8 +23,8 @@ from seethrough.viz.figures import (
     save_figure,
     save_png,
 )
-from seethrough.viz.overlay import boundaries, overlay, to_rgb_uint8
-from seethrough.viz.superpixels import paint_segments, signed_segments, top_segments
+from .overlay import boundaries, overlay, to_rgb_uint8
+from .superpixels import paint_segments, signed_segments, top_segments
 
 __all__ = [
     "NORMALIZE_MODES",

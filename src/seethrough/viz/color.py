@@ -15,7 +15,7 @@ from matplotlib.colors import Colormap
 from numpy.typing import ArrayLike, NDArray
 from skimage.transform import resize as _sk_resize
 
-from seethrough.errors import InvalidParameterError, suggest
+from ..errors import InvalidParameterError, suggest
 
 __all__ = [
     "NormalizeMode",

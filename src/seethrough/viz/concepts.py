@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from numpy.typing import ArrayLike, NDArray
 
-from seethrough.errors import InvalidParameterError
-from seethrough.viz.color import _as_real_map, _check_real, colorize, normalize_map, resize_map
-from seethrough.viz.figures import Panel, grid_figure
-from seethrough.viz.overlay import to_rgb_uint8
+from ..errors import InvalidParameterError
+from .color import _as_real_map, _check_real, colorize, normalize_map, resize_map
+from .figures import Panel, grid_figure
+from .overlay import to_rgb_uint8
 
 __all__ = [
     "concept_colors",

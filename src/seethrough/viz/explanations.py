@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from seethrough.viz.concepts import concept_entries, concept_overlay
-from seethrough.viz.figures import Panel
-from seethrough.viz.superpixels import signed_segments, top_segments
+from .concepts import concept_entries, concept_overlay
+from .figures import Panel
+from .superpixels import signed_segments, top_segments
 
 __all__ = ["explanation_panels", "is_signed"]
 

@@ -26,10 +26,10 @@ from matplotlib.patches import Patch
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from seethrough._io import write_atomically
-from seethrough.errors import InvalidParameterError
-from seethrough.viz.color import _check_real, get_cmap
-from seethrough.viz.overlay import _resolve_scale, overlay, to_rgb_uint8
+from .._io import write_atomically
+from ..errors import InvalidParameterError
+from .color import _check_real, get_cmap
+from .overlay import _resolve_scale, overlay, to_rgb_uint8
 
 __all__ = [
     "Panel",

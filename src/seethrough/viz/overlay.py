@@ -12,8 +12,8 @@ from matplotlib.colors import Colormap
 from numpy.typing import ArrayLike, NDArray
 from skimage.segmentation import find_boundaries
 
-from seethrough.errors import InvalidImageError, InvalidParameterError, suggest
-from seethrough.viz.color import (
+from ..errors import InvalidImageError, InvalidParameterError, suggest
+from .color import (
     NORMALIZE_MODES,
     NormalizeMode,
     _as_real_map,

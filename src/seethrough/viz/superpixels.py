@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from seethrough.errors import InvalidParameterError
-from seethrough.viz.overlay import boundaries, to_rgb_uint8
+from ..errors import InvalidParameterError
+from .overlay import boundaries, to_rgb_uint8
 
 __all__ = ["paint_segments", "top_segments", "signed_segments", "POSITIVE_COLOR", "NEGATIVE_COLOR"]
 
