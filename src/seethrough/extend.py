@@ -21,6 +21,10 @@ What each family's base class asks of a variant:
 - ``Method`` itself, for a new family: ``Method.run`` on a ``Context``, returning
   a ``MethodResult`` (``ctx.result(...)``).
 
+A method runs the model through ``ctx.runner``, a ``ModelRunner`` (``TorchRunner`` for a
+PyTorch module); another kind of model plugs in as a ``ModelRunner`` subclass passed to a
+method in place of the network (its contract: :mod:`seethrough.core.runner`).
+
 Parameters several methods share (``SEED``, ``N_SAMPLES``, ``BATCH_SIZE``; the full catalogue
 is :mod:`seethrough.methods.params`) are declared once; a method that needs its own default or
 help lists ``dataclasses.replace(N_SAMPLES, default=200, help="...")``.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 from .core.perturb import MaskSource
 from .core.progress import Progress, Ticker
+from .core.runner import ModelRunner, TorchRunner
 from .core.targets import ResolvedTarget
 from .methods.base import Context, Method, MethodResult
 from .methods.cam.base import CAMMethod, CAMState
@@ -64,6 +69,9 @@ __all__ = [
     "Method",
     "Context",
     "MethodResult",
+    # how a method runs the model (a new kind of model: a ModelRunner subclass)
+    "ModelRunner",
+    "TorchRunner",
     "ResolvedTarget",
     "Ticker",
     "Progress",

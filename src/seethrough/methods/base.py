@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -12,11 +12,9 @@ import torch
 from torch import nn
 
 from ..core.batching import ONE_PASS, BatchPolicy, auto_batch_size
-from ..core.layers import LayerRef, named_modules, resolve_layer
-from ..core.layout import ChannelsLast, channels_last_switch
-from ..core.outputs import output_to_tensor
+from ..core.layers import LayerRef
 from ..core.progress import Progress, Ticker
-from ..core.state import floating_dtype, preserved_state
+from ..core.runner import ModelRunner, TorchRunner, as_runner
 from ..core.targets import (
     ClassIndexer,
     ResolvedTarget,
@@ -33,6 +31,8 @@ __all__ = [
     "Method",
     "MethodResult",
     "Context",
+    "ModelRunner",
+    "TorchRunner",
     "Progress",
     "Ticker",
     "RELU",
@@ -76,9 +76,16 @@ class MethodResult:
 
 @dataclass
 class Context:
-    """One call's inputs, already checked: model in eval mode, input on its device and dtype."""
+    """One call's data, already checked: the model's runner, the input on its device and dtype,
+    the targets and what the model's description gives (layer, class indexer, labels,
+    normalisation).
 
-    model: nn.Module
+    The model is run through :attr:`runner` (see :mod:`seethrough.core.runner`); ``forward``,
+    ``outputs``, ``many_inputs``, ``model`` and ``named_modules`` here pass to it. A network
+    given as ``runner`` is wrapped in a :class:`~seethrough.core.runner.TorchRunner`.
+    """
+
+    runner: ModelRunner
     x: torch.Tensor
     target: TargetLike
     class_index: ClassIndexer | None
@@ -88,9 +95,22 @@ class Context:
     progress: Progress | None = None
     normalization: tuple[Sequence[float], Sequence[float]] | None = None
     labels: Sequence[str] | None = None
-    named_modules: dict[str, nn.Module] = field(default_factory=dict)
-    layout: ChannelsLast | None = None
-    layout_failed: bool = False
+
+    def __post_init__(self) -> None:
+        self.runner = as_runner(self.runner)
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch module the runner runs (for methods that hook or swap its modules)."""
+        module = getattr(self.runner, "module", None)
+        if not isinstance(module, nn.Module):
+            raise self.runner.not_applicable("a PyTorch module")
+        return module
+
+    @property
+    def named_modules(self) -> dict[str, nn.Module]:
+        """The model's layers by dotted name."""
+        return self.runner.named_modules
 
     def image(self, i: int) -> np.ndarray:
         """Sample ``i`` as the uint8 (H, W, 3) image the model sees (for segmentation, display).
@@ -106,48 +126,20 @@ class Context:
         return (x[:3].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's output on ``x`` as one tensor (tuples, dicts, ``.logits`` unwrapped).
-
-        Inside :meth:`many_inputs` convolutions may run channels-last; should the model fail
-        in that layout (e.g. it calls ``.view`` on a convolution weight), its weights are put
-        back and the rest of the call runs in the model's own layout.
-        """
-        if self.layout is not None:
-            try:
-                return output_to_tensor(self.model(x))
-            except RuntimeError:
-                self.layout.restore()
-                self.layout = None
-                self.layout_failed = True
-        return output_to_tensor(self.model(x))
+        """The model's output on ``x`` as one tensor (the runner's protected forward)."""
+        return self.runner.forward(x)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on ``x`` without gradients, :meth:`forward` on chunks of
         :func:`chunk_size` inputs: the clean pass over a whole batch takes the memory of one
         chunk, not of the batch."""
-        size = chunk_size(x, self.forward)
-        with torch.no_grad():
-            if size >= x.shape[0]:
-                return self.forward(x)
-            return torch.cat([self.forward(x[s : s + size]) for s in range(0, x.shape[0], size)])
+        return self.runner.outputs(x, chunk_size(x, self.forward))
 
-    @contextmanager
-    def many_inputs(self, inputs: int) -> Iterator[None]:
+    def many_inputs(self, inputs: int) -> AbstractContextManager[None]:
         """A block that runs ``inputs`` inputs through the model: on the CPU, each convolution
-        switches to channels-last when that pays for copying its weight (see
+        of a PyTorch model switches to channels-last when that pays for copying its weight (see
         :mod:`seethrough.core.layout`); hooks removed and the model's own weights back on exit."""
-        if self.layout is not None or self.layout_failed:
-            yield
-            return
-        self.layout = channels_last_switch(
-            self.model, self.x, inputs, self.named_modules.values() or self.model.modules()
-        )
-        try:
-            yield
-        finally:
-            if self.layout is not None:
-                self.layout.restore()
-                self.layout = None
+        return self.runner.many_inputs(self.x, inputs)
 
     @contextmanager
     def narrowed(self, start: int, stop: int) -> Iterator[Context]:
@@ -220,7 +212,7 @@ class Method:
 
     def __call__(
         self,
-        model: nn.Module | ModelInfo,
+        model: nn.Module | ModelInfo | ModelRunner,
         x: torch.Tensor,
         target: TargetLike = None,
         *,
@@ -235,7 +227,8 @@ class Method:
         """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``.
 
         Args:
-            model: the network, or the description of a model
+            model: the network, a runner (:class:`~seethrough.core.runner.ModelRunner`, e.g. a
+                forward-only model, for the methods it serves), or the description of a model
                 (:class:`~seethrough.models.vision_model.ModelInfo`), which gives the defaults of
                 ``default_layer``, ``class_index``, ``normalization`` and ``labels`` (an
                 argument given here wins).
@@ -263,36 +256,40 @@ class Method:
                 "allow: use a gradient or perturbation method, or load the weights as a state dict "
                 "with its architecture (--arch)"
             )
-        device = next((t.device for t in model.parameters()), x.device)
-        named = named_modules(model)
-        with preserved_state(
-            model,
-            modules=self.swaps_modules,
-            parameters=self.needs_gradients or self.swaps_modules,
-            walk=named.values(),
+        if isinstance(model, ModelRunner):
+            runner = model
+        else:
+            runner = TorchRunner(model, next((t.device for t in model.parameters()), x.device))
+        self.check_runner(runner)
+        with runner.protected(
+            parameters=self.needs_gradients or self.swaps_modules, modules=self.swaps_modules
         ):
-            if self.needs_gradients:
-                _freeze(named.values())
             ctx = Context(
-                model,
-                x.detach().to(device, floating_dtype(model)),
+                runner,
+                x.detach().to(runner.device, runner.dtype),
                 target,
                 class_index,
                 images=images,
                 progress=progress,
                 normalization=normalization,
                 labels=labels,
-                named_modules=named,
             )
             if self.needs_layer:
-                ctx.layer, ctx.layer_module = resolve_layer(
-                    model, layer, ctx.x, default_layer, named=named
-                )
+                ctx.layer, ctx.layer_module = runner.resolve_layer(layer, ctx.x, default_layer)
             run = self.run if self.reports_progress else self._run_in_chunks
             if self.needs_gradients:
                 return run(ctx)
             with torch.no_grad():  # nothing to restore in the parameters: no backward can run
                 return run(ctx)
+
+    def check_runner(self, runner: ModelRunner) -> None:
+        """Raise :class:`~seethrough.errors.MethodNotApplicableError` when ``runner`` lacks what
+        this method declares it needs: gradients (``needs_gradients``), layers (``needs_layer``,
+        ``swaps_modules``)."""
+        if self.needs_gradients and not runner.differentiable:
+            raise runner.not_applicable("gradients", self.name or type(self).__name__)
+        if (self.needs_layer or self.swaps_modules) and not runner.has_layers:
+            raise runner.not_applicable("layers", self.name or type(self).__name__)
 
     def run(self, ctx: Context) -> MethodResult:
         """Compute the explanation of ``ctx.x``; the model is already protected."""
@@ -329,15 +326,6 @@ class Method:
     def describe(self) -> Mapping[str, Any]:
         """The parameters in effect."""
         return dict(self.config)
-
-
-def _freeze(modules: Iterable[nn.Module]) -> None:
-    """Stop every parameter of ``modules`` from requiring gradients (each module's own, for
-    modules already listed; :func:`~seethrough.core.state.preserved_state` undoes it)."""
-    for module in modules:
-        for p in module._parameters.values():
-            if p is not None and p.requires_grad:
-                p.requires_grad_(False)
 
 
 def chunk_size(

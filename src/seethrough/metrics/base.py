@@ -171,9 +171,10 @@ class ModelProbe:
     def context(self) -> Any:
         """A method :class:`~seethrough.methods.base.Context` on :attr:`x`, for the perturbation
         engine (``engine.evaluate``); use it inside :meth:`protected`."""
+        from ..core.runner import TorchRunner
         from ..methods.base import Context
 
-        return Context(self.module, self.x, self.target, None)
+        return Context(TorchRunner(self.module), self.x, self.target, None)
 
     def label(self, index: int) -> str:
         """The name of class ``index`` (``"class N"`` without labels)."""

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ...core.hooks import Recorder
 from ...core.layers import named_modules
 from ...core.tokens import prefix_and_grid
 from ...errors import MethodNotApplicableError
@@ -122,7 +121,7 @@ class AttentionRollout(Method):
         """One forward recording every layer's attention probabilities; roll them out."""
         modules = attention_modules(ctx.model, ctx.named_modules)
         drops = {name: m.attn_drop for name, m in modules.items()}
-        with explicit_attention(modules), Recorder(drops) as rec, torch.no_grad():
+        with explicit_attention(modules), ctx.runner.record(drops) as rec, torch.no_grad():
             output = ctx.forward(ctx.x)
         target = ctx.resolve(output)
         attentions = [rec.output(name).double() for name in drops]

@@ -90,7 +90,7 @@ class CAMMethod(Method):
         """
         with (
             graph_from(ctx.layer_module) if self.needs_gradients else nullcontext(),
-            Recorder(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
+            ctx.runner.record(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
             torch.set_grad_enabled(self.needs_gradients),
             ctx.many_inputs(ctx.x.shape[0]),
         ):

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.heads import gap_linear_head, linear_modules
-from ...core.hooks import Recorder
 from ...core.tokens import tokens_to_map
 from ...registry import Param, register_method
 from ..base import Context, Method, MethodResult
@@ -109,7 +108,7 @@ class DeepFeatureFactorization(Method):
 
     def run(self, ctx: Context) -> MethodResult:
         """One forward recording the layer and the linear layers' inputs, then NMF."""
-        with Recorder(
+        with ctx.runner.record(
             {**linear_modules(ctx.named_modules), ctx.layer: ctx.layer_module}, inputs=True
         ) as rec:
             with torch.no_grad():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ...core.hooks import Recorder
 from ...core.tokens import tokens_to_map
 from ...registry import Param, register_method
 from ..base import Context, Method, MethodResult
@@ -43,7 +42,7 @@ class FeatureMaps(Method):
 
     def run(self, ctx: Context) -> MethodResult:
         """One forward recording the layer; rank its channels."""
-        with Recorder({str(ctx.layer): ctx.layer_module}) as rec, torch.no_grad():
+        with ctx.runner.record({str(ctx.layer): ctx.layer_module}) as rec, torch.no_grad():
             output = ctx.forward(ctx.x)
         target = ctx.resolve(output)
         acts = tokens_to_map(rec.output(str(ctx.layer)).detach(), ctx.model, ctx.layer)

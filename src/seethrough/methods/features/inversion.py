@@ -8,7 +8,6 @@ from dataclasses import replace
 import torch
 
 from ...core import perturb
-from ...core.hooks import Recorder
 from ...core.progress import Ticker
 from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
@@ -129,7 +128,7 @@ class FeatureInversion(Method):
         """
         p = self.config
         layer = str(ctx.layer)
-        with Recorder({layer: ctx.layer_module}) as rec:
+        with ctx.runner.record({layer: ctx.layer_module}) as rec:
             with torch.no_grad():
                 ctx.forward(ctx.x[i : i + 1])
             objective = self._objective(target, rec.output(layer).detach())

@@ -1,0 +1,108 @@
+"""The model runner: a forward-only runner serves perturbation methods and refuses the others."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import seethrough
+from seethrough import extend
+from seethrough.core.runner import ModelRunner, TorchRunner, as_runner
+from seethrough.errors import MethodNotApplicableError
+from seethrough.methods.base import Context
+
+
+class NumpyRunner(ModelRunner):
+    """A model that is a plain numpy function: forward only, no layers."""
+
+    kind = "a numpy function"
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.weight = weight
+        self.bias = bias
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        flat = x.detach().cpu().numpy().reshape(x.shape[0], -1)
+        return torch.from_numpy(flat @ self.weight.T + self.bias).float()
+
+
+@pytest.fixture
+def linear() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 16, 16)
+
+
+def numpy_twin(model: nn.Module) -> NumpyRunner:
+    layer = model[1]
+    return NumpyRunner(layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy())
+
+
+def method(name: str, **params: object) -> seethrough.registry.Method:  # type: ignore[name-defined]
+    return seethrough.get_method(name).cls(**params)
+
+
+def test_occlusion_runs_on_a_forward_only_runner(linear, x):
+    """The same map as on the PyTorch model."""
+    runner = numpy_twin(linear)
+    on_runner = method("occlusion")(runner, x, target=1)
+    on_module = method("occlusion")(linear, x, target=1)
+    assert runner.calls > 0
+    assert on_runner.map.shape == on_module.map.shape
+    torch.testing.assert_close(on_runner.raw, on_module.raw, atol=1e-4, rtol=1e-4)
+    assert on_runner.target.classes == (1, 1)
+
+
+@pytest.mark.parametrize(("name", "what"), [("gradcam", "gradients"), ("saliency", "gradients")])
+def test_gradient_and_layer_methods_refuse_it(linear, x, name, what):
+    runner = numpy_twin(linear)
+    with pytest.raises(MethodNotApplicableError, match=f"{name} needs {what}.*numpy function"):
+        method(name)(runner, x, target=0)
+    assert runner.calls == 0  # refused before any work
+
+
+def test_a_differentiable_runner_without_layers_refuses_layer_methods(linear, x):
+    class NoLayers(TorchRunner):
+        has_layers = False
+
+    with pytest.raises(MethodNotApplicableError, match="gradcam needs layers"):
+        method("gradcam")(NoLayers(linear), x, target=0)
+    result = method("saliency")(NoLayers(linear), x, target=0)
+    assert result.map.shape == (2, 16, 16)
+
+
+def test_a_torch_runner_gives_what_the_module_gives(linear, x):
+    """Passing the runner in place of the network changes nothing."""
+    by_module = method("gradcam")(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()).eval(), x)
+    assert by_module.layer is not None
+    a = method("saliency")(linear, x, target=2)
+    b = method("saliency")(TorchRunner(linear), x, target=2)
+    torch.testing.assert_close(a.raw, b.raw)
+
+
+def test_the_context_passes_to_its_runner(linear, x):
+    ctx = Context(linear, x, None, None)  # a network is wrapped in a TorchRunner
+    assert isinstance(ctx.runner, TorchRunner)
+    assert ctx.model is linear
+    assert "1" in ctx.named_modules
+    torch.testing.assert_close(ctx.outputs(x), linear(x))
+    assert as_runner(ctx.runner) is ctx.runner
+    forward_only = Context(numpy_twin(linear), x, None, None)
+    with pytest.raises(MethodNotApplicableError):
+        forward_only.model  # noqa: B018
+    assert forward_only.named_modules == {}
+
+
+def test_the_extension_api_exports_the_runner():
+    assert extend.ModelRunner is ModelRunner
+    assert extend.TorchRunner is TorchRunner
+    assert not ModelRunner.differentiable and TorchRunner.differentiable
