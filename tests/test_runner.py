@@ -100,6 +100,13 @@ def test_the_context_passes_to_its_runner(linear, x):
     with pytest.raises(MethodNotApplicableError):
         forward_only.model  # noqa: B018
     assert forward_only.named_modules == {}
+    for ask in (
+        lambda: forward_only.runner.layer("1"),
+        lambda: forward_only.runner.graph_from(None),
+        lambda: forward_only.runner.record({}),
+    ):
+        with pytest.raises(MethodNotApplicableError, match="numpy function"):
+            ask()
 
 
 def test_the_extension_api_exports_the_runner():

@@ -22,7 +22,8 @@ Contract of a runner:
 - ``differentiable``: whether gradients of ``forward``'s output reach its input. Gradient
   methods need it.
 - ``has_layers``, with ``layer(name)``, ``resolve_layer``, ``named_modules`` and
-  ``record(modules)``: lookup of a layer by name and capture of its output during a forward.
+  ``record(modules)``: lookup of a layer by name and capture of its output during a forward;
+  with ``differentiable``, ``graph_from(layer)``: a forward whose graph starts at the layer.
   Layer methods (CAM variants, feature maps, attention) and methods that swap modules need it.
 
 A forward-only runner (``differentiable`` and ``has_layers`` false, e.g. an ONNX session or a
@@ -34,7 +35,7 @@ runner lacks, before any work (:meth:`seethrough.methods.base.Method.__call__`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import ClassVar
 
 import torch
@@ -47,7 +48,7 @@ from .layout import ChannelsLast, channels_last_switch
 from .outputs import output_to_tensor
 from .state import floating_dtype, preserved_state
 
-__all__ = ["ModelRunner", "TorchRunner", "as_runner"]
+__all__ = ["ModelRunner", "TorchRunner", "as_runner", "graph_from"]
 
 
 class ModelRunner:
@@ -113,6 +114,11 @@ class ModelRunner:
     def record(self, modules: Mapping[str, nn.Module], *, inputs: bool = False) -> Recorder:
         """A block that captures the outputs (and inputs) of ``modules`` during a forward."""
         raise self.not_applicable("a layer")
+
+    def graph_from(self, layer: nn.Module | None) -> AbstractContextManager[None]:
+        """A block in which the autograd graph of a forward starts at ``layer``'s output
+        (nothing before it is kept for a backward); ``None``: the graph starts at the input."""
+        raise self.not_applicable("gradients")
 
     def not_applicable(self, what: str, method: str = "this method") -> MethodNotApplicableError:
         """The error for a method that needs ``what`` ("gradients", "a layer") of this runner."""
@@ -211,6 +217,36 @@ class TorchRunner(ModelRunner):
     def record(self, modules: Mapping[str, nn.Module], *, inputs: bool = False) -> Recorder:
         """A :class:`~seethrough.core.hooks.Recorder` on ``modules``."""
         return Recorder(modules, inputs=inputs)
+
+    def graph_from(self, layer: nn.Module | None) -> AbstractContextManager[None]:
+        """See :func:`graph_from`."""
+        return graph_from(layer)
+
+
+@contextmanager
+def graph_from(module: nn.Module | None) -> Iterator[None]:
+    """A block in which the autograd graph of a forward starts at ``module``'s output.
+
+    A forward hook (run before any other, removed on exit) hands the rest of the network the
+    output detached and made to require gradients: nothing before the module joins the graph,
+    so its activations are not kept for a backward, and a backward from the output stops at the
+    module. A module called several times starts the graph at each call. Outputs that are not
+    tensors pass unchanged.
+    """
+    if module is None:
+        yield
+        return
+
+    def hook(_module: nn.Module, _args: tuple, output: object) -> torch.Tensor | None:
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            return output.detach().requires_grad_()
+        return None
+
+    handle = module.register_forward_hook(hook, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _freeze(modules: Iterable[nn.Module]) -> None:

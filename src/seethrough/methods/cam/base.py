@@ -7,46 +7,20 @@ A variant only says how the weights (or the element-wise combination) are obtain
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ...core.hooks import Recorder
+from ...core.runner import graph_from
 from ...core.targets import ResolvedTarget
 from ...core.tokens import tokens_to_map
 from ...errors import MethodNotApplicableError
 from ..base import RELU, Context, Method, MethodResult
 
 __all__ = ["CAMMethod", "CAMState", "graph_from"]
-
-
-@contextmanager
-def graph_from(module: nn.Module | None) -> Iterator[None]:
-    """A block in which the autograd graph of a forward starts at ``module``'s output.
-
-    A forward hook (run before any other, removed on exit) hands the rest of the network the
-    output detached and made to require gradients: nothing before the module joins the graph,
-    so its activations are not kept for a backward, and a backward from the output stops at the
-    module. A module called several times starts the graph at each call. Outputs that are not
-    tensors pass unchanged.
-    """
-    if module is None:
-        yield
-        return
-
-    def hook(_module: nn.Module, _args: tuple, output: object) -> torch.Tensor | None:
-        if isinstance(output, torch.Tensor) and output.is_floating_point():
-            return output.detach().requires_grad_()
-        return None
-
-    handle = module.register_forward_hook(hook, prepend=True)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 @dataclass
@@ -85,11 +59,11 @@ class CAMMethod(Method):
         """One forward (+ one backward to the layer when gradients are needed), then combine.
 
         The input never requires gradients: with gradients the autograd graph starts at the
-        layer's output (:func:`graph_from`), so the activations before the layer are freed as
+        layer's output (:meth:`~seethrough.core.runner.ModelRunner.graph_from`), so the activations before the layer are freed as
         the forward goes, as without gradients, and the backward stops at the layer.
         """
         with (
-            graph_from(ctx.layer_module) if self.needs_gradients else nullcontext(),
+            ctx.runner.graph_from(ctx.layer_module) if self.needs_gradients else nullcontext(),
             ctx.runner.record(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
             torch.set_grad_enabled(self.needs_gradients),
             ctx.many_inputs(ctx.x.shape[0]),
