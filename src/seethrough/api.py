@@ -17,6 +17,7 @@ from .core.targets import TargetLike
 from .errors import InvalidImageError, InvalidParameterError
 from .explanation import Explanation
 from .images import is_raw_image
+from .methods.params import BASELINE_KEYWORDS, HIDE_KEYWORDS
 from .models import VisionModel
 from .models.vision_model import ModelInfo, prepare_inputs
 from .registry import get_method
@@ -123,6 +124,10 @@ def _numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(value)
 
 
+_KEYWORDS = frozenset(HIDE_KEYWORDS + BASELINE_KEYWORDS)
+"""The words image-valued parameters take besides numbers and images."""
+
+
 def _is_image_argument(value: Any) -> bool:
     """A ``hide=`` value that is an image to preprocess (not a number or a keyword)."""
     if isinstance(value, str):
@@ -130,7 +135,7 @@ def _is_image_argument(value: Any) -> bool:
             float(value)
             return False
         except ValueError:
-            return value not in ("mean", "blur", "noise", "black")
+            return value not in _KEYWORDS
     return is_raw_image(value) and not isinstance(value, (int, float))
 
 
