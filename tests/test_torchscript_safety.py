@@ -230,10 +230,23 @@ def test_print_is_refused(tmp_path):
         load_torchscript(path)
 
 
+# The test operator library lives as long as the process. Freeing a torch.library.Library drops its
+# operator, but TorchScript's table of builtins keeps the operator's id(): any later object that gets
+# the same address (a conv layer's padding list, say) is then taken for that builtin, and scripting a
+# model fails at random with "builtin cannot be used as a value".
+_TEST_LIBRARIES: list[torch.library.Library] = []
+
+
+def _test_operator_library() -> None:
+    if not _TEST_LIBRARIES:
+        lib = torch.library.Library("seethrough_test", "DEF")
+        lib.define("double(Tensor x) -> Tensor")
+        lib.impl("double", lambda x: x * 2, "CPU")
+        _TEST_LIBRARIES.append(lib)
+
+
 def test_custom_operator_namespaces_are_refused(tmp_path):
-    lib = torch.library.Library("seethrough_test", "DEF")
-    lib.define("double(Tensor x) -> Tensor")
-    lib.impl("double", lambda x: x * 2, "CPU")
+    _test_operator_library()
 
     class Custom(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
