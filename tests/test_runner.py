@@ -113,3 +113,43 @@ def test_the_extension_api_exports_the_runner():
     assert extend.ModelRunner is ModelRunner
     assert extend.TorchRunner is TorchRunner
     assert not ModelRunner.differentiable and TorchRunner.differentiable
+
+
+def _vision_model(module: nn.Module, runner: object = None) -> seethrough.VisionModel:
+    from seethrough.models.preprocessing import Preprocessing
+
+    pre = Preprocessing(size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return seethrough.VisionModel(
+        module,
+        pre,
+        [f"c{i}" for i in range(4)],
+        name="lin",
+        source="file",
+        weights="test",
+        runner=runner,
+    )
+
+
+def test_explain_runs_a_vision_model_through_its_own_runner(linear, x):
+    """A VisionModel that brings its runner (as a Keras or ONNX model does) is run through it
+    by explain, and what the runner lacks is refused before any work."""
+    twin = numpy_twin(linear)
+    own = _vision_model(linear, runner=lambda: twin)
+    plain = _vision_model(linear)
+    assert isinstance(plain.make_runner(), TorchRunner)
+    via_runner = seethrough.explain(own, x, "occlusion", target=1, window=8, stride=8)
+    via_module = seethrough.explain(plain, x, "occlusion", target=1, window=8, stride=8)
+    assert twin.calls > 0
+    for a, b in zip(via_runner, via_module, strict=True):
+        np.testing.assert_allclose(a.map, b.map, atol=1e-4)
+    with pytest.raises(MethodNotApplicableError, match="gradients"):
+        seethrough.explain(own, x, "saliency", target=1)
+
+
+def test_a_module_without_parameters_runs_where_its_input_is():
+    """One fallback for a parameterless module: the input's device (the CPU here), the same
+    through Method.__call__ and as_runner."""
+    runner = as_runner(nn.Flatten(), torch.device("meta"))
+    assert runner.device == torch.device("meta")
+    assert as_runner(nn.Flatten()).device == torch.device("cpu")
+    assert as_runner(nn.Linear(2, 2), torch.device("meta")).device == torch.device("cpu")

@@ -266,14 +266,12 @@ def layers_cmd(
     arch: ArchOpt = None,
 ) -> None:
     """List the layers with a spatial output (candidates for --layer), last = default."""
-    from ..core.layers import spatial_layers
-
     vm = load_model(model, weights=weights, arch=arch)
     x = vm.preprocess(load_image("sample:chelsea"))
     table = Table(title=f"spatial layers of {vm.name}")
     table.add_column("layer")
     table.add_column("output shape")
-    for name, shape in spatial_layers(vm.module, x):
+    for name, shape in vm.make_runner().spatial_layers(x):
         table.add_row(name, "x".join(map(str, shape[1:])))
     console.print(table)
 

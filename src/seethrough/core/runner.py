@@ -21,10 +21,14 @@ Contract of a runner:
   and after which it is as before (the base class does nothing: a runner that keeps no state).
 - ``differentiable``: whether gradients of ``forward``'s output reach its input. Gradient
   methods need it.
-- ``has_layers``, with ``layer(name)``, ``resolve_layer``, ``named_modules`` and
-  ``record(modules)``: lookup of a layer by name and capture of its output during a forward;
-  with ``differentiable``, ``graph_from(layer)``: a forward whose graph starts at the layer.
-  Layer methods (CAM variants, feature maps, attention) and methods that swap modules need it.
+- ``has_layers``, with ``layer(name)``, ``resolve_layer``, ``named_modules``,
+  ``spatial_layers(example)`` and ``record(modules)``: lookup of a layer by the name the model's
+  own framework gives it, the layers with a spatial output, and capture of a layer's output
+  during a forward, always handed to the method as ``(N, C, H, W)`` whatever layout the model
+  computes in; with ``differentiable``, ``graph_from(layer)``: a forward whose graph starts at
+  the layer. Layer methods (CAM variants, feature maps, attention) need it.
+- ``module``: the PyTorch module it runs, where there is one; methods that swap submodules for
+  one call (guided backpropagation's ReLUs) need it, and say so when the model has none to swap.
 
 A forward-only runner (``differentiable`` and ``has_layers`` false, e.g. an ONNX session or a
 plain function of numpy arrays) serves every perturbation method; a gradient or layer method
@@ -43,7 +47,7 @@ from torch import nn
 
 from ..errors import MethodNotApplicableError
 from .hooks import Recorder
-from .layers import LayerRef, named_modules, resolve_layer
+from .layers import LayerRef, named_modules, resolve_layer, spatial_layers
 from .layout import ChannelsLast, channels_last_switch
 from .outputs import output_to_tensor
 from .state import floating_dtype, preserved_state
@@ -111,6 +115,11 @@ class ModelRunner:
         """``(name, layer)`` for a name, a layer, or ``None`` for the default."""
         raise self.not_applicable("a layer")
 
+    def spatial_layers(self, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+        """The layers with a spatial output ``(N, C, H, W)`` and their output shapes, in the
+        order they finish during a forward of ``example`` (the last is the default layer)."""
+        raise self.not_applicable("a layer")
+
     def record(self, modules: Mapping[str, nn.Module], *, inputs: bool = False) -> Recorder:
         """A block that captures the outputs (and inputs) of ``modules`` during a forward."""
         raise self.not_applicable("a layer")
@@ -136,18 +145,25 @@ class TorchRunner(ModelRunner):
     has_layers = True
     kind = "a PyTorch module"
 
-    def __init__(self, module: nn.Module, device: torch.device | None = None) -> None:
+    def __init__(self, module: nn.Module, fallback_device: torch.device | None = None) -> None:
+        """Run ``module``; ``fallback_device`` is where the inputs go when the module has no
+        parameter to tell (default: the CPU)."""
         self.module = module
         self._named = named_modules(module)
-        self._device = device
+        self._fallback = fallback_device
+        self._device: torch.device | None = None
         self.layout: ChannelsLast | None = None
         self.layout_failed = False
 
     @property
     def device(self) -> torch.device:
-        """The device of the module's first parameter (the CPU for a module without any)."""
+        """The device of the module's first parameter; for a module without any, the fallback
+        device given (the CPU when none was)."""
         if self._device is None:
-            self._device = next((t.device for t in self.module.parameters()), torch.device("cpu"))
+            self._device = next(
+                (t.device for t in self.module.parameters()),
+                self._fallback if self._fallback is not None else torch.device("cpu"),
+            )
         return self._device
 
     @property
@@ -214,6 +230,10 @@ class TorchRunner(ModelRunner):
         """See :func:`~seethrough.core.layers.resolve_layer`."""
         return resolve_layer(self.module, layer, example, default, named=self._named)
 
+    def spatial_layers(self, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+        """See :func:`~seethrough.core.layers.spatial_layers`."""
+        return spatial_layers(self.module, example)
+
     def record(self, modules: Mapping[str, nn.Module], *, inputs: bool = False) -> Recorder:
         """A :class:`~seethrough.core.hooks.Recorder` on ``modules``."""
         return Recorder(modules, inputs=inputs)
@@ -258,6 +278,9 @@ def _freeze(modules: Iterable[nn.Module]) -> None:
                 p.requires_grad_(False)
 
 
-def as_runner(model: nn.Module | ModelRunner) -> ModelRunner:
-    """``model`` itself when it is a runner, else a :class:`TorchRunner` on it."""
-    return model if isinstance(model, ModelRunner) else TorchRunner(model)
+def as_runner(
+    model: nn.Module | ModelRunner, fallback_device: torch.device | None = None
+) -> ModelRunner:
+    """``model`` itself when it is a runner, else a :class:`TorchRunner` on it (inputs on
+    ``fallback_device`` when the module has no parameters, see :class:`TorchRunner`)."""
+    return model if isinstance(model, ModelRunner) else TorchRunner(model, fallback_device)

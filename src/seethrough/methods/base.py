@@ -249,17 +249,14 @@ class Method:
             class_index = class_index if class_index is not None else model.class_index
             normalization = normalization if normalization is not None else model.normalization
             labels = labels if labels is not None else model.labels
-            model = model.module
+            model = model.runner if model.runner is not None else model.module
         if (self.needs_layer or self.swaps_modules) and isinstance(model, torch.jit.ScriptModule):
             raise MethodNotApplicableError(
                 f"{self.name} needs hooks on the model's layers, which a TorchScript model does not "
                 "allow: use a gradient or perturbation method, or load the weights as a state dict "
                 "with its architecture (--arch)"
             )
-        if isinstance(model, ModelRunner):
-            runner = model
-        else:
-            runner = TorchRunner(model, next((t.device for t in model.parameters()), x.device))
+        runner = as_runner(model, x.device)
         self.check_runner(runner)
         with runner.protected(
             parameters=self.needs_gradients or self.swaps_modules, modules=self.swaps_modules

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core.inputs import check_model_input
+from ..core.runner import ModelRunner, TorchRunner
 from ..core.state import scores_of
 from ..errors import (
     InvalidImageError,
@@ -49,6 +50,12 @@ class VisionModel:
             ``"none (random)"``, a file path, ...).
         default_layer: the layer explanation methods use when none is given (``None``: let them
             find the last spatial layer).
+        framework: what the model was made with: ``"pytorch"``, ``"keras"``, ``"onnx"``.
+
+    ``module`` is always a ``torch.nn.Module`` that maps a preprocessed ``(N, C, H, W)`` batch to
+    class scores: for a model of another framework, a small adapter around it (channels-last
+    conversion, a session call). The methods run the model through :meth:`make_runner`, which
+    says what the model offers them (gradients, layers by their framework's names).
     """
 
     def __init__(
@@ -61,8 +68,14 @@ class VisionModel:
         source: str,
         weights: str,
         default_layer: str | None = None,
+        framework: str = "pytorch",
+        runner: Callable[[], ModelRunner] | None = None,
     ) -> None:
-        """Wrap ``module``; see the class docstring for the meaning of each argument."""
+        """Wrap ``module``; see the class docstring for the meaning of each argument.
+
+        ``runner`` makes the runner of one call for a model that is not a plain PyTorch module
+        (default: a :class:`~seethrough.core.runner.TorchRunner` on ``module``).
+        """
         self.module = module
         self.preprocessing = preprocessing
         self.labels = list(labels)
@@ -70,6 +83,8 @@ class VisionModel:
         self.source = source
         self.weights = weights
         self.default_layer = default_layer
+        self.framework = framework
+        self._runner = runner
 
     def __repr__(self) -> str:
         """Short summary: name, source and number of classes."""
@@ -77,6 +92,11 @@ class VisionModel:
             f"VisionModel(name={self.name!r}, source={self.source!r}, "
             f"weights={self.weights!r}, classes={self.num_classes})"
         )
+
+    def make_runner(self) -> ModelRunner:
+        """A runner for one call (see :mod:`seethrough.core.runner`): the model's own for a
+        Keras or ONNX model, else a :class:`~seethrough.core.runner.TorchRunner` on ``module``."""
+        return self._runner() if self._runner is not None else TorchRunner(self.module)
 
     @property
     def num_classes(self) -> int:
@@ -217,6 +237,8 @@ class ModelInfo:
         normalization: the preprocessing's ``(mean, std)`` in model-input space, or ``None``.
         labels: the class names in output order, or ``None``.
         preprocessing: how raw images become the input, or ``None`` for a bare module.
+        runner: the model's own runner (a Keras or ONNX model's), or ``None``: the methods run
+            ``module`` with a :class:`~seethrough.core.runner.TorchRunner`.
     """
 
     module: nn.Module
@@ -226,6 +248,7 @@ class ModelInfo:
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     labels: tuple[str, ...] | None = None
     preprocessing: Preprocessing | None = None
+    runner: ModelRunner | None = None
 
     @classmethod
     def of(cls, model: VisionModel | nn.Module | ModelInfo) -> ModelInfo:
@@ -248,6 +271,7 @@ class ModelInfo:
             normalization=(tuple(pre.mean), tuple(pre.std)),
             labels=tuple(model.labels),
             preprocessing=pre,
+            runner=model.make_runner() if model._runner is not None else None,
         )
 
     def label(self, index: int | None) -> str | None:
