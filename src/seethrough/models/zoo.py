@@ -1,5 +1,9 @@
 """The model zoo: load classifiers by name (bundled, synthetic, torchvision, timm) or from files.
 
+Models of other frameworks come through their own loaders, imported only when asked for: Keras
+files (``.keras``, ``.h5``) and ``keras:NAME`` architectures (:mod:`seethrough.models.keras`),
+ONNX files (:mod:`seethrough.models.onnx`).
+
 Weights files are only ever read as plain tensors (``safetensors`` or ``torch.load`` with
 ``weights_only=True``): a file that holds other Python objects is refused, never executed. A
 TorchScript file is a program: it is loaded only if its code uses nothing but pure tensor
@@ -28,6 +32,7 @@ from torch import nn
 from ..core.outputs import output_to_tensor
 from ..errors import (
     InvalidParameterError,
+    MissingDependencyError,
     ModelOutputError,
     UnknownModelError,
     WeightsMismatchError,
@@ -484,6 +489,57 @@ def _torchscript(path: Path) -> _Loaded:
     return module, Preprocessing(), labels_for(int(scores.shape[-1])), str(path)
 
 
+# ------------------------------------------------------------------------ other frameworks
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+ONNX_SUFFIXES = (".onnx",)
+_EXTRAS = {"keras": ("keras",), "onnx": ("onnx", "onnxruntime")}
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise :class:`~seethrough.errors.MissingDependencyError` naming the pip command when a
+    package of the optional ``extra`` is not installed (``what`` says what needed it)."""
+    import importlib.util
+
+    missing = [p for p in _EXTRAS.get(extra, (extra,)) if importlib.util.find_spec(p) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"{what} needs {', '.join(missing)}: pip install 'seethrough[{extra}]'"
+        )
+
+
+def _framework_model(name_or_path: str | Path, weights: str) -> VisionModel | None:
+    """The model when ``name_or_path`` names another framework's model (a Keras or ONNX file, a
+    SavedModel folder, ``keras:NAME``), else ``None``. Each framework's module is imported here,
+    never before: ``import seethrough`` imports none of them."""
+    text = str(name_or_path)
+    if isinstance(name_or_path, str) and text.startswith("keras:"):
+        require_extra("keras", "a Keras model")
+        from .keras import load_keras_application
+
+        return load_keras_application(text.partition(":")[2], weights=weights)
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if suffix not in KERAS_SUFFIXES + ONNX_SUFFIXES and not (path / "saved_model.pb").is_file():
+        return None
+    if path.is_dir():
+        from .keras import load_saved_model
+
+        return load_saved_model(path)
+    path = _existing_file(path, "model file")
+    if weights != "default":
+        raise InvalidParameterError(f"weights= cannot be combined with the model file '{path}'")
+    if suffix in ONNX_SUFFIXES:
+        require_extra("onnx", "an ONNX model")
+        from .onnx import load_onnx
+
+        return load_onnx(path)
+    require_extra("keras", "a Keras model")
+    from .keras import load_keras_file
+
+    return load_keras_file(path)
+
+
 # ------------------------------------------------------------------------------------ public
 
 
@@ -523,7 +579,9 @@ def load_model(
 
     Args:
         name_or_path: a model name (see :func:`list_models`; ``timm:NAME`` / ``torchvision:NAME``
-            force the source), a TorchScript file, or a weights file when ``arch`` is given.
+            force the source; ``keras:NAME`` a ``keras.applications`` architecture), a
+            TorchScript file, a Keras file (``.keras``, ``.h5``), an ONNX file (``.onnx``), or a
+            weights file when ``arch`` is given.
         weights: ``"default"`` (pretrained: bundled, downloaded / cached, or for
             ``"synthetic_digits"`` trained once in about a minute and cached), ``"none"`` (or
             ``None``: random init) or the path of a ``.safetensors`` / ``.pt`` / ``.pth`` /
@@ -541,9 +599,18 @@ def load_model(
         WeightsMismatchError: a weights file does not fit the architecture.
         InvalidParameterError: missing files, unreadable or unsafe weights files, a non-TorchScript
             file without ``arch``, bad overrides.
-        UnsafeModelError: a TorchScript file whose code uses more than pure tensor operators.
+        UnsafeModelError: a TorchScript file whose code uses more than pure tensor operators,
+            a Keras file with code in it (a Lambda layer, a custom object), an ONNX file whose
+            external data lies outside its folder.
+        MissingDependencyError: a Keras or ONNX model without its extra installed.
     """
-    mode = "none" if weights is None else weights
+    mode = "none" if weights is None else str(weights)
+    framework = None if arch is not None else _framework_model(name_or_path, mode)
+    if framework is not None:
+        framework.preprocessing = framework.preprocessing.replace(
+            size=size, mean=mean, std=std, resize=resize
+        )
+        return framework.to(device)
     weights_path = (
         None
         if mode in ("default", "none")
