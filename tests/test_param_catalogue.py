@@ -20,7 +20,8 @@ SNAPSHOT = Path(__file__).with_name("method_params.json")
 
 def _record(p: Param) -> list[object]:
     choices = list(p.choices) if p.choices is not None else None
-    return [p.name, repr(p.default), p.help, p.type.__name__, choices, p.min, p.max]
+    record = [p.name, repr(p.default), p.help, p.type.__name__, choices, p.min, p.max]
+    return [*record, list(p.aliases)] if p.aliases else record  # former names, when any
 
 
 def _schema() -> dict[str, list[list[object]]]:

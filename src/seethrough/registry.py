@@ -24,9 +24,13 @@ listed there after them by name, then by each entry's ``rank``, then by name.
 from __future__ import annotations
 
 import fnmatch
+import os
+import sys
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import (
@@ -68,6 +72,11 @@ class Param:
     given; ``"image"`` is an image-valued parameter in model-input space (a number, a keyword
     or an image): :func:`~seethrough.explain` preprocesses a raw image given for it (a path,
     PIL image or numpy array) like the input, before the method sees it.
+
+    ``type`` is ``bool``, ``int``, ``float``, ``str``, ``object`` (taken as given) or a kind of
+    :mod:`seethrough.core.kinds`: a class whose ``parse`` classmethod checks and converts a
+    value (``Pair``, ``Fill``, ``Segments``). ``aliases`` are former names the parameter still
+    answers to, with a ``DeprecationWarning`` naming the current one.
     """
 
     name: str
@@ -78,11 +87,23 @@ class Param:
     min: float | None = None
     max: float | None = None
     kind: str = "value"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name, then the aliases."""
+        return (self.name, *self.aliases)
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` converted to this parameter's type, or raise ``InvalidParameterError``."""
         if value is None and self.default is None:
             return None
+        parse = _parser(self.type)
+        if parse is not None:
+            try:
+                return parse(value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidParameterError(f"{self.name}={_shown(value)}: {exc}") from None
         try:
             if self.type is bool:
                 if isinstance(value, str):
@@ -111,11 +132,36 @@ class Param:
         return converted
 
 
+def _parser(kind: object) -> Callable[[Any], Any] | None:
+    """The ``parse`` classmethod of a parameter type that parses its own values, else ``None``."""
+    parse = getattr(kind, "parse", None) if isinstance(kind, type) else None
+    return parse if callable(parse) else None
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, or ``<type>`` when that is long (a whole array)."""
+    text = repr(value)
+    return text if len(text) <= 60 and "\n" not in text else f"<{type(value).__name__}>"
+
+
 def find_param(params: Sequence[Param], name: str, owner: str) -> Param:
     """The parameter called ``name`` among ``params``, those of the method called ``owner``;
-    ``InvalidParameterError`` with a suggestion (or the list of its parameters) if none."""
+    ``InvalidParameterError`` with a suggestion (or the list of its parameters) if none.
+
+    A former name (one of a parameter's ``aliases``) finds the parameter too, with a
+    ``DeprecationWarning`` that names the current one.
+    """
     for p in params:
         if p.name == name:
+            return p
+    for p in params:
+        if name in p.aliases:
+            warnings.warn(
+                f"parameter '{name}' of method '{owner}' is now called '{p.name}'; "
+                f"the name '{name}' will be removed",
+                DeprecationWarning,
+                stacklevel=_caller_level(),
+            )
             return p
     names = [p.name for p in params]
     raise InvalidParameterError(
@@ -128,11 +174,36 @@ def validate_params(
     params: Sequence[Param], values: Mapping[str, Any], owner: str
 ) -> dict[str, Any]:
     """Every default of ``params`` overridden by ``values``, each checked and converted (see
-    :meth:`Param.validate`); ``owner`` names the method in error messages."""
-    checked = {p.name: p.default for p in params}
+    :meth:`Param.validate`); ``owner`` names the method in error messages.
+
+    The defaults of parameters typed with a kind are parsed like given values (an occlusion
+    ``window`` of ``"32"`` is ``(32, 32)``); a parameter given under its name and an alias is
+    an error.
+    """
+    checked = {p.name: p.validate(p.default) if _parser(p.type) else p.default for p in params}
+    given: dict[str, str] = {}
     for key, value in values.items():
-        checked[key] = find_param(params, key, owner).validate(value)
+        p = find_param(params, key, owner)
+        if p.name in given:
+            raise InvalidParameterError(
+                f"method '{owner}': '{given[p.name]}' and '{key}' are the same parameter "
+                f"'{p.name}'; give it once"
+            )
+        given[p.name] = key
+        checked[p.name] = p.validate(value)
     return checked
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of a warning that points at the first frame outside this package."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_HERE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 DEFAULT_RANK = 1000

@@ -340,7 +340,7 @@ def test_ig_completeness_gap_shrinks_with_steps(mlp, xm, rule):
     assert gaps[2] < gaps[0] / factor or gaps[2] < floor, gaps
 
 
-def test_ig_internal_batch_size_does_not_change_the_result(mlp, xm):
+def test_ig_batch_size_does_not_change_the_result(mlp, xm):
     base = rand(TANH_SHAPE, seed=32) * 0.2
     runs = {
         size: seethrough.explain(
@@ -350,7 +350,7 @@ def test_ig_internal_batch_size_does_not_change_the_result(mlp, xm):
             target=[2, 0],
             baseline=base,
             n_steps=10,
-            internal_batch_size=size,
+            batch_size=size,
         )
         for size in (1, 7, 0, 100)
     }
@@ -383,7 +383,7 @@ def test_ig_ends_riding_with_the_first_batch_change_nothing(mlp, xm, monkeypatch
     from seethrough.methods.gradient import integrated_gradients
 
     base = rand(TANH_SHAPE, seed=33) * 0.2
-    kw = dict(target=target, baseline=base, n_steps=10, internal_batch_size=size)
+    kw = dict(target=target, baseline=base, n_steps=10, batch_size=size)
     alone = seethrough.explain(mlp, xm, "integrated_gradients", **kw)
     monkeypatch.setattr(integrated_gradients, "fold_ends", lambda x: True)
     calls = []

@@ -127,7 +127,7 @@ def test_smoothgrad_seed_and_batching(quad, x):
     a = seethrough.explain(quad, x, "smoothgrad", seed=11, **kw)
     b = seethrough.explain(quad, x, "smoothgrad", seed=11, **kw)
     c = seethrough.explain(quad, x, "smoothgrad", seed=12, **kw)
-    d = seethrough.explain(quad, x, "smoothgrad", seed=11, internal_batch_size=3, **kw)
+    d = seethrough.explain(quad, x, "smoothgrad", seed=11, batch_size=3, **kw)
     for ea, eb, ec, ed in zip(a, b, c, d, strict=True):
         np.testing.assert_array_equal(ea.attributions, eb.attributions)
         assert np.abs(ea.attributions - ec.attributions).max() > 1e-3
@@ -181,7 +181,7 @@ def test_gradient_shap_linear_baseline_distribution_expectation(lin, x):
         n_samples=n,
         noise=0.3,
         seed=5,
-        internal_batch_size=1000,
+        batch_size=1000,
     )
     A, Bn = lin.np_A(), B.numpy()
     se = Bn.std(0) / np.sqrt(n)
@@ -210,7 +210,7 @@ def test_gradient_shap_rebuilt_exactly(quad, x):
         n_samples=n,
         noise=noise,
         seed=seed,
-        internal_batch_size=4,
+        batch_size=4,
     )
     g = torch.Generator().manual_seed(seed)
     pick = torch.randint(5, (n,), generator=g).numpy()
@@ -241,7 +241,7 @@ def test_gradient_shap_completeness_in_expectation(quad, x):
         baseline=B,
         n_samples=n,
         seed=9,
-        internal_batch_size=2000,
+        batch_size=2000,
     )
     W, V = quad.np_params()
     Bn = B.numpy()

@@ -99,13 +99,11 @@ def params_for(methods: list[str], pairs: Iterable[str] | None) -> dict[str, dic
     Fails before any model is loaded when a parameter fits none of the methods.
     """
     params = parse_params(pairs or [])
+    names = {m: {n for p in get_method(m).params for n in p.names} for m in methods}
     for key in params:
-        if not any(key in {p.name for p in get_method(m).params} for m in methods):
+        if not any(key in names[m] for m in methods):
             get_method(methods[0]).param(key)  # raises, with a suggestion
-    return {
-        m: {k: v for k, v in params.items() if k in {p.name for p in get_method(m).params}}
-        for m in methods
-    }
+    return {m: {k: v for k, v in params.items() if k in names[m]} for m in methods}
 
 
 def progress_bar() -> Progress:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..core.kinds import Fill
 from ..core.perturb import HIDE_KEYWORDS
 from ..registry import Param
 
@@ -50,14 +51,14 @@ BATCH_SIZE = Param(
 )
 """Model inputs per forward pass of a method that evaluates many per image (0: automatic)."""
 
-INTERNAL_BATCH = Param(
-    "internal_batch_size",
-    0,
-    "inputs per forward/backward pass when a method evaluates many (0: chosen to fit memory)",
-    int,
-    min=0,
+INTERNAL_BATCH = replace(
+    BATCH_SIZE,
+    help="inputs per forward/backward pass when a method evaluates many (0: chosen to fit memory)",
+    aliases=("internal_batch_size",),
 )
-"""Inputs per forward and backward pass of a gradient method that evaluates many (0: automatic)."""
+"""``batch_size`` of a gradient method that evaluates many inputs: inputs per forward and
+backward pass (0: automatic). Its former name ``internal_batch_size`` still works, with a
+``DeprecationWarning``."""
 
 TOP_LABELS = Param(
     "top_labels",
@@ -76,7 +77,7 @@ HIDE = Param(
     "what replaces hidden pixels: a number in model-input space (0 = the dataset's mean colour "
     "for normalised inputs), 'mean' (the image's channel means), 'blur', 'noise', or an image "
     "(with the input's channels and size; one, or one per input image)",
-    object,
+    Fill.of(HIDE_KEYWORDS),
     kind="image",
 )
 """What a perturbation method puts in place of the pixels it hides."""
@@ -99,7 +100,7 @@ BASELINE = Param(
     "reference input: 'black' (black image in model-input space), 'blur', 'mean' (the image's "
     "channel means), 'noise', a number (model-input space), or an image (with the input's "
     "channels and size; one, or one per input image)",
-    object,
+    Fill.of(BASELINE_KEYWORDS),
     kind="image",
 )
 """The reference input of a path or expectation gradient method."""

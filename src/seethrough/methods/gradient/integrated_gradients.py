@@ -64,7 +64,7 @@ class IntegratedGradients(GradientMethod):
     with the ``integration`` rule's points and weights. Completeness says
     ``sum(a) = y(x) - y(x')``; the gap ``|sum(a) - (y(x) - y(x'))|`` is reported in
     ``.stats["completeness_gap"]`` (with ``delta = y(x) - y(x')``): a large gap means too few
-    steps. The path is evaluated ``internal_batch_size`` points at a time.
+    steps. The path is evaluated ``batch_size`` points at a time.
     """
 
     name = "integrated_gradients"
@@ -121,7 +121,7 @@ class IntegratedGradients(GradientMethod):
                 grads, _, _ = input_gradients(ctx, points, path.target.select(i.tolist()))
             return grads * weights[k].view(-1, 1, 1, 1)
 
-        return accumulate(ctx, len(alphas), self.config["internal_batch_size"], term)
+        return accumulate(ctx, len(alphas), self.config["batch_size"], term)
 
 
 def fold_ends(x: torch.Tensor) -> bool:

@@ -46,7 +46,7 @@ class SmoothGrad(GradientMethod):
         a = 1/n sum_{i=1}^{n} A(x + eps_i),   eps_i ~ N(0, (noise * (max(x) - min(x)))^2)
 
     where ``A`` is the ``wrapped`` gradient method (with its default parameters) explaining the class
-    chosen on the clean input. The noisy copies go through ``A`` ``internal_batch_size`` at a
+    chosen on the clean input. The noisy copies go through ``A`` ``batch_size`` at a
     time. The noise is drawn where the model runs (see
     :func:`~seethrough.methods.gradient.base.normal_noise`): the same seed gives the same
     result on the same device, and a GPU draws other noise than the CPU.
@@ -91,7 +91,7 @@ class SmoothGrad(GradientMethod):
             )
             return inner.attribute(sub, sub_target).attributions
 
-        return Attribution(accumulate(ctx, m, p["internal_batch_size"], term) / m, output, target)
+        return Attribution(accumulate(ctx, m, p["batch_size"], term) / m, output, target)
 
 
 @register_method
@@ -154,7 +154,7 @@ class GradientShap(GradientMethod):
             grads, _, _ = input_gradients(ctx, b + tk * (noisy - b), target.select(i.tolist()))
             return grads * (xi - b)
 
-        return Attribution(accumulate(ctx, m, p["internal_batch_size"], term) / m, output, target)
+        return Attribution(accumulate(ctx, m, p["batch_size"], term) / m, output, target)
 
     def _baselines(self, ctx: Context, generator: torch.Generator) -> torch.Tensor:
         base = image_parameter(

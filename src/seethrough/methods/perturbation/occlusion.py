@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.kinds import Pair
 from ...core.progress import Ticker
-from ...errors import InvalidParameterError
 from ...registry import Param, register_method
 from ..base import Context
 from .base import PerturbationMethod, Sample, Single
@@ -40,26 +40,6 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def _pair(value: object, name: str) -> tuple[int, int]:
-    if isinstance(value, str):
-        parts = value.lower().replace(",", "x").split("x")
-    elif isinstance(value, (tuple, list)):
-        parts = list(value)
-    else:
-        parts = [value]
-    try:
-        if any(isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()) for p in parts):
-            raise ValueError(value)
-        pair = tuple(int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{name}={value!r}: an integer or HEIGHTxWIDTH") from None
-    if len(pair) == 1:
-        pair = pair * 2
-    if len(pair) != 2 or min(pair) < 1:
-        raise InvalidParameterError(f"{name}={value!r}: one or two positive integers")
-    return pair  # type: ignore[return-value]
-
-
 @register_method
 class Occlusion(PerturbationMethod):
     """Score drop when a window is hidden, averaged over the windows covering each pixel.
@@ -81,17 +61,14 @@ class Occlusion(PerturbationMethod):
     rank = 30
     paper = "Zeiler & Fergus, ECCV 2014"
     params = (
-        Param("window", "32", "occluding window: SIZE or HEIGHTxWIDTH in input pixels", object),
-        Param("stride", "16", "step between windows: SIZE or HEIGHTxWIDTH", object),
+        Param("window", "32", "occluding window: SIZE or HEIGHTxWIDTH in input pixels", Pair),
+        Param("stride", "16", "step between windows: SIZE or HEIGHTxWIDTH", Pair),
         *PerturbationMethod.params,
     )
 
     def _windows(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = ctx.x.shape[-2:]
-        (wh, ww), (sh, sw) = (
-            _pair(self.config["window"], "window"),
-            _pair(self.config["stride"], "stride"),
-        )
+        (wh, ww), (sh, sw) = self.config["window"], self.config["stride"]
         ys, xs = window_starts(h, wh, sh), window_starts(w, ww, sw)
         wh, ww = min(wh, h), min(ww, w)
         rows = torch.stack([(torch.arange(h) >= y) & (torch.arange(h) < y + wh) for y in ys])

@@ -6,21 +6,27 @@ import math
 
 import numpy as np
 
+from ...core.kinds import Segments
 from ...errors import InvalidParameterError
 from ...registry import Param
 
-__all__ = ["segment", "SEGMENTERS", "SEGMENT_PARAMS"]
+__all__ = ["segment", "SEGMENTERS", "SEGMENTS", "SEGMENT_PARAMS"]
 
 SEGMENTERS = ("slic", "quickshift", "felzenszwalb", "grid")
 
+SEGMENTS = Segments.of(SEGMENTERS)
+"""The kind of ``segments``: one of :data:`SEGMENTERS` or an integer label array ``(H, W)``."""
+
+_SEGMENTS_PARAM = Param(
+    "segments",
+    "slic",
+    "features to perturb: 'slic', 'quickshift', 'felzenszwalb', 'grid', or an integer "
+    "(H, W) label array at input resolution",
+    SEGMENTS,
+)
+
 SEGMENT_PARAMS = (
-    Param(
-        "segments",
-        "slic",
-        "features to perturb: 'slic', 'quickshift', 'felzenszwalb', 'grid', or an integer "
-        "(H, W) label array at input resolution",
-        object,
-    ),
+    _SEGMENTS_PARAM,
     Param("n_segments", 50, "about how many superpixels (slic) or grid cells (grid)", int, min=1),
     Param(
         "compactness", 10.0, "slic: colour vs space trade-off (higher = more square)", float, min=0
@@ -43,7 +49,8 @@ def segment(
 
     Args:
         image: uint8 ``(H, W, 3)``, the image the model sees.
-        segments: a segmenter name or a label array ``(H, W)`` (relabelled to ``0..F-1``).
+        segments: a segmenter name or integer labels ``(H, W)`` (numpy array, tensor or nested
+            list; relabelled to ``0..F-1``), checked by :data:`SEGMENTS`.
         n_segments: target number of superpixels (slic) or cells (grid: a square-ish grid of
             about that many cells).
         compactness: SLIC compactness.
@@ -51,11 +58,10 @@ def segment(
         scale: Felzenszwalb scale (sigma 0.8, min_size 20).
     """
     h, w = image.shape[:2]
-    if isinstance(segments, np.ndarray) or (
-        not isinstance(segments, str) and hasattr(segments, "__array__")
-    ):
-        labels = np.asarray(segments)
-        if labels.shape != (h, w) or not np.issubdtype(labels.dtype, np.integer):
+    segments = _SEGMENTS_PARAM.validate(segments)
+    if isinstance(segments, np.ndarray):
+        labels = segments
+        if labels.shape != (h, w):
             raise InvalidParameterError(
                 f"segments array must be integer labels of shape {(h, w)} (the model input), got "
                 f"{labels.dtype} {labels.shape}"
@@ -74,10 +80,8 @@ def segment(
         from skimage.segmentation import felzenszwalb
 
         labels = felzenszwalb(image, scale=scale, sigma=0.8, min_size=20)
-    else:
-        raise InvalidParameterError(
-            f"segments={segments!r}: use one of {', '.join(SEGMENTERS)} or an integer label array"
-        )
+    else:  # a name in SEGMENTERS without a branch here
+        raise NotImplementedError(f"segmenter {segments!r}")
     _, dense = np.unique(labels, return_inverse=True)
     return dense.reshape(h, w).astype(np.int32)
 
