@@ -266,8 +266,8 @@ def _speed_rows(
             net(x)
 
     ours: dict[str, dict[str, Any]] = {m: {} for m in methods}
-    ours["integrated_gradients"] = {"n_steps": steps, "internal_batch_size": steps, "baseline": 0.0}
-    ours["smoothgrad"] = {"n_samples": 16, "internal_batch_size": 16, "noise": 0.15}
+    ours["integrated_gradients"] = {"n_steps": steps, "batch_size": steps, "baseline": 0.0}
+    ours["smoothgrad"] = {"n_samples": 16, "batch_size": 16, "noise": 0.15}
     ours["occlusion"] = {"window": 32, "stride": 16, "hide": 0.0, "batch_size": BATCH}
     for m in ("lime", "kernelshap"):
         ours[m] = {"segments": labels, "n_samples": n, "hide": 0.0, "batch_size": BATCH}

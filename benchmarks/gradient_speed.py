@@ -10,9 +10,9 @@ efficientnet_lite0), on a 224x224 random model input, all in ONE interleaved run
   * ``saliency`` and ``guided_backprop`` at batch 1 and batch 8 (``--large-batch``);
   * ``integrated_gradients`` at batch 1: 50 steps (``--n-steps``), ``baseline=0.0`` (a number
     in model-input space), each rule of ``--rules`` (gausslegendre, riemann_trapezoid) at each
-    ``internal_batch_size`` of ``--ig-batches`` (1, 8, 16, 50);
+    ``batch_size`` of ``--ig-batches`` (1, 8, 16, 50);
   * ``smoothgrad`` over saliency at batch 1: ``n_samples=16``, ``noise=0.15``,
-    ``internal_batch_size=16``;
+    ``batch_size=16``;
 
 - Captum at the same settings, same explicit target class ``T`` (the top class of the first
   image, fixed before timing): ``Saliency(abs=False)`` (our attributions are the signed
@@ -262,7 +262,7 @@ def _candidates(vm: VisionModel, args: argparse.Namespace) -> tuple[list[Candida
             wrapped="saliency",
             n_samples=SMOOTH_SAMPLES,
             noise=SMOOTH_NOISE,
-            internal_batch_size=SMOOTH_SAMPLES,
+            batch_size=SMOOTH_SAMPLES,
         ),
         _captum(
             "smoothgrad",
@@ -291,7 +291,7 @@ def _candidates(vm: VisionModel, args: argparse.Namespace) -> tuple[list[Candida
                     target=target,
                     n_steps=args.n_steps,
                     integration=rule,
-                    internal_batch_size=ib,
+                    batch_size=ib,
                     baseline=0.0,
                 ),
                 _captum(

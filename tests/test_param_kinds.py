@@ -232,3 +232,10 @@ def test_internal_batch_size_still_works_with_a_warning(tiny, tiny_input):
 
     routed = params_for(["integrated_gradients", "occlusion"], ["internal_batch_size=4"])
     assert routed == {"integrated_gradients": {"internal_batch_size": "4"}, "occlusion": {}}
+
+
+def test_a_misspelt_keyword_through_explain_gets_a_suggestion():
+    """explain reads a bare word as a keyword, not as an image file to open."""
+    model = seethrough.load_model("synthetic_digits", weights="none")
+    with pytest.raises(InvalidParameterError, match="Did you mean: blur"):
+        seethrough.explain(model, "sample:chelsea", "occlusion", hide="blurr")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -135,8 +136,14 @@ def _is_image_argument(value: Any) -> bool:
             float(value)
             return False
         except ValueError:
-            return value not in _KEYWORDS
+            return value not in _KEYWORDS and (value.startswith("sample:") or _file_like(value))
     return is_raw_image(value) and not isinstance(value, (int, float))
+
+
+def _file_like(text: str) -> bool:
+    """Whether ``text`` reads as a path (an existing file, or a folder or suffix in it): another
+    bare word is a misspelt keyword, which the parameter's own check names with a suggestion."""
+    return "/" in text or "\\" in text or "." in text or os.path.exists(text)
 
 
 def _image_argument(model: VisionModel | nn.Module, key: str, value: Any) -> torch.Tensor:
