@@ -249,7 +249,7 @@ class Method:
             class_index = class_index if class_index is not None else model.class_index
             normalization = normalization if normalization is not None else model.normalization
             labels = labels if labels is not None else model.labels
-            model = model.runner if model.runner is not None else model.module
+            model = model.runner_for(self.needs_gradients or self.swaps_modules)
         if (self.needs_layer or self.swaps_modules) and isinstance(model, torch.jit.ScriptModule):
             raise MethodNotApplicableError(
                 f"{self.name} needs hooks on the model's layers, which a TorchScript model does not "

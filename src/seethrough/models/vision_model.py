@@ -70,11 +70,14 @@ class VisionModel:
         default_layer: str | None = None,
         framework: str = "pytorch",
         runner: Callable[[], ModelRunner] | None = None,
+        gradient_runner: Callable[[], ModelRunner] | None = None,
     ) -> None:
         """Wrap ``module``; see the class docstring for the meaning of each argument.
 
         ``runner`` makes the runner of one call for a model that is not a plain PyTorch module
-        (default: a :class:`~seethrough.core.runner.TorchRunner` on ``module``).
+        (default: a :class:`~seethrough.core.runner.TorchRunner` on ``module``);
+        ``gradient_runner``, where ``runner``'s is forward-only, the differentiable runner of a
+        call that needs gradients (an ONNX model converted to PyTorch).
         """
         self.module = module
         self.preprocessing = preprocessing
@@ -85,6 +88,7 @@ class VisionModel:
         self.default_layer = default_layer
         self.framework = framework
         self._runner = runner
+        self._gradient_runner = gradient_runner
 
     def __repr__(self) -> str:
         """Short summary: name, source and number of classes."""
@@ -93,9 +97,12 @@ class VisionModel:
             f"weights={self.weights!r}, classes={self.num_classes})"
         )
 
-    def make_runner(self) -> ModelRunner:
+    def make_runner(self, needs_gradients: bool = False) -> ModelRunner:
         """A runner for one call (see :mod:`seethrough.core.runner`): the model's own for a
-        Keras or ONNX model, else a :class:`~seethrough.core.runner.TorchRunner` on ``module``."""
+        Keras or ONNX model, else a :class:`~seethrough.core.runner.TorchRunner` on ``module``;
+        with ``needs_gradients``, the model's gradient runner where it has one."""
+        if needs_gradients and self._gradient_runner is not None:
+            return self._gradient_runner()
         return self._runner() if self._runner is not None else TorchRunner(self.module)
 
     @property
@@ -239,6 +246,9 @@ class ModelInfo:
         preprocessing: how raw images become the input, or ``None`` for a bare module.
         runner: the model's own runner (a Keras or ONNX model's), or ``None``: the methods run
             ``module`` with a :class:`~seethrough.core.runner.TorchRunner`.
+        gradient_runner: makes the runner of a method that needs gradients, where ``runner``
+            is forward-only and the model has another way (an ONNX model converted to
+            PyTorch), else ``None``.
     """
 
     module: nn.Module
@@ -249,6 +259,7 @@ class ModelInfo:
     labels: tuple[str, ...] | None = None
     preprocessing: Preprocessing | None = None
     runner: ModelRunner | None = None
+    gradient_runner: Callable[[], ModelRunner] | None = None
 
     @classmethod
     def of(cls, model: VisionModel | nn.Module | ModelInfo) -> ModelInfo:
@@ -272,7 +283,15 @@ class ModelInfo:
             labels=tuple(model.labels),
             preprocessing=pre,
             runner=model.make_runner() if model._runner is not None else None,
+            gradient_runner=model._gradient_runner,
         )
+
+    def runner_for(self, needs_gradients: bool) -> nn.Module | ModelRunner:
+        """What a method runs: with ``needs_gradients`` the gradient runner where there is
+        one, else the model's own runner, else the network."""
+        if needs_gradients and self.gradient_runner is not None:
+            return self.gradient_runner()
+        return self.runner if self.runner is not None else self.module
 
     def label(self, index: int | None) -> str | None:
         """The name of class ``index``, or ``None`` without labels or index."""
