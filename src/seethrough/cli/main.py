@@ -276,6 +276,75 @@ def layers_cmd(
     console.print(table)
 
 
+EXPORT_CHECK_CORRELATION = 0.999
+"""Least correlation between the source model's Grad-CAM and the exported model's that
+``export-onnx --check`` accepts."""
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    model: Annotated[str, typer.Argument(help="The PyTorch model: a name or a file.")],
+    out: Annotated[Path, typer.Argument(help="The ONNX file to write.")],
+    weights: WeightsOpt = "default",
+    arch: ArchOpt = None,
+    size: SizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    resize: ResizeOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Reload the file and compare top-5 and Grad-CAM with the model on the "
+            "bundled photos.",
+        ),
+    ] = False,
+) -> None:
+    """Export a PyTorch model as an ONNX file (with its preprocessing and labels)."""
+    from ..models.zoo import require_extra
+
+    require_extra("onnx", "export-onnx")
+    from ..models.onnx import export_onnx
+
+    vm = _load(model, weights, arch, size, mean, std, resize, "cpu")
+    written = export_onnx(vm, out, overwrite=force)
+    console.print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)", markup=False)
+    if check:
+        _check_export(vm, written)
+
+
+def _check_export(source: VisionModel, path: Path) -> None:
+    """Reload ``path`` and compare it with ``source`` on every bundled photo: the same top-5
+    classes in the same order, Grad-CAM maps correlated at least
+    :data:`EXPORT_CHECK_CORRELATION` (exit 2 when any photo fails)."""
+    import numpy as np
+
+    from ..images import list_samples
+    from ..models.onnx import load_onnx
+
+    exported = load_onnx(path)
+    table = Table(title=f"{source.name} against {path.name} (onnxruntime)")
+    for col in ("photo", "top-5", "largest probability gap", "Grad-CAM correlation"):
+        table.add_column(col)
+    failed = []
+    for name in list_samples():
+        image = load_image(f"sample:{name}")
+        a, b = source.predict(image), exported.predict(image)
+        same = [p.index for p in a] == [p.index for p in b]  # type: ignore[union-attr]
+        gap = max(abs(p.probability - q.probability) for p, q in zip(a, b, strict=True))  # type: ignore[union-attr]
+        maps = [explain_api(m, image, "gradcam").map.ravel() for m in (source, exported)]  # type: ignore[union-attr]
+        corr = float(np.corrcoef(maps[0], maps[1])[0, 1]) if maps[0].std() > 0 else 1.0
+        if not same or not corr >= EXPORT_CHECK_CORRELATION:
+            failed.append(name)
+        table.add_row(name, "same" if same else "DIFFERENT", f"{gap:.1e}", f"{corr:.6f}")
+    console.print(table)
+    if failed:
+        _error(f"the exported model differs from the source on: {', '.join(failed)}")
+        raise typer.Exit(2)
+    console.print("check passed: the same top-5 and Grad-CAM on every bundled photo")
+
+
 @app.command("predict")
 def predict_cmd(
     images: Annotated[list[str], typer.Argument(help="Image files, folders, or sample:NAME.")],
