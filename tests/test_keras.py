@@ -26,7 +26,7 @@ from seethrough.errors import (  # noqa: E402
     WeightsMismatchError,
     WeightsUnavailableError,
 )
-from seethrough.models import zoo  # noqa: E402
+from seethrough.models._common import download_errors  # noqa: E402
 from seethrough.models.keras import (  # noqa: E402
     KerasPreprocessing,
     application_mode,
@@ -357,7 +357,7 @@ def test_imagenet_weights_offline_fail_in_one_line_as_for_torchvision(monkeypatc
         seethrough.load_model("keras:MobileNetV2", weights="imagenet")
     with (
         pytest.raises(WeightsUnavailableError) as torchvision_like,
-        zoo._download_errors("MobileNetV2"),
+        download_errors("MobileNetV2"),
     ):
         raise OSError("no network")
     assert str(caught.value) == str(torchvision_like.value)

@@ -48,9 +48,9 @@ from ..errors import (
     UnknownModelError,
     UnsafeModelError,
     WeightsMismatchError,
-    WeightsUnavailableError,
     suggest,
 )
+from ._common import download_errors, first_line
 from .labels import generic_labels, imagenet_labels
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .vision_model import VisionModel
@@ -577,14 +577,8 @@ def _read_config(path: Path) -> object:
         ) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InvalidParameterError(
-            f"cannot read Keras model '{path}' (truncated or not a Keras file?): {_first_line(exc)}"
+            f"cannot read Keras model '{path}' (truncated or not a Keras file?): {first_line(exc)}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -700,7 +694,7 @@ def load_keras_file(path: str | Path, *, labels: Sequence[str] | None = None) ->
         with keras.device("cpu"):
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:
-        raise InvalidParameterError(f"Keras cannot load '{path}': {_first_line(exc)}") from None
+        raise InvalidParameterError(f"Keras cannot load '{path}': {first_line(exc)}") from None
     size, classes = _check_classifier(model, source)
     model, stripped = _without_softmax(model)
     if labels is not None and len(labels) != classes:
@@ -742,20 +736,6 @@ def application_mode(name: str) -> Mode:
     return "tf"
 
 
-@contextmanager
-def _download_errors(arch: str) -> Iterator[None]:
-    """Any failure while fetching pretrained weights as a one-line WeightsUnavailableError,
-    worded as for the PyTorch sources."""
-    try:
-        yield
-    except Exception as exc:
-        raise WeightsUnavailableError(
-            f"could not download the pretrained weights of '{arch}' (no network?): use "
-            "weights='none' (--weights none) for random weights, or pass a local weights file "
-            "(--weights PATH)"
-        ) from exc
-
-
 def load_keras_application(name: str, *, weights: str = "default") -> VisionModel:
     """A ``keras.applications`` architecture, with logits (``classifier_activation=None``),
     ImageNet labels and its own preprocessing mode (:func:`application_mode`).
@@ -785,7 +765,7 @@ def load_keras_application(name: str, *, weights: str = "default") -> VisionMode
     build = getattr(keras.applications, name)
     with keras.device("cpu"):
         if weights in ("default", "imagenet"):
-            with _download_errors(name):
+            with download_errors(name):
                 model = build(weights="imagenet", classifier_activation=None)
             description = "Keras ImageNet weights"
         else:
@@ -821,7 +801,7 @@ def _load_weights(model: Any, path: Path, name: str) -> None:
         model.load_weights(path)
     except Exception as exc:
         raise WeightsMismatchError(
-            f"weights file '{path}' does not fit '{name}': {_first_line(exc)}"
+            f"weights file '{path}' does not fit '{name}': {first_line(exc)}"
         ) from None
 
 

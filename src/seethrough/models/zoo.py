@@ -16,8 +16,7 @@ import fnmatch
 import os
 import pickle
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..errors import (
     suggest,
 )
 from . import digits
+from ._common import download_errors, first_line
 from .labels import imagenet_labels, labels_for
 from .preprocessing import Preprocessing
 from .torchscript import is_torchscript, load_torchscript
@@ -81,12 +81,6 @@ class Source:
     pretrained: Callable[[str], _Loaded]
     default_layer: str | None = None
     prefix: bool = False
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception message (its type name if empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------- names
@@ -279,7 +273,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as exc:
         raise InvalidParameterError(
-            f"cannot read weights file '{path}': {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot read weights file '{path}': {type(exc).__name__}: {first_line(exc)}"
         ) from None
     if isinstance(state, Mapping):
         state = next(
@@ -347,19 +341,6 @@ def _from_file(source: str, arch: str, path: Path) -> _Loaded:
 # ------------------------------------------------------------------------- pretrained weights
 
 
-@contextmanager
-def _download_errors(arch: str) -> Iterator[None]:
-    """Turn any failure while fetching pretrained weights into one-line WeightsUnavailableError."""
-    try:
-        yield
-    except Exception as exc:
-        raise WeightsUnavailableError(
-            f"could not download the pretrained weights of '{arch}' (no network?): use "
-            "weights='none' (--weights none) for random weights, or pass a local weights file "
-            "(--weights PATH)"
-        ) from exc
-
-
 def _pretrained(source: str, arch: str) -> _Loaded:
     """The model with its default pretrained weights (downloaded, or from torch/HF caches)."""
     return _SOURCES[source].pretrained(arch)
@@ -382,7 +363,7 @@ def _digits_pretrained(arch: str) -> _Loaded:
 def _torchvision_pretrained(arch: str) -> _Loaded:
     """A torchvision model with its default weights and the preprocessing they were made for."""
     weights = torchvision.models.get_model_weights(arch).DEFAULT
-    with _download_errors(arch):
+    with download_errors(arch):
         module = torchvision.models.get_model(arch, weights=weights, progress=False)
     transforms = weights.transforms()
     crop, resize = transforms.crop_size[0], transforms.resize_size[0]
@@ -404,7 +385,7 @@ def _timm_pretrained(arch: str) -> _Loaded:
             f"timm has no pretrained weights for '{arch}': use weights='none' (--weights none) "
             "or pass a local weights file (--weights PATH)"
         )
-    with _download_errors(arch):
+    with download_errors(arch):
         module = timm.create_model(arch, pretrained=True)
     tag = module.pretrained_cfg.get("tag")
     description = f"timm pretrained ({tag})" if tag else "timm pretrained"
@@ -484,7 +465,7 @@ def _torchscript(path: Path) -> _Loaded:
         raise
     except Exception as exc:
         raise ModelOutputError(
-            f"TorchScript model '{path}' failed on a 1x3x224x224 input: {_first_line(exc)}"
+            f"TorchScript model '{path}' failed on a 1x3x224x224 input: {first_line(exc)}"
         ) from None
     return module, Preprocessing(), labels_for(int(scores.shape[-1])), str(path)
 
