@@ -21,7 +21,14 @@ import seethrough
 from seethrough.dashboard import APP_PATH
 from seethrough.dashboard import service as svc
 from seethrough.images import sample_image
-from tests.test_dashboard_service import tiny_module
+from tests.test_dashboard_service import (
+    keras_bytes,
+    needs_keras,
+    needs_onnx,
+    onnx_bytes,
+    tiny_keras,
+    tiny_module,
+)
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -496,6 +503,87 @@ def test_own_file_messages_name_the_uploaded_file():
     own_file(at, "State dict", "my-model.pt", whole.getvalue(), "squeezenet1_1")
     (message,) = sidebar_errors(at)
     assert "my-model.pt" in message and tempfile.gettempdir() not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# model panel: Keras and ONNX
+
+
+def choose_framework(at: AppTest, name: str) -> None:
+    at.selectbox(key="framework").set_value(name).run()
+    no_exception(at)
+
+
+def upload_model(at: AppTest, key: str, name: str, data: bytes) -> None:
+    at.file_uploader(key=key).set_value((name, data, "application/octet-stream"))
+    at.run()
+    no_exception(at)
+
+
+@needs_keras
+@needs_onnx
+def test_keras_and_onnx_models_in_the_model_panel(monkeypatch):
+    at = new_app()
+    assert at.selectbox(key="framework").options == ["PyTorch", "Keras", "ONNX"]
+    at.session_state["keras_weights"] = "none"  # offline: random weights, no download
+    choose_framework(at, "Keras")
+    assert at.radio(key="keras_source").value == "From keras.applications"
+    assert at.selectbox(key="keras_name").value == "MobileNetV2"
+    assert {"ResNet50", "EfficientNetB0"} <= set(at.selectbox(key="keras_name").options)
+    assert at.radio(key="keras_weights").options == ["imagenet", "none"]
+    assert not errors(at) and table_rows(at) == 5
+    assert "Keras 'tf' mode" in applied(at)
+    assert any(c.value == "1000 classes · default layer out_relu" for c in at.sidebar.caption)
+    assert at.text_input(key="layer").placeholder == "default: out_relu"
+    assert at.text_input(key="layer").help.startswith("A Keras layer name")
+
+    at.radio(key="keras_source").set_value("My own file").run()
+    no_exception(at)
+    assert "Lambda layer" in at.file_uploader(key="keras_file").help
+    assert any("Upload a Keras model file" in i.value for i in at.sidebar.info)
+    assert any("upload its model file" in i.value for i in at.main.info) and not at.dataframe
+    upload_model(at, "keras_file", "coded.keras", keras_bytes(tiny_keras(lambda_layer=True)))
+    (message,) = sidebar_errors(at)
+    assert "coded.keras" in message and "Lambda" in message and not at.dataframe
+    upload_model(at, "keras_file", "mine.keras", keras_bytes(tiny_keras()))
+    assert not errors(at) and table_rows(at) == 3
+    only_methods(at, ["gradcam", "guided_backprop"])
+    explain(at)
+    (_, cam), (_, guided) = results(at)
+    assert isinstance(cam, seethrough.Explanation) and cam.layer == "conv2"
+    assert isinstance(guided, str) and guided in errors(at)
+    title = seethrough.get_method("guided_backprop").title
+    assert guided.startswith(f"{title}: guided backpropagation needs nn.ReLU")
+
+    choose_framework(at, "ONNX")
+    note = at.file_uploader(key="onnx_file").help
+    assert "external data cannot be uploaded" in note and "onnxruntime" in note
+    upload_model(at, "onnx_file", "tiny.onnx", onnx_bytes(tiny_module()))
+    assert not sidebar_errors(at) and table_rows(at) == 3
+    assert at.text_input(key="layer").help.startswith("An ONNX tensor name")
+    only_methods(at, ["gradcam", "occlusion"])
+    at.run()
+    at.get_by_key("param.occlusion.window").set_value("8")
+    at.get_by_key("param.occlusion.stride").set_value("8")
+    explain(at)
+    (_, cam), (_, occlusion) = results(at)
+    assert isinstance(cam, seethrough.Explanation) and "Relu" in cam.layer
+    assert isinstance(occlusion, seethrough.Explanation) and np.abs(occlusion.map).max() > 0
+
+    import importlib.util  # a server without the extras: one line with the pip command
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **kw: None if name in ("keras", "onnx") else real(name, *a, **kw),
+    )
+    for framework, extra in [("Keras", "keras"), ("ONNX", "onnx")]:
+        choose_framework(at, framework)
+        (line,) = [w.value for w in at.sidebar.warning]
+        assert line.endswith(f"pip install 'seethrough[{extra}]'")
+        assert not at.sidebar.file_uploader and not at.sidebar.radio and not at.dataframe
+        assert any(line in i.value for i in at.main.info)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,54 @@ def tiny_vm(seed: int = 0) -> seethrough.VisionModel:
 
 
 SPEC = svc.ModelSpec(name="tiny-test-model", weights="none")
+
+KERAS_MISSING = svc.missing_extra("Keras")
+ONNX_MISSING = svc.missing_extra("ONNX")
+needs_keras = pytest.mark.skipif(KERAS_MISSING is not None, reason=str(KERAS_MISSING))
+needs_onnx = pytest.mark.skipif(ONNX_MISSING is not None, reason=str(ONNX_MISSING))
+
+
+def tiny_keras(lambda_layer: bool = False):
+    """A tiny Keras CNN (32x32 RGB -> 3 logits) on the torch backend, made with the library's
+    own Keras import (which sets the backend first); with ``lambda_layer``, code in it."""
+    from seethrough.models.keras import keras_module
+
+    keras = keras_module()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    h = keras.layers.Lambda(lambda t: t * 2.0, name="doubler")(inp) if lambda_layer else inp
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(inp, keras.layers.Dense(3, name="fc")(h))
+
+
+def keras_bytes(model, suffix: str = ".keras") -> bytes:
+    """``model`` saved as a ``.keras`` (or legacy ``.h5``) file, as the bytes an upload gives."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # .h5 is Keras' legacy format: it says so
+        path = Path(tmp) / f"model{suffix}"
+        model.save(path)
+        return path.read_bytes()
+
+
+def onnx_bytes(module: nn.Module, size: int = 32) -> bytes:
+    """``module`` exported to one self-contained ONNX file (batch axis dynamic)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated upstream
+        torch.onnx.export(
+            module,
+            torch.zeros(1, 3, size, size),
+            buf,
+            input_names=["image"],
+            dynamic_axes={"image": {0: "batch"}},
+            external_data=False,
+            dynamo=False,
+        )
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -654,6 +703,82 @@ def test_store_upload_refuses_unknown_suffixes(tmp_path, name):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "framework, name",
+    [
+        ("PyTorch", "model.safetensors"),
+        ("PyTorch", "model.pth"),
+        ("Keras", "model.keras"),
+        ("Keras", "model.h5"),
+        ("Keras", "emotion_model.HDF5"),
+        ("ONNX", "model.onnx"),
+    ],
+)
+def test_store_upload_takes_each_frameworks_files(tmp_path, framework, name):
+    path = svc.store_upload(b"model bytes", name, tmp_path, framework=framework)
+    assert path.parent == tmp_path and path.read_bytes() == b"model bytes"
+    assert path.suffix == Path(name).suffix.lower() and path.stem != Path(name).stem
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+
+
+@pytest.mark.parametrize(
+    "framework, name, says",
+    [
+        ("PyTorch", "model.onnx", "choose ONNX as the framework"),
+        ("PyTorch", "model.keras", "choose Keras as the framework"),
+        ("Keras", "model.pt", "choose PyTorch as the framework"),
+        ("Keras", "model.onnx", "a Keras model file must be one of .keras, .h5, .hdf5"),
+        ("Keras", "saved_model.pb", "SavedModel is not taken here"),
+        ("Keras", "model.py", "a Keras model file must be one of .keras, .h5, .hdf5"),
+        ("ONNX", "model.keras", "an ONNX model file must be one of .onnx (choose Keras"),
+        ("ONNX", "weights.data", "an ONNX model file must be one of .onnx"),
+        ("ONNX", "model.pb", "SavedModel is not taken here"),
+    ],
+)
+def test_store_upload_refuses_another_frameworks_files_in_one_line(tmp_path, framework, name, says):
+    with pytest.raises(InvalidParameterError) as exc:
+        svc.store_upload(b"data", name, tmp_path, framework=framework)
+    assert short_error(exc).startswith(f"{name}: ") and says in str(exc.value)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("framework", svc.FRAMEWORKS)
+def test_store_upload_refuses_torchscript_whatever_the_framework(tmp_path, framework, monkeypatch):
+    from seethrough.errors import UnsafeModelError
+
+    monkeypatch.delenv(svc.TORCHSCRIPT_ENV, raising=False)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # torch.jit is deprecated upstream, still supported
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(tiny_module()), buf)
+    name = "model" + "." + svc.MODEL_FILE_TYPES[framework][0]
+    with pytest.raises(UnsafeModelError, match="TorchScript file, which is a program"):
+        svc.store_upload(buf.getvalue(), name, tmp_path, framework=framework)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(InvalidParameterError, match="unknown framework 'TensorFlow'"):
+        svc.store_upload(b"data", "model.pb", tmp_path, framework="TensorFlow")
+
+
+def test_missing_extra_names_the_pip_command_and_imports_nothing(monkeypatch):
+    import importlib.util
+
+    assert svc.missing_extra("PyTorch") is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **kw: None if name in ("keras", "onnxruntime") else real(name, *a, **kw),
+    )
+    assert (
+        svc.missing_extra("Keras") == "a Keras model needs keras: pip install 'seethrough[keras]'"
+    )
+    assert svc.missing_extra("ONNX") == (
+        "an ONNX model needs onnxruntime: pip install 'seethrough[onnx]'"
+    )
+    with pytest.raises(InvalidParameterError, match="use one of PyTorch, Keras, ONNX"):
+        svc.missing_extra("TensorFlow")
+
+
 def test_store_upload_refuses_empty_data(tmp_path):
     with pytest.raises(InvalidParameterError) as exc:
         svc.store_upload(b"", "model.pt", tmp_path)
@@ -664,13 +789,16 @@ def test_store_upload_refuses_empty_data(tmp_path):
 # no streamlit in the library; the command line
 
 
-def test_the_library_never_imports_streamlit():
+def test_the_library_never_imports_streamlit_keras_or_onnx():
     code = (
         "import sys\n"
         "import seethrough, seethrough.cli.main, seethrough.evaluation, seethrough.metrics\n"
         "import seethrough.dashboard, seethrough.dashboard.service\n"
         "seethrough.dashboard.command()\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'streamlit')\n"
+        "from seethrough.dashboard.service import FRAMEWORKS, missing_extra\n"
+        "[missing_extra(f) for f in FRAMEWORKS]\n"
+        "roots = ('streamlit', 'keras', 'onnx', 'onnxruntime', 'tensorflow')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in roots)\n"
         "assert not loaded, loaded\n"
         "print('ok')\n"
     )
@@ -786,6 +914,119 @@ def test_layer_default_names_the_layer_or_says_why_there_is_none(photo):
     assert none.name is None and none.note.startswith("no default layer (")
     assert "spatial" in none.note and none.note.endswith("type one under Explain")
     assert svc.layer_default(slot) is none  # found once per loaded model
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras and ONNX models through the pool, as the model panel asks for them
+
+
+@needs_keras
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_an_uploaded_keras_file_loads_predicts_and_names_its_keras_layers(tmp_path, photo, suffix):
+    model = tiny_keras()
+    path = svc.store_upload(
+        keras_bytes(model, suffix), f"mine{suffix}", tmp_path, framework="Keras"
+    )
+    spec = svc.ModelSpec(name=str(path), label=f"mine{suffix}")
+    slot = svc.ModelPool().get(spec)
+    vm = slot.model
+    assert vm.framework == "keras" and vm.num_classes == 3 and spec.title() == f"mine{suffix}"
+    x = vm.preprocess(photo)  # (1, 3, 32, 32): Keras computes channels-last
+    with torch.no_grad():
+        logits = torch.as_tensor(model(x.permute(0, 2, 3, 1).numpy())).cpu()
+    expected = torch.softmax(logits, -1)[0]
+    top = svc.predict(slot, photo, 3)
+    assert [p.index for p in top.predictions] == expected.argsort(descending=True).tolist()
+    got = [p.probability for p in top.predictions]
+    np.testing.assert_allclose(got, expected.sort(descending=True).values, atol=1e-5)
+
+    layer = svc.layer_default(slot)
+    assert layer.name == "conv2" and "conv2" in layer.note  # Keras' name, as the methods pick
+    e = svc.run_method(slot, photo, "gradcam", cache=None)
+    assert e.layer == "conv2" and np.isfinite(e.map).all() and e.map.max() > 0
+    with pytest.raises(seethrough.errors.MethodNotApplicableError) as exc:
+        svc.run_method(slot, photo, "guided_backprop", cache=None)
+    assert "guided backpropagation" in short_error(exc)
+
+
+@needs_keras
+def test_a_keras_file_with_a_lambda_layer_is_refused_in_one_line_naming_the_upload(tmp_path):
+    from seethrough.errors import UnsafeModelError
+
+    path = svc.store_upload(
+        keras_bytes(tiny_keras(lambda_layer=True)), "mine.keras", tmp_path, framework="Keras"
+    )
+    with pytest.raises(UnsafeModelError) as exc:
+        svc.ModelPool().get(svc.ModelSpec(name=str(path), label="mine.keras"))
+    message = short_error(exc)
+    assert "mine.keras" in message and "Lambda" in message and str(tmp_path) not in message
+
+
+@needs_keras
+def test_a_keras_application_loads_through_the_pool_with_its_own_preprocessing():
+    assert "MobileNetV2" in svc.keras_applications() and "ResNet50" in svc.keras_applications()
+    spec = svc.ModelSpec(name="keras:MobileNetV2", weights="none")
+    assert spec.title() == "keras:MobileNetV2 (random weights)"
+    slot = svc.MODELS.get(spec)  # the pool the page uses: its test finds this model loaded
+    vm = slot.model
+    assert vm.framework == "keras" and vm.num_classes == 1000 and vm.label(281) == "tabby"
+    assert "Keras 'tf' mode" in vm.preprocessing.describe()
+    assert svc.layer_default(slot).name == "out_relu"  # a Keras layer name
+    with pytest.raises(seethrough.errors.UnknownModelError, match="MobileNetV2"):
+        svc.ModelPool().get(svc.ModelSpec(name="keras:MobileNetV22", weights="none"))
+
+
+@needs_onnx
+def test_an_uploaded_onnx_file_predicts_and_explains_as_its_pytorch_source(tmp_path, photo):
+    source = svc.ModelSlot(tiny_vm())
+    path = svc.store_upload(onnx_bytes(tiny_module()), "tiny.onnx", tmp_path, framework="ONNX")
+    slot = svc.ModelPool().get(svc.ModelSpec(name=str(path), label="tiny.onnx"))
+    vm = slot.model
+    assert vm.framework == "onnx" and vm.num_classes == 3
+    torch.testing.assert_close(vm.preprocess(photo), source.model.preprocess(photo))
+    got = svc.predict(slot, photo, 3).predictions
+    want = svc.predict(source, photo, 3).predictions
+    assert [p.index for p in got] == [p.index for p in want]
+    np.testing.assert_allclose(
+        [p.probability for p in got], [p.probability for p in want], atol=1e-5
+    )
+
+    params = {"window": 8, "stride": 4}
+    onnx_map = svc.run_method(slot, photo, "occlusion", params=params, cache=None).map
+    torch_map = svc.run_method(source, photo, "occlusion", params=params, cache=None).map
+    assert np.abs(torch_map).max() > 0
+    np.testing.assert_allclose(onnx_map, torch_map, atol=1e-5 * np.abs(torch_map).max() + 1e-7)
+
+    layer = svc.layer_default(slot)  # an ONNX tensor name: the output of the last ReLU
+    assert layer.name is not None and "Relu" in layer.name and layer.name in layer.note
+    e = svc.run_method(slot, photo, "gradcam", cache=None)  # through the conversion to torch
+    assert e.layer == layer.name
+    expected = svc.run_method(source, photo, "gradcam", layer="3", cache=None).map
+    np.testing.assert_allclose(e.map, expected, atol=1e-4)
+
+
+@needs_onnx
+def test_an_onnx_upload_with_external_data_says_one_file_is_taken(tmp_path):
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes(tiny_module()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save_model(
+            model,
+            tmp_path / "split.onnx",
+            save_as_external_data=True,
+            location="split.data",
+            size_threshold=0,
+        )
+    uploads = tmp_path / "uploads"
+    data = (tmp_path / "split.onnx").read_bytes()
+    path = svc.store_upload(data, "split.onnx", uploads, framework="ONNX")
+    with pytest.raises(InvalidParameterError) as exc:
+        svc.ModelPool().get(svc.ModelSpec(name=str(path), label="split.onnx"))
+    message = short_error(exc)
+    assert "split.onnx" in message and "its external data cannot be" in message
+    assert str(uploads) not in message
 
 
 def test_predict_titles_the_chart_with_the_name_the_page_gives(slot, photo, chart_titles):

@@ -2,9 +2,13 @@
 
 Model panel (sidebar) -> image -> predictions -> explain, plus a compare view. The page calls
 the public library through :mod:`seethrough.dashboard.service`; nothing typed on the page is
-evaluated as code, and uploaded weights are read only as safetensors or ``weights_only`` state
-dicts. TorchScript files are programs: they are refused unless the server was started with
-``--allow-torchscript``, and then run only if their code uses nothing but tensor operators.
+evaluated as code. The model panel asks for the framework first (PyTorch, Keras, ONNX), and each
+takes only what its safe loader reads: PyTorch weights as safetensors or ``weights_only`` state
+dicts; Keras files after a check of their configuration that refuses Lambda layers and any code,
+then in Keras' safe mode; one ONNX file, checked before onnxruntime runs it. TorchScript files
+are programs: they are refused unless the server was started with ``--allow-torchscript``, and
+then run only if their code uses nothing but tensor operators. Keras and ONNX are imported only
+once a model of that framework is asked for.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from seethrough.models.preprocessing import parse_triple
 from seethrough.registry import get_method
 
 BUNDLED = "efficientnet_lite0"
+KERAS_DEFAULT = "MobileNetV2"
+OWN_FILE = "My own file"
+LAYER_HELP = {  # what a layer is called in each framework (VisionModel.framework)
+    "pytorch": "A dotted module name",
+    "keras": "A Keras layer name (as model.get_layer takes it; a nested model's as outer/inner)",
+    "onnx": "An ONNX tensor name (a node's output)",
+}
 DEFAULT_METHODS = {"cam": ["gradcam"]}
 FAMILY_TITLES = {
     "cam": "CAM family",
@@ -76,32 +87,24 @@ def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
     """The sidebar: framework, model, weights, preprocessing; returns the loaded model or None."""
     sb = st.sidebar
     sb.header("Model")
-    sb.selectbox("Framework", svc.FRAMEWORKS, key="framework", help="Backends the library loads.")
-    source = sb.radio("Model", ["From the registry", "My own file"], key="model_source")
+    framework = sb.selectbox(
+        "Framework",
+        svc.FRAMEWORKS,
+        key="framework",
+        help="What the model was made with. Each framework takes only files its safe loader "
+        "reads: nothing in an uploaded file runs as code.",
+    )
+    missing = svc.missing_extra(framework)
+    if missing is not None:  # one line instead of the form; nothing of the framework imported
+        sb.warning(missing)
+        st.info(f"{framework} models are not available on this server: {missing}")
+        return None
     try:
-        if source == "From the registry":
-            names = list_models()
-            name = sb.selectbox(
-                "Architecture",
-                names,
-                index=names.index(BUNDLED),
-                key="model_name",
-                help="efficientnet_lite0 ships real ImageNet weights and works offline. Other "
-                "pretrained weights are downloaded on first use.",
-            )
-            weights = sb.radio(
-                "Weights",
-                ["default", "none"],
-                key="weights",
-                horizontal=True,
-                help="default: pretrained; none: random (for mechanics and timing).",
-            )
-            spec = svc.ModelSpec(name=name, weights=weights)
-        else:
-            spec = _own_model(sb)
-            if spec is None:
-                st.info("Your own model: upload its weights file in the sidebar.")
-                return None
+        spec = _model_choice(sb, framework)
+        if spec is None:
+            what = "weights file" if framework == "PyTorch" else "model file"
+            st.info(f"Your own model: upload its {what} in the sidebar.")
+            return None
         sb.subheader("Preprocessing")
         size = sb.number_input(
             "Image size (0 = the model's)",
@@ -137,9 +140,95 @@ def model_panel() -> tuple[svc.ModelSpec, svc.ModelSlot] | None:
     return spec, slot
 
 
+def _model_choice(sb: Any, framework: str) -> svc.ModelSpec | None:
+    """The framework's own part of the panel: where the model comes from (None: no file yet)."""
+    if framework == "Keras":
+        return _keras_model(sb)
+    if framework == "ONNX":
+        return _onnx_model(sb)
+    source = sb.radio("Model", ["From the registry", OWN_FILE], key="model_source")
+    if source == OWN_FILE:
+        return _own_model(sb)
+    names = list_models()
+    name = sb.selectbox(
+        "Architecture",
+        names,
+        index=names.index(BUNDLED),
+        key="model_name",
+        help="efficientnet_lite0 ships real ImageNet weights and works offline. Other "
+        "pretrained weights are downloaded on first use.",
+    )
+    weights = sb.radio(
+        "Weights",
+        ["default", "none"],
+        key="weights",
+        horizontal=True,
+        help="default: pretrained; none: random (for mechanics and timing).",
+    )
+    return svc.ModelSpec(name=name, weights=weights)
+
+
+def _keras_model(sb: Any) -> svc.ModelSpec | None:
+    """A ``keras.applications`` architecture, or the user's ``.keras`` / ``.h5`` file."""
+    source = sb.radio("Model", ["From keras.applications", OWN_FILE], key="keras_source")
+    if source == OWN_FILE:
+        note = (
+            "A .keras or .h5 model file. Before Keras reads it, its configuration is checked: "
+            "a Lambda layer, a function or any class that is not Keras' own is refused; then "
+            "it is loaded in Keras safe mode. Nothing in the file runs as code."
+        )
+        return _uploaded(sb, "Keras", "keras_file", note)
+    names = svc.keras_applications()
+    name = sb.selectbox(
+        "Architecture",
+        names,
+        index=names.index(KERAS_DEFAULT),
+        key="keras_name",
+        help="keras.applications architectures, run on Keras' torch backend, each with its "
+        "own preprocessing mode (shown under Applied preprocessing).",
+    )
+    weights = sb.radio(
+        "Weights",
+        ["imagenet", "none"],
+        key="keras_weights",
+        horizontal=True,
+        help="imagenet: pretrained, downloaded by Keras on first use; none: random (for "
+        "mechanics and timing).",
+    )
+    return svc.ModelSpec(name=f"keras:{name}", weights=weights)
+
+
+def _onnx_model(sb: Any) -> svc.ModelSpec | None:
+    """The user's ``.onnx`` file."""
+    note = (
+        "One self-contained .onnx file: a model saved with its weights as external data cannot "
+        "be uploaded (only one file is taken). It is checked before it runs (no custom "
+        "operators, one image input). The perturbation family, CAM, Score-CAM, Eigen-CAM, "
+        "feature maps and DFF run on onnxruntime; the gradient methods (saliency, Grad-CAM, "
+        "Integrated Gradients, ...) run on a conversion of the graph to PyTorch, and say so "
+        "in their result when an operator cannot be converted."
+    )
+    return _uploaded(sb, "ONNX", "onnx_file", note)
+
+
+def _uploaded(sb: Any, framework: str, key: str, note: str) -> svc.ModelSpec | None:
+    """The file uploader of a framework's own file and its spec (None: no file yet).
+    The file's type is checked by :func:`svc.store_upload`, which says why in one line."""
+    upload = sb.file_uploader("Model file", key=key, help=note)
+    if upload is None:
+        sb.info(f"Upload a {framework} model file to use your own model.")
+        return None
+    path = _upload_folder().store(upload.getvalue(), upload.name, framework=framework)
+    return svc.ModelSpec(name=str(path), label=upload.name)
+
+
 def _first_load_note(spec: svc.ModelSpec) -> str:
     """What a first load may do besides reading a file, so a long spinner is not a surprise."""
-    if spec.label is not None or spec.weights != "default" or spec.name == BUNDLED:
+    if (
+        spec.label is not None
+        or spec.weights not in ("default", "imagenet")
+        or spec.name == BUNDLED
+    ):
         return ""
     if spec.name == "synthetic_digits":
         return " (the first time, its weights are trained: about a minute)"
@@ -342,7 +431,8 @@ def explain_panel(
         "Layer (for CAM-family methods)",
         key="layer",
         placeholder=_layer_placeholder(slot),
-        help="A dotted module name, see `seethrough layers`. Empty: the model's default layer.",
+        help=f"{LAYER_HELP.get(slot.model.framework, LAYER_HELP['pytorch'])}, see "
+        "`seethrough layers`. Empty: the model's default layer.",
     ).strip()
     params: dict[str, dict[str, Any]] = {}
     for m in methods:

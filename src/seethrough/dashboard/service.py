@@ -3,10 +3,14 @@
 Everything here is plain Python on the public library API, so it is tested without a browser and
 imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these out as widgets.
 
-- :class:`ModelSpec` names a model the way the model panel does (registry name or the user's own
-  file, weights, preprocessing overrides, device); :class:`ModelPool` loads each spec once and
+- :class:`ModelSpec` names a model the way the model panel does (registry name, ``keras:NAME``
+  or the user's own file, weights, preprocessing overrides, device); :class:`ModelPool` loads
+  each spec once and
   hands out a :class:`ModelSlot` whose lock serialises every use of that module, so that two
   sessions never attach hooks to the same model at the same time.
+- :data:`FRAMEWORKS` are the panel's first question; :func:`missing_extra` says which pip
+  command a framework still needs, :data:`MODEL_FILE_TYPES` which files it takes, and
+  :func:`store_upload` checks and keeps an uploaded model file.
 - :func:`predict` gives the top-k with its chart, kept for the page's reruns.
 - :func:`read_upload` checks an uploaded image (extension, bytes, pixels) and decodes it;
   :func:`decoded_upload` keeps the latest few decoded, so page reruns do not decode again.
@@ -44,6 +48,7 @@ from ..errors import (
     ImageTooLargeError,
     InvalidImageError,
     InvalidParameterError,
+    MissingDependencyError,
     SeethroughError,
     UnsafeModelError,
 )
@@ -51,11 +56,15 @@ from ..explanation import Explanation
 from ..images import load_image
 from ..models import Prediction, VisionModel, load_model
 from ..models.torchscript import is_torchscript
+from ..models.zoo import require_extra
 from ..registry import MethodInfo, Param, families, list_methods
 from . import TORCHSCRIPT_ENV
 
 __all__ = [
     "FRAMEWORKS",
+    "MODEL_FILE_TYPES",
+    "missing_extra",
+    "keras_applications",
     "UPLOAD_TYPES",
     "WEIGHTS_TYPES",
     "TORCHSCRIPT_ENV",
@@ -92,13 +101,63 @@ __all__ = [
     "RESULTS",
 ]
 
-FRAMEWORKS: tuple[str, ...] = ("PyTorch",)
-"""Frameworks the model panel offers: only what the library can load today."""
+FRAMEWORKS: tuple[str, ...] = ("PyTorch", "Keras", "ONNX")
+"""Frameworks the model panel offers, its first question."""
 
 UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 WEIGHTS_TYPES: tuple[str, ...] = ("safetensors", "pt", "pth", "bin")
 """State-dict files the model panel takes (tensors only: nothing in them runs); with
 :func:`torchscript_allowed`, ``.ts`` too."""
+MODEL_FILE_TYPES: dict[str, tuple[str, ...]] = {
+    "PyTorch": WEIGHTS_TYPES,
+    "Keras": ("keras", "h5", "hdf5"),
+    "ONNX": ("onnx",),
+}
+"""The files the model panel takes per framework: a PyTorch state dict; a Keras model file
+(its configuration checked for code before Keras reads it, then loaded in safe mode); one
+self-contained ONNX file (checked before onnxruntime runs it). Never a SavedModel, which can
+carry arbitrary TensorFlow operations, nor a TorchScript program (unless
+:func:`torchscript_allowed`)."""
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "Keras": ("keras", "a Keras model"),
+    "ONNX": ("onnx", "an ONNX model"),
+}
+
+
+def _framework(name: str) -> str:
+    """``name`` if it is one of :data:`FRAMEWORKS`."""
+    if name not in FRAMEWORKS:
+        raise InvalidParameterError(
+            f"unknown framework '{name}': use one of {', '.join(FRAMEWORKS)}"
+        )
+    return name
+
+
+def missing_extra(framework: str) -> str | None:
+    """``None`` when the models of ``framework`` can be loaded here, else one line naming the
+    pip command that installs what they need. Only looks for the packages: imports nothing."""
+    if _framework(framework) not in _EXTRAS:
+        return None
+    try:
+        require_extra(*_EXTRAS[framework])
+    except MissingDependencyError as exc:
+        return str(exc)
+    return None
+
+
+def keras_applications() -> list[str]:
+    """The ``keras.applications`` architectures :func:`seethrough.load_model` loads as
+    ``keras:NAME`` (imports Keras, on its torch backend).
+
+    Raises:
+        MissingDependencyError: Keras is not installed.
+        InvalidParameterError: this process runs Keras on another backend.
+    """
+    from ..models.keras import application_names
+
+    return application_names()
+
+
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 """Largest uploaded image file (bytes)."""
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -136,7 +195,9 @@ class ModelSpec:
     def load(self) -> VisionModel:
         """Load the model (:func:`seethrough.load_model`); errors name the uploaded file.
 
-        An uploaded TorchScript file is refused unless :func:`torchscript_allowed`.
+        An uploaded TorchScript file is refused unless :func:`torchscript_allowed`, whatever
+        its extension; an ONNX file whose external data is missing says that only one file can
+        be uploaded.
         """
         try:
             if self.label is not None and self.arch is None and not torchscript_allowed():
@@ -158,6 +219,8 @@ class ModelSpec:
             message = (
                 str(exc).replace(self.name, self.label).replace(Path(self.name).name, self.label)
             )
+            if "external data" in message and Path(self.name).suffix == ".onnx":
+                message = f"{message.rstrip('.')}; {_ONE_ONNX_FILE}"
             raise type(exc)(message) from None
 
     def title(self) -> str:
@@ -370,6 +433,12 @@ def torchscript_allowed() -> bool:
     return os.environ.get(TORCHSCRIPT_ENV, "").strip() == "1"
 
 
+_ONE_ONNX_FILE = (
+    "only one .onnx file can be uploaded, so its external data cannot be: save the model with "
+    "its weights inside (torch.onnx.export(..., external_data=False))"
+)
+
+
 def _torchscript_refused(filename: str) -> str:
     return (
         f"{filename} is a TorchScript file, which is a program: this dashboard takes only state "
@@ -392,9 +461,9 @@ class UploadFolder:
         self.path = Path(tempfile.mkdtemp(prefix="seethrough-"))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
-    def store(self, data: bytes, filename: str) -> Path:
+    def store(self, data: bytes, filename: str, framework: str = "PyTorch") -> Path:
         """:func:`store_upload` into this folder."""
-        return store_upload(data, filename, self.path)
+        return store_upload(data, filename, self.path, framework=framework)
 
     def remove(self) -> None:
         """Delete the folder and its files now."""
@@ -414,31 +483,39 @@ def _shared_folder() -> UploadFolder:
         return _SHARED_FOLDER
 
 
-def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
-    """Write an uploaded weights file where the loader can read it, named by its content hash.
+def store_upload(
+    data: bytes, filename: str, folder: str | Path | None = None, *, framework: str = "PyTorch"
+) -> Path:
+    """Write an uploaded model file where the loader can read it, named by its content hash.
 
-    The same bytes always give the same path in a folder, so the model pool's cache key
-    follows the content. State dicts are only ever read with ``weights_only=True`` or as
-    safetensors; a TorchScript file (a program) is refused unless :func:`torchscript_allowed`,
-    whatever its extension, and is then loaded only if its code passes the operator check.
+    ``framework`` (one of :data:`FRAMEWORKS`) says which files are taken
+    (:data:`MODEL_FILE_TYPES`). The same bytes always give the same path in a folder, so the
+    model pool's cache key follows the content. State dicts are only ever read with
+    ``weights_only=True`` or as safetensors; a Keras file's configuration is checked for code
+    before Keras reads it in safe mode; an ONNX file is checked before onnxruntime runs it. A
+    TorchScript file (a program) is refused unless :func:`torchscript_allowed` (and then taken
+    as a PyTorch model only), whatever its extension, and is then loaded only if its code passes
+    the operator check. A SavedModel (a folder that can carry arbitrary TensorFlow operations)
+    is never taken.
     The file is created with mode 0600 under a temporary name and renamed, so two sessions never
     read half a file; ``folder`` (by default a private one of this process: pass a session's
     :class:`UploadFolder`) keeps the :data:`KEEP_UPLOADED_WEIGHTS` most recently used files (a
     loaded model stays in the pool; the page stores its upload again when it needs the file).
 
     Raises:
-        InvalidParameterError: an extension not accepted, or an empty file.
+        InvalidParameterError: an extension not accepted for ``framework`` (a SavedModel's
+            ``.pb`` says why), an unknown framework, or an empty file.
         UnsafeModelError: a TorchScript file while :func:`torchscript_allowed` is false.
     """
     allowed = torchscript_allowed()
-    types = WEIGHTS_TYPES + (("ts",) if allowed else ())
+    types = MODEL_FILE_TYPES[_framework(framework)]
+    if framework == "PyTorch" and allowed:
+        types += ("ts",)
     suffix = Path(filename).suffix.lower()
     if suffix.lstrip(".") not in types:
-        if suffix == ".ts":
+        if suffix == ".ts" and not allowed:
             raise UnsafeModelError(_torchscript_refused(filename))
-        raise InvalidParameterError(
-            f"{filename}: weights must be one of {', '.join('.' + t for t in types)}"
-        )
+        raise InvalidParameterError(_wrong_type(filename, framework, types))
     if not data:
         raise InvalidParameterError(f"{filename}: the file is empty")
     if not allowed and is_torchscript(data):
@@ -452,6 +529,22 @@ def store_upload(data: bytes, filename: str, folder: str | Path | None = None) -
         write_atomically(path, lambda p: p.write_bytes(data), mode=0o600)
     _prune(root, keep=path)
     return path
+
+
+def _wrong_type(filename: str, framework: str, types: tuple[str, ...]) -> str:
+    """The one-line error for a file ``framework``'s panel does not take."""
+    listed = ", ".join("." + t for t in types)
+    if filename.lower().endswith(".pb"):
+        return (
+            f"{filename}: a TensorFlow SavedModel is not taken here (it can carry arbitrary "
+            f"TensorFlow operations, which would run): save the model as .keras and choose "
+            f"Keras, or export it to .onnx"
+        )
+    what = {"PyTorch": "weights", "Keras": "a Keras model file", "ONNX": "an ONNX model file"}
+    suffix = Path(filename).suffix.lower()
+    others = [f for f, t in MODEL_FILE_TYPES.items() if suffix[1:] in t]
+    hint = f" (choose {others[0]} as the framework for a {suffix} file)" if others else ""
+    return f"{filename}: {what[framework]} must be one of {listed}{hint}"
 
 
 KEEP_UPLOADED_WEIGHTS = 8
@@ -723,7 +816,8 @@ class LayerDefault:
     """The layer that layer-based methods (the CAM family, DFF, ...) use when none is typed.
 
     Attributes:
-        name: the layer's dotted name, or ``None`` when the model has none.
+        name: the layer's name as the model's framework names it (a PyTorch module's dotted
+            name, a Keras layer's name, an ONNX tensor's name), or ``None`` when it has none.
         note: what the model panel says: ``"default layer bn2"``, or why there is none.
     """
 
@@ -737,13 +831,12 @@ _LAYER_DEFAULTS = _LRU(16)
 def layer_default(slot: ModelSlot) -> LayerDefault:
     """The slot's default layer and how to describe it, found once per loaded model.
 
-    A model without a preferred layer gets the last layer with a spatial output (what the
-    methods pick), found with one forward pass of a blank image under the slot's lock. A
-    TorchScript model has none: it allows no hooks on its layers.
+    A model without a preferred layer gets the last layer with a spatial output, asked of the
+    model's own runner as the methods ask it (so a Keras model's layer has its Keras name, an
+    ONNX model's its tensor name), with one forward pass of a blank image under the slot's
+    lock. A TorchScript model has none: it allows no hooks on its layers.
     """
     import torch
-
-    from ..core.layers import default_layer
 
     found = _LAYER_DEFAULTS.get(slot.token)
     if found is not None:
@@ -759,11 +852,19 @@ def layer_default(slot: ModelSlot) -> LayerDefault:
         result = LayerDefault(vm.default_layer, f"default layer {vm.default_layer}")
     else:
         try:
-            height, width = vm.preprocessing.output_size
-            blank = torch.zeros(1, 3, height, width, device=vm.device)
-            with slot.lock:
-                name = default_layer(vm.module, blank)
-            result = LayerDefault(name, f"default layer {name} (the last spatial one)")
+            runner = vm.make_runner()
+            if runner.has_layers:
+                height, width = vm.preprocessing.output_size
+                blank = torch.zeros(1, 3, height, width, device=runner.device, dtype=runner.dtype)
+                with slot.lock, runner.protected(parameters=False), torch.no_grad():
+                    name, _ = runner.resolve_layer(None, blank)
+                result = LayerDefault(name, f"default layer {name} (the last spatial one)")
+            else:
+                result = LayerDefault(
+                    None,
+                    f"no default layer: {runner.kind} offers no layers, so the CAM family and "
+                    "DFF do not apply (perturbation methods do)",
+                )
         except Exception as exc:  # noqa: BLE001 - a note in the sidebar, never a traceback
             reason = " ".join(str(exc).split()) or type(exc).__name__
             result = LayerDefault(None, f"no default layer ({reason}): type one under Explain")
