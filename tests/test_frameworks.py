@@ -57,3 +57,16 @@ def test_a_missing_framework_file_is_a_clear_error(tmp_path):
         seethrough.load_model(tmp_path / "nothing.onnx")
     assert zoo._framework_model("resnet18", "default") is None
     assert zoo._framework_model(tmp_path / "weights.safetensors", "default") is None
+
+
+def test_cascading_randomization_refuses_a_model_of_another_framework():
+    """Its weights are not the PyTorch module's parameters: randomising the adapter's copy would
+    leave the model explained unchanged and report a false 'insensitive to weights'."""
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("the keras extra is not installed")
+    from seethrough.errors import MethodNotApplicableError
+    from seethrough.metrics import cascading_randomization
+
+    model = seethrough.load_model("keras:MobileNetV2", weights="none", size=64)
+    with pytest.raises(MethodNotApplicableError, match="keras model's weights"):
+        cascading_randomization(model, "sample:chelsea", "gradcam", layers=1)

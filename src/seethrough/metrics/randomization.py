@@ -23,6 +23,7 @@ from ..errors import (
     CancelledError,
     InvalidParameterError,
     InvalidTargetError,
+    MethodNotApplicableError,
     UnknownLayerError,
     suggest,
 )
@@ -273,6 +274,12 @@ def cascading_randomization(
     if callable(target):
         raise InvalidTargetError(
             "cascading_randomization needs a class target (index or label), not a callable"
+        )
+    framework = getattr(model, "framework", "pytorch")
+    if framework != "pytorch":
+        raise MethodNotApplicableError(
+            f"cascading_randomization re-initialises a PyTorch model's layers; a {framework} "
+            "model's weights live in its own framework and are not randomised yet"
         )
     info = get_method(method)
     user = module_of(model)
