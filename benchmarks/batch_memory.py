@@ -13,7 +13,7 @@ each run three ways:
 - ``call``: ``seethrough.explain(model, x, method)``, the N images in one call;
 - ``loop``: ``[seethrough.explain(model, x[i:i + 1], method) for i in range(N)]``;
 - ``floor``: the network's own work with nothing around it, in chunks of the size ``explain``
-  picks (``seethrough.core.batching``: 8 images of 224x224 for Grad-CAM, 4 for saliency and
+  picks (``seethrough.core.batching``: 16 images of 224x224 for Grad-CAM, 4 for saliency and
   for the perturbation engine), parameters frozen: for ``cam`` the forward with the autograd graph
   starting at the layer and the backward from the top-class score to the layer; for
   ``gradient`` the forward and the backward from the top-class score to the input; for

@@ -41,14 +41,14 @@ def _never_called(_x: torch.Tensor) -> None:
 @pytest.mark.parametrize(
     ("policy", "size", "expected"),
     [
-        (ONE_PASS, 224, 8),
+        (ONE_PASS, 224, 16),
         (ONE_PASS_INPUT_GRADIENTS, 224, 4),
         (PERTURBATION, 224, 4),
         (GRADIENT, 224, 8),
-        (ONE_PASS, 112, 32),
+        (ONE_PASS, 112, 64),
         (PERTURBATION, 112, 16),
         (GRADIENT, 112, 16),  # capped
-        (ONE_PASS, 16, 1568),  # no cap
+        (ONE_PASS, 16, 3136),  # no cap
         (PERTURBATION, 16, 64),  # capped
         (GRADIENT, 16, 16),  # capped
         (ONE_PASS, 1024, 1),  # at least one
@@ -89,7 +89,7 @@ def test_every_family_asks_the_one_policy(tiny_input):
 
     assert auto_batch_size(Ctx()) == 4  # type: ignore[arg-type]
     assert auto_internal_batch(Ctx()) == 8  # type: ignore[arg-type]
-    assert chunk_size(Ctx.x, _never_called) == 8
+    assert chunk_size(Ctx.x, _never_called) == 16
     assert chunk_size(Ctx.x, _never_called, ONE_PASS_INPUT_GRADIENTS) == 4
     assert CHUNK_VALUES == ONE_PASS.cpu_values
 
@@ -107,7 +107,7 @@ def test_chunk_size_follows_chunk_values(monkeypatch):
 @pytest.mark.parametrize(
     ("method", "reports"),
     [
-        ("gradcam", [(0, 17), (17, 17)]),  # 32 images of 112x112 per chunk
+        ("gradcam", [(0, 17), (17, 17)]),  # 64 images of 112x112 per chunk
         ("eigencam", [(0, 17), (17, 17)]),
         ("saliency", [(0, 17), (16, 17), (17, 17)]),  # 16: the backward reaches the input
         ("guided_backprop", [(0, 17), (16, 17), (17, 17)]),
@@ -245,7 +245,7 @@ def test_a_list_in_uneven_chunks_equals_one_call_per_image(method, monkeypatch):
     model = make_tiny()
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     singles = [seethrough.explain(model, x[i : i + 1], method)[0] for i in range(5)]
-    per_chunk = 4 if method == "saliency" else 2  # saliency's chunks hold half the values
+    per_chunk = 8 if method == "saliency" else 2  # saliency's chunks hold a quarter of the values
     monkeypatch.setattr("seethrough.methods.base.CHUNK_VALUES", per_chunk * x[0].numel())
     calls: list[tuple[int, int]] = []
     batch = seethrough.explain(model, x, method, progress=lambda d, t: calls.append((d, t)))

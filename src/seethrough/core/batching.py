@@ -64,16 +64,21 @@ class BatchPolicy:
     gpu_divisor: int = 1
 
 
-ONE_PASS = BatchPolicy(cpu_values=8 * IMAGE_224, gpu_divisor=2)
-"""Images per chunk of a one-pass method. On the CPU 8 of 224x224, measured on 2 cores for
-Grad-CAM and saliency on a batch of 16: within a few percent of one pass of 16 on ResNet-18 and
-EfficientNet-Lite0; chunks of 4 cost ResNet-18 5-10%, one image at a time 40-50% more. On CUDA
-at most 128, as for :data:`GRADIENT` (the CAMs and saliency run one backward)."""
+ONE_PASS = BatchPolicy(cpu_values=16 * IMAGE_224, gpu_divisor=2)
+"""Images per chunk of a one-pass method. On the CPU 16 of 224x224: on one thread PyTorch runs
+a 1x1 convolution of fewer than 16 inputs through its own kernel instead of oneDNN's, so chunks
+of 8 cost ResNet-50's forward about 12% more CPU time, and Grad-CAM and CAM on a batch of 16
+13-15% more than one pass (chunks of 8 and 16 cost EfficientNet-Lite0 the same; on 2 cores chunks
+of 8 were within a few percent of one pass of 16 on ResNet-18 and EfficientNet-Lite0; chunks of
+4 cost ResNet-18 5-10%, one image at a time 40-50% more). A CAM's pass keeps the autograd graph
+from its layer only, so a chunk of 16 takes about the memory of a forward of 16 without
+gradients. On CUDA at most 128, as for :data:`GRADIENT` (the CAMs and saliency run one
+backward)."""
 
 ONE_PASS_INPUT_GRADIENTS = BatchPolicy(cpu_values=4 * IMAGE_224, gpu_divisor=2)
 """Images per chunk of a one-pass method that differentiates the input: its backward keeps every
 activation of the network (about 70 MB per 224x224 image on EfficientNet-Lite0), so chunks of 4
-images of 224x224 on the CPU, half of :data:`ONE_PASS`'s memory. Measured on 2 threads for a
+images of 224x224 on the CPU, a quarter of :data:`ONE_PASS`'s images. Measured on 2 threads for a
 batch of 16: saliency 0.9x the time of chunks of 8 on EfficientNet-Lite0, the same on ResNet-18
 and -50; guided backprop 0.8x on EfficientNet-Lite0, 1.07x on ResNet-18. On CUDA as
 :data:`ONE_PASS`."""
