@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 CHUNK_VALUES = ONE_PASS.cpu_values
-"""Input values per pass of the methods that run a batch in chunks of images, on the CPU: 8
+"""Input values per pass of the methods that run a batch in chunks of images, on the CPU: 16
 images of 224x224 (see :data:`~seethrough.core.batching.ONE_PASS`, where it was measured).
 Every one-pass policy off CUDA scales with it (:func:`chunk_size`)."""
 
