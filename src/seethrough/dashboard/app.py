@@ -149,23 +149,34 @@ def _model_choice(sb: Any, framework: str) -> svc.ModelSpec | None:
     source = sb.radio("Model", ["From the registry", OWN_FILE], key="model_source")
     if source == OWN_FILE:
         return _own_model(sb)
-    names = list_models()
-    name = sb.selectbox(
-        "Architecture",
-        names,
-        index=names.index(BUNDLED),
-        key="model_name",
-        help="efficientnet_lite0 ships real ImageNet weights and works offline. Other "
-        "pretrained weights are downloaded on first use.",
-    )
-    weights = sb.radio(
-        "Weights",
-        ["default", "none"],
-        key="weights",
-        horizontal=True,
-        help="default: pretrained; none: random (for mechanics and timing).",
+    name, weights = _architecture(
+        sb,
+        list_models(),
+        BUNDLED,
+        ("model_name", "weights"),
+        "efficientnet_lite0 ships real ImageNet weights and works offline. Other pretrained "
+        "weights are downloaded on first use.",
+        ("default", "default: pretrained; none: random (for mechanics and timing)."),
     )
     return svc.ModelSpec(name=name, weights=weights)
+
+
+def _architecture(
+    sb: Any,
+    names: list[str],
+    default: str,
+    keys: tuple[str, str],
+    help_name: str,
+    pretrained: tuple[str, str],
+) -> tuple[str, str]:
+    """An architecture of ``names`` and its weights: ``pretrained = (option, help)`` or none."""
+    name = sb.selectbox(
+        "Architecture", names, index=names.index(default), key=keys[0], help=help_name
+    )
+    weights = sb.radio(
+        "Weights", [pretrained[0], "none"], key=keys[1], horizontal=True, help=pretrained[1]
+    )
+    return name, weights
 
 
 def _keras_model(sb: Any) -> svc.ModelSpec | None:
@@ -178,22 +189,18 @@ def _keras_model(sb: Any) -> svc.ModelSpec | None:
             "it is loaded in Keras safe mode. Nothing in the file runs as code."
         )
         return _uploaded(sb, "Keras", "keras_file", note)
-    names = svc.keras_applications()
-    name = sb.selectbox(
-        "Architecture",
-        names,
-        index=names.index(KERAS_DEFAULT),
-        key="keras_name",
-        help="keras.applications architectures, run on Keras' torch backend, each with its "
-        "own preprocessing mode (shown under Applied preprocessing).",
-    )
-    weights = sb.radio(
-        "Weights",
-        ["imagenet", "none"],
-        key="keras_weights",
-        horizontal=True,
-        help="imagenet: pretrained, downloaded by Keras on first use; none: random (for "
-        "mechanics and timing).",
+    name, weights = _architecture(
+        sb,
+        svc.keras_applications(),
+        KERAS_DEFAULT,
+        ("keras_name", "keras_weights"),
+        "keras.applications architectures, run on Keras' torch backend, each with its own "
+        "preprocessing mode (shown under Applied preprocessing).",
+        (
+            "imagenet",
+            "imagenet: pretrained, downloaded by Keras on first use; none: random (for "
+            "mechanics and timing).",
+        ),
     )
     return svc.ModelSpec(name=f"keras:{name}", weights=weights)
 
