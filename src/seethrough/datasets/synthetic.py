@@ -35,7 +35,9 @@ from ..errors import InvalidParameterError
 __all__ = [
     "LABEL_NAMES",
     "SyntheticDigits",
+    "SyntheticScenes",
     "make_digits",
+    "make_scenes",
     "digit_sources",
     "write_folder",
 ]
@@ -105,12 +107,17 @@ class SyntheticDigits:
         return len(self.labels)
 
 
+def _sources(rng: np.random.Generator, pool: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """One source digit of each label, drawn from ``pool`` (the split's sources per label)."""
+    counts = np.array([len(sources) for sources in pool])
+    flat, offsets = np.concatenate(pool), np.r_[0, np.cumsum(counts)[:-1]]
+    return flat[offsets[labels] + (rng.random(labels.shape) * counts[labels]).astype(np.int64)]
+
+
 def _draw(rng: np.random.Generator, pool: list[np.ndarray], size: int) -> dict[str, torch.Tensor]:
     """Every random choice of a chunk of images (lengths in pixels of a ``size``-pixel image)."""
     n, u, f, k = _CHUNK, rng.uniform, size / 64, _LAYERS
     labels = rng.integers(10, size=n)
-    counts = np.array([len(sources) for sources in pool])
-    flat, offsets = np.concatenate(pool), np.r_[0, np.cumsum(counts)[:-1]]
 
     def items(count: int, chance: float, *ranges: tuple[float, float]) -> np.ndarray:
         """``(n, count, 1 + len(ranges))``: whether each item is drawn, then its parameters."""
@@ -120,7 +127,7 @@ def _draw(rng: np.random.Generator, pool: list[np.ndarray], size: int) -> dict[s
     corner, side = (-8 * f, 60 * f), (4 * f, 24 * f)  # of rectangles
     values = {
         "label": labels,
-        "source": flat[offsets[labels] + (rng.random(n) * counts[labels]).astype(np.int64)],
+        "source": _sources(rng, pool, labels),
         # background: a base colour plus coarse and fine smooth noise
         "base": u(0.15, 0.85, (n, 3)),
         "coarse": u(-1, 1, (n, 3, 4, 4)) * u(0.1, 0.3, (n, 1, 1, 1)),
@@ -160,8 +167,8 @@ def _upsample(t: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor
     return F.interpolate(t, size=(size, size), mode=mode, align_corners=False)
 
 
-def _render(p: dict[str, torch.Tensor], size: int, with_digit: bool) -> dict[str, torch.Tensor]:
-    """Render drawn parameters: float images ``(B, 3, S, S)`` in [0, 1] and stroke masks."""
+def _background(p: dict[str, torch.Tensor], size: int) -> torch.Tensor:
+    """The clutter of drawn parameters: float images ``(B, 3, S, S)`` in [0, 1]."""
     colours = iter(p["colours"].unbind(1))
     # smooth layers (noise, stripes, blobs) at half resolution, then upsampled
     half = size // 2
@@ -186,34 +193,70 @@ def _render(p: dict[str, torch.Tensor], size: int, with_digit: bool) -> dict[str
         t = (rx * dx + ry * dy).clamp(-length / 2, length / 2)
         line = (width / 2 + 0.5 - torch.hypot(rx - t * dx, ry - t * dy)).clamp(0, 1)
         image = _blend(image, on * line, next(colours))
-    background = image.clamp_(0, 1)
+    return image.clamp_(0, 1)
 
-    # the digit: its 8x8 cell, sheared, stretched, rotated and scaled to about `side` pixels, lies
-    # fully inside the image
-    n = len(background)
-    side, rotation, shear, aspect, fx, fy = p["digit"].T
+
+def _shape(digit: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each digit's warp, side and extent, from its drawn ``(side, rotation, shear, aspect)``.
+
+    Returns the warp ``(B, 2, 2)`` (cell coordinates -> image coordinates, in units of the side),
+    the side in pixels (shrunk where the warped cell would not fit the image) and the extent
+    ``(B, 2)``: the warped cell's width and height in pixels.
+    """
+    n = len(digit)
+    side, rotation, shear, aspect = digit[:, :4].T
     cos, sin, one, zero = rotation.cos(), rotation.sin(), torch.ones(n), torch.zeros(n)
     warp = (
         torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2)
         @ torch.stack([one, shear, zero, one], 1).view(n, 2, 2)
         @ torch.diag_embed(torch.stack([aspect.exp(), (-aspect).exp()], 1))
-    )  # cell coordinates -> image coordinates, in units of `side`
+    )
     reach = warp.abs().sum(2)  # (n, 2): the warped cell's extent along x and y, per unit side
     side = torch.minimum(side, size / reach.max(1).values)
-    extent = reach * side[:, None]
-    centre = extent / 2 + torch.stack([fx, fy], 1) * (size - extent)
+    return warp, side, reach * side[:, None]
+
+
+def _ink(
+    image: torch.Tensor,
+    cells: torch.Tensor,
+    shape: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    centre: torch.Tensor,
+    candidates: torch.Tensor,
+    draw: torch.Tensor,
+) -> torch.Tensor:
+    """Paint one digit per image onto ``image`` ``(B, 3, S, S)`` (in place) and return its
+    stroke masks ``(B, S, S)``.
+
+    ``cells`` are the 8x8 digits, ``shape`` what :func:`_shape` gives, ``centre`` ``(B, 2)`` the
+    warped cell's centre in pixels; of the colours ``candidates`` ``(B, 4, 3)`` the one farthest
+    from the background under the strokes wins. Images where the bool ``draw`` ``(B,)`` is false
+    are left as they are.
+    """
+    n, size = len(image), image.shape[-1]
+    warp, side, _ = shape
     inverse = torch.linalg.inv(warp)  # image (x, y) in [-1, 1] -> digit (u, v) in [-1, 1]
     shift = (inverse @ (size - 2 * centre)[:, :, None]) / size
     theta = torch.cat([inverse, shift], 2) * (size / side)[:, None, None]
     sampling = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
-    ink = F.grid_sample(p["digits"][:, None], sampling, mode="bicubic", align_corners=False)
+    ink = F.grid_sample(cells[:, None], sampling, mode="bicubic", align_corners=False)
     t = ((ink[:, 0] - 0.25) / 0.3).clamp(0, 1)
     alpha = t * t * (3 - 2 * t)  # smoothstep: solid strokes with soft edges
-    local = (alpha[:, None] * background).sum((2, 3)) / alpha.sum((1, 2))[:, None].clamp_min(1e-6)
-    candidates = p["digit_colours"]
+    local = (alpha[:, None] * image).sum((2, 3)) / alpha.sum((1, 2))[:, None].clamp_min(1e-6)
     colour = candidates[torch.arange(n), (candidates - local[:, None]).norm(dim=2).argmax(1)]
-    masks = F.max_pool2d((alpha > 0.5).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
-    image = _blend(background, alpha, colour) if with_digit else background
+    _blend(image, alpha * draw[:, None, None], colour)
+    return F.max_pool2d((alpha > 0.5).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+
+
+def _render(p: dict[str, torch.Tensor], size: int, with_digit: bool) -> dict[str, torch.Tensor]:
+    """Render drawn parameters: float images ``(B, 3, S, S)`` in [0, 1] and stroke masks."""
+    image = _background(p, size)
+    # the digit: its 8x8 cell, sheared, stretched, rotated and scaled to about `side` pixels, lies
+    # fully inside the image
+    shape = _shape(p["digit"], size)
+    extent = shape[2]
+    centre = extent / 2 + p["digit"][:, 4:6] * (size - extent)
+    draw = torch.full((len(image),), with_digit)
+    masks = _ink(image, p["digits"], shape, centre, p["digit_colours"], draw)
     return {"images": image.add_(p["noise"]).clamp_(0, 1), "masks": masks}
 
 
@@ -268,6 +311,203 @@ def _boxes(masks: np.ndarray) -> np.ndarray:
 
     (x0, x1), (y0, y1) = span(masks.any(1)), span(masks.any(2))
     return np.stack([x0, y0, x1, y1], 1).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------- scenes
+
+_SCENES = 1  # the scenes' random streams differ from make_digits's of the same seed and split
+_TRIES = 48  # candidate places drawn per digit of a scene
+_GAP = 3.0  # pixels kept free between the warped cells of two digits (masks are dilated by 1)
+
+
+@dataclass
+class SyntheticScenes:
+    """Rendered scenes of several digits each; arrays are indexed by image, then by object.
+
+    Object ``k < counts[i]`` of image ``i`` is real; the slots beyond hold an empty mask, a zero
+    box and the label ``-1``. The boxes of one image do not overlap.
+
+    Attributes:
+        images: uint8 ``(N, size, size, 3)`` RGB images.
+        masks: bool ``(N, K, size, size)``: each digit's stroke pixels (its instance mask,
+            dilated by one pixel like :class:`SyntheticDigits`'s); ``K`` is the most objects.
+        boxes: int64 ``(N, K, 4)``: ``(x0, y0, x1, y1)``, the tight box of each mask (ends
+            exclusive).
+        labels: int64 ``(N, K)``: each digit's class, ``0`` to ``9`` (``-1`` for an empty slot).
+        counts: int64 ``(N,)``: the digits in each image.
+        label_names: ``"0"`` to ``"9"``.
+        split: ``"train"`` or ``"test"``.
+        seed: the seed it was rendered from.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    counts: np.ndarray
+    label_names: tuple[str, ...] = LABEL_NAMES
+    split: str = "train"
+    seed: int = 0
+
+    def __len__(self) -> int:
+        """The number of images."""
+        return len(self.counts)
+
+    def segmentation(self) -> np.ndarray:
+        """int64 ``(N, size, size)`` class maps: ``0`` on the background, ``label + 1`` on each
+        digit's mask (the classes of a segmenter whose first class is the background)."""
+        return ((self.labels + 1)[:, :, None, None] * self.masks).max(1)
+
+    def instances(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The masks ``(k, S, S)``, boxes ``(k, 4)`` and labels ``(k,)`` of image ``index``."""
+        k = int(self.counts[index])
+        return self.masks[index, :k], self.boxes[index, :k], self.labels[index, :k]
+
+
+def _draw_scenes(
+    rng: np.random.Generator, pool: list[np.ndarray], size: int, most: int
+) -> dict[str, torch.Tensor]:
+    """Every random choice of a chunk of scenes: :func:`_draw`'s clutter (its one digit is not
+    used), then ``most`` digits per image (how many are drawn is chosen by the caller)."""
+    p = _draw(rng, pool, size)
+    n, k, u = _CHUNK, most, rng.uniform
+    labels = rng.integers(10, size=(n, k))
+    values = {
+        "count": rng.random(n),  # a fraction of the range of counts
+        "labels": labels,
+        "sources": _sources(rng, pool, labels),
+        # side of the 8x8 cell, rotation, shear, log aspect ratio
+        "shapes": np.stack(
+            [u(0.2, 0.32, (n, k)) * size, u(-0.2, 0.2, (n, k)), *u(-0.1, 0.1, (2, n, k))], 2
+        ),
+        "places": u(0, 1, (n, k, _TRIES, 2)),  # top-left corners, fractions of the free range
+        "candidates": u(0, 1, (n, k, 4, 3)),  # digit colours, as in _draw
+    }
+    return p | {
+        key: torch.from_numpy(v).float() if v.dtype.kind == "f" else torch.from_numpy(v)
+        for key, v in values.items()
+    }
+
+
+def _place(extent: np.ndarray, places: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners ``(k, 2)`` of one image's digits, and the scale of each.
+
+    Digit ``j`` (warped cell of ``extent[j]`` pixels) takes the first of its candidate ``places``
+    ``(tries, 2)`` whose cell keeps ``_GAP`` pixels from every cell placed before it; where none
+    does, it shrinks by a fifth and tries the same places again.
+    """
+    corners, scales, placed = np.zeros((len(extent), 2)), np.ones(len(extent)), []
+    for j, (full, tries) in enumerate(zip(extent, places, strict=True)):
+        while True:
+            e = full * scales[j]
+            lo = tries * (size - e)
+            free = np.ones(len(tries), bool)
+            for a, b in placed:
+                free &= ~((lo < b + _GAP) & (lo + e + _GAP > a)).all(1)
+            if free.any():
+                corners[j] = lo[free.argmax()]
+                placed.append((corners[j], corners[j] + e))
+                break
+            scales[j] *= 0.8
+    return corners, scales
+
+
+def _objects(objects: object) -> tuple[int, int]:
+    """``objects`` checked: ``(least, most)`` with ``1 <= least <= most <= 6``."""
+    ok = (
+        isinstance(objects, tuple)
+        and len(objects) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in objects)
+        and 1 <= objects[0] <= objects[1] <= 6
+    )
+    if not ok:
+        raise InvalidParameterError(
+            f"objects must be (least, most) with 1 <= least <= most <= 6, got {objects!r}"
+        )
+    return objects  # type: ignore[return-value]
+
+
+def make_scenes(
+    n: int,
+    *,
+    objects: tuple[int, int] = (2, 3),
+    size: int = 96,
+    seed: int = 0,
+    split: Split = "train",
+    with_digits: bool = True,
+) -> SyntheticScenes:
+    """Render ``n`` scenes of several digits on clutter, with instance masks, boxes and labels.
+
+    The clutter and the digits are drawn and rendered as :func:`make_digits`'s; each digit's
+    8x8 cell is scaled to 20-32 % of the image side (rotated, sheared and stretched likewise)
+    and placed where its warped cell keeps a few pixels from every other digit's, so the boxes
+    of a scene never overlap. Image ``i`` depends only on ``(seed, split, i, size, objects)``, and
+    ``with_digits=False`` renders the same backgrounds without the digits (the masks, boxes and
+    labels still say where and what they would be).
+
+    Args:
+        n: the number of images.
+        objects: the least and the most digits per image (``1 <= least <= most <= 6``).
+        size: the image side in pixels (at least 32).
+        seed: the random seed (an integer >= 0).
+        split: ``"train"`` or ``"test"``: which digit sources are used (disjoint, see
+            :func:`digit_sources`); the two also draw different clutter.
+        with_digits: ``False`` leaves the digits out.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InvalidParameterError(f"n must be an integer >= 0, got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+        raise InvalidParameterError(f"size must be an integer >= 32, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidParameterError(f"seed must be an integer >= 0, got {seed!r}")
+    least, most = _objects(objects)
+    digits, targets = _sklearn_digits()
+    sources = digit_sources(split)
+    pool = [sources[targets[sources] == label] for label in range(10)]
+    images = np.empty((n, size, size, 3), np.uint8)
+    masks = np.zeros((n, most, size, size), bool)
+    labels, counts = np.full((n, most), -1, np.int64), np.empty(n, np.int64)
+    with torch_threads(1), torch.no_grad():  # small ops: one thread is faster on a busy machine
+        for chunk, start in enumerate(range(0, n, _CHUNK)):
+            rng = np.random.default_rng([seed, _SPLITS[split], chunk, _SCENES])
+            p = _draw_scenes(rng, pool, size, most)
+            p = {key: v[: n - start] for key, v in p.items()}  # the same draws for any n
+            b, end = len(p["count"]), start + len(p["count"])
+            count = least + (p["count"].numpy() * (most - least + 1)).astype(np.int64)
+            warp, side, extent = _shape(p["shapes"].flatten(0, 1), size)
+            warp, side, extent = (
+                warp.view(b, most, 2, 2),
+                side.view(b, most),
+                extent.view(b, most, 2),
+            )
+            corner = torch.zeros(b, most, 2)
+            for i in range(b):
+                c, scale = _place(
+                    extent[i, : count[i]].numpy(), p["places"][i, : count[i]].numpy(), size
+                )
+                corner[i, : count[i]] = torch.from_numpy(c).float()
+                side[i, : count[i]] *= torch.from_numpy(scale).float()
+                extent[i, : count[i]] *= torch.from_numpy(scale).float()[:, None]
+            image = _background(p, size)
+            cells = torch.from_numpy(digits[p["sources"].numpy()])
+            real = torch.arange(most)[None] < torch.from_numpy(count)[:, None]
+            for k in range(most):
+                shape = (warp[:, k], side[:, k], extent[:, k])
+                centre = corner[:, k] + extent[:, k] / 2
+                draw = real[:, k] & with_digits
+                mask = _ink(image, cells[:, k], shape, centre, p["candidates"][:, k], draw)
+                masks[start:end, k] = (mask & real[:, k, None, None]).numpy()
+            images[start:end] = (
+                (image.add_(p["noise"]).clamp_(0, 1) * 255)
+                .round()
+                .byte()
+                .permute(0, 2, 3, 1)
+                .numpy()
+            )
+            labels[start:end] = np.where(real.numpy(), p["labels"].numpy(), -1)
+            counts[start:end] = count
+    boxes = _boxes(masks.reshape(n * most, size, size)).reshape(n, most, 4)
+    return SyntheticScenes(images, masks, boxes, labels, counts, split=split, seed=seed)
 
 
 # ------------------------------------------------------------------------------------- folder
