@@ -14,8 +14,10 @@ refused with :class:`~seethrough.errors.UnsafeModelError`; Keras then loads it w
 ``safe_mode=True`` (Keras >= 3.8, the versions without the known safe-mode bypasses).
 
 Keras fixes its backend once per process, when it is first imported: this module sets
-``KERAS_BACKEND=torch`` before importing it, and refuses a process that already runs Keras on
-another backend (:func:`keras_module`).
+``KERAS_BACKEND=torch`` before importing it. A process that runs Keras on TensorFlow
+(``KERAS_BACKEND=tensorflow`` before the first import, the ``[tensorflow]`` extra) gets the same
+checks and loaders, with the model run natively in TensorFlow
+(:mod:`seethrough.models.tensorflow`); another backend is refused (:func:`keras_module`).
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import os
 import re
 import sys
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,6 +59,9 @@ from .labels import generic_labels, imagenet_labels
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .vision_model import VisionModel
 
+if TYPE_CHECKING:
+    from .tensorflow import TFRunner
+
 __all__ = [
     "KerasModule",
     "KerasPreprocessing",
@@ -77,24 +84,36 @@ Mode = Literal["tf", "caffe", "torch", "raw"]
 # ----------------------------------------------------------------------------------- import
 
 
-def keras_module() -> ModuleType:
-    """The ``keras`` package on its torch backend, imported on first use.
+def keras_module(*, tensorflow: bool = False) -> ModuleType:
+    """The ``keras`` package on its torch backend (with ``tensorflow``: or on its TensorFlow
+    backend), imported on first use.
+
+    ``KERAS_BACKEND=tensorflow`` before the first import (allowed with ``tensorflow``) imports
+    TensorFlow first, with its oneDNN kernels off
+    (:func:`~seethrough.models.tensorflow.tensorflow_module`).
 
     Raises:
         InvalidParameterError: ``KERAS_BACKEND`` names another backend, or this process has
             already imported Keras with another backend (a process has one), or Keras is older
             than :data:`MIN_KERAS`.
-        MissingDependencyError: Keras is not installed.
+        MissingDependencyError: Keras (or, for the TensorFlow backend, TensorFlow) is not
+            installed.
     """
+    accepted = ("torch", "tensorflow") if tensorflow else ("torch",)
     loaded = sys.modules.get("keras")
     if loaded is None:
         wanted = os.environ.get("KERAS_BACKEND", "torch") or "torch"
-        if wanted != "torch":
+        if wanted not in accepted:
             raise InvalidParameterError(
-                f"KERAS_BACKEND is '{wanted}': seethrough runs Keras models on the torch backend; "
-                "unset KERAS_BACKEND or set it to 'torch' before starting Python"
+                f"KERAS_BACKEND is '{wanted}': seethrough runs Keras models on the torch backend "
+                "(or on TensorFlow with the tensorflow extra); unset KERAS_BACKEND or set it to "
+                "'torch' before starting Python"
             )
-        os.environ["KERAS_BACKEND"] = "torch"
+        if wanted == "tensorflow":
+            from .tensorflow import tensorflow_module
+
+            tensorflow_module()
+        os.environ["KERAS_BACKEND"] = wanted
         try:
             import keras as loaded
         except ImportError as exc:
@@ -102,11 +121,12 @@ def keras_module() -> ModuleType:
                 f"a Keras model needs keras (pip install 'seethrough[keras]'): {exc}"
             ) from None
     backend = loaded.backend.backend()
-    if backend != "torch":
+    if backend not in accepted:
         raise InvalidParameterError(
             f"this process imported keras with the '{backend}' backend, and Keras keeps one "
             "backend per process: run seethrough's Keras support in a process started with "
-            "KERAS_BACKEND=torch (or load the Keras model before anything imports keras)"
+            "KERAS_BACKEND=torch or KERAS_BACKEND=tensorflow (or load the Keras model before "
+            "anything imports keras)"
         )
     version = tuple(int(p) for p in re.findall(r"\d+", loaded.__version__)[:2])
     if version < MIN_KERAS:
@@ -183,6 +203,18 @@ class KerasPreprocessing(Preprocessing):
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
 
 
+def channels_last_input(x: torch.Tensor, *, bgr: bool, channels: int) -> torch.Tensor:
+    """The ``(N, C, H, W)`` RGB batch ``x`` as a Keras model's ``(N, H, W, C)`` input: reversed
+    to BGR with ``bgr`` (the ``caffe`` mode), reduced to its luminance
+    ``0.299 R + 0.587 G + 0.114 B`` for a model of ``channels`` 1, then made channels-last."""
+    if bgr:
+        x = x.flip(1)
+    if channels == 1 and x.shape[1] == 3:
+        luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        x = (x * luma).sum(dim=1, keepdim=True)
+    return x.permute(0, 2, 3, 1)
+
+
 class KerasModule(nn.Module):
     """A Keras model as a PyTorch classifier of ``(N, C, H, W)`` RGB model input.
 
@@ -203,13 +235,9 @@ class KerasModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of the batch ``x`` ``(N, C, H, W)``."""
-        if self.bgr:
-            x = x.flip(1)
-        if self.channels == 1 and x.shape[1] == 3:
-            luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            x = (x * luma).sum(dim=1, keepdim=True)
+        x = channels_last_input(x, bgr=self.bgr, channels=self.channels)
         with keras_module().device(str(x.device)):
-            return self.model(x.permute(0, 2, 3, 1), training=False)
+            return self.model(x, training=False)
 
 
 class DenseHead(nn.Linear):
@@ -226,17 +254,22 @@ class DenseHead(nn.Linear):
     @property
     def weight(self) -> torch.Tensor:  # type: ignore[override]
         """The kernel as ``(out_features, in_features)``."""
-        return self.keras_layer.kernel.value.T
+        return _as_torch(self.keras_layer.kernel.value).T
 
     @property
     def bias(self) -> torch.Tensor | None:  # type: ignore[override]
         """The bias, or ``None``."""
         bias = getattr(self.keras_layer, "bias", None)
-        return None if bias is None else bias.value
+        return None if bias is None else _as_torch(bias.value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The Dense layer's output."""
         return self.keras_layer(x)
+
+
+def _as_torch(value: Any) -> torch.Tensor:
+    """A variable's value as a torch tensor (a TensorFlow one copied)."""
+    return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
 
 
 def _keras_layer(module: nn.Module) -> nn.Module:
@@ -446,7 +479,7 @@ class KerasRunner(TorchRunner):
 
 def _is_linear_dense(layer: nn.Module) -> bool:
     """Whether ``layer`` is a Keras ``Dense`` layer with a 2-D kernel and no activation."""
-    keras = keras_module()
+    keras = keras_module(tensorflow=True)
     return (
         isinstance(layer, keras.layers.Dense)
         and len(layer.kernel.shape) == 2
@@ -478,7 +511,7 @@ _builtin_cache: list[frozenset[str]] = []
 def _builtin_classes() -> frozenset[str]:
     """The class names of Keras' public modelling API (layers, models, initializers, ...)."""
     if not _builtin_cache:
-        keras = keras_module()
+        keras = keras_module(tensorflow=True)
         names = {"Functional", "Sequential", "Model"}
         for part in _PUBLIC:
             module = getattr(keras, part, None)
@@ -601,7 +634,7 @@ def _without_softmax(model: Any) -> tuple[Any, bool]:
     A final ``Softmax`` layer is cut off (a functional model ending at its input); a final
     ``Dense``, convolution or ``Activation`` layer with a softmax activation gets the linear one.
     """
-    keras = keras_module()
+    keras = keras_module(tensorflow=True)
     layer = _output_layer(model)
     if isinstance(layer, keras.layers.Softmax):
         return keras.Model(model.inputs, layer.input, name=model.name), True
@@ -647,9 +680,28 @@ def _vision_model(
     source: str,
     weights: str,
 ) -> VisionModel:
-    """The :class:`VisionModel` of a loaded Keras ``model``, default layer found once."""
-    module = KerasModule(model, bgr=preprocessing.mode == "caffe").eval()
-    runner = KerasRunner(module)
+    """The :class:`VisionModel` of a loaded Keras ``model``, default layer found once: run by
+    Keras on torch, or natively in TensorFlow on that backend
+    (:mod:`seethrough.models.tensorflow`)."""
+    bgr = preprocessing.mode == "caffe"
+    module: nn.Module
+    make_runner: Callable[[], KerasRunner | TFRunner]
+    if keras_module(tensorflow=True).backend.backend() == "tensorflow":
+        from .tensorflow import TFModule, TFRunner
+
+        channels = int(model.input_shape[-1])
+        module = TFModule(
+            model,
+            layers={layer.name: layer for layer in model.layers},
+            prepare=partial(channels_last_input, bgr=bgr, channels=channels),
+            linear=lambda layer: DenseHead(layer) if _is_linear_dense(layer) else None,
+            skip=_NOT_A_REPRESENTATION,
+        ).eval()
+        make_runner = partial(TFRunner, module)
+    else:
+        module = KerasModule(model, bgr=bgr).eval()
+        make_runner = partial(KerasRunner, module)
+    runner = make_runner()
     h, w = preprocessing.output_size
     default = runner.default_layer(torch.zeros(1, 3, h, w))
     return VisionModel(
@@ -661,7 +713,7 @@ def _vision_model(
         weights=weights,
         default_layer=default,
         framework="keras",
-        runner=lambda: KerasRunner(module),
+        runner=make_runner,
     )
 
 
@@ -687,7 +739,7 @@ def load_keras_file(path: str | Path, *, labels: Sequence[str] | None = None) ->
         ModelOutputError: not a classifier of one image input to one score output.
     """
     path = Path(path)
-    keras = keras_module()
+    keras = keras_module(tensorflow=True)
     source = f"'{path}'"
     check_config(_read_config(path), source)
     try:
@@ -714,7 +766,7 @@ def load_keras_file(path: str | Path, *, labels: Sequence[str] | None = None) ->
 
 def application_names() -> list[str]:
     """Every ``keras.applications`` architecture, by its Keras name."""
-    keras = keras_module()
+    keras = keras_module(tensorflow=True)
     return sorted(n for n, v in vars(keras.applications).items() if n[:1].isupper() and callable(v))
 
 
@@ -752,7 +804,7 @@ def load_keras_application(name: str, *, weights: str = "default") -> VisionMode
         WeightsMismatchError: a weights file does not fit the architecture.
         InvalidParameterError: a weights path that does not exist or is not an ``.h5`` file.
     """
-    keras = keras_module()
+    keras = keras_module(tensorflow=True)
     names = application_names()
     if name not in names:
         folded = {n.lower(): n for n in names}
