@@ -9,6 +9,12 @@ The public face::
     e.save("out/")                                    # PNG overlay, .npz arrays, JSON manifest
     seethrough.list_methods()                         # everything explain() can run
     seethrough.list_metrics()                         # how to score a map (seethrough.metrics)
+
+Detectors and segmenters explain a box or a class mask (``from seethrough.targets import Box,
+Mask``)::
+
+    detector = seethrough.load_model("fasterrcnn_mobilenet_v3_large_320_fpn")
+    e = seethrough.explain(detector, "sample:astronaut", "gradcam", target=seethrough.Box(index=0))
 """
 
 from . import errors, registry
@@ -25,6 +31,7 @@ from .registry import (
     list_methods,
     list_metrics,
 )
+from .targets import Box, Mask
 
 
 def _builtin_methods() -> None:
@@ -55,4 +62,6 @@ __all__ = [
     "list_metrics",
     "get_metric",
     "MetricInfo",
+    "Box",
+    "Mask",
 ]

@@ -27,6 +27,9 @@ Contract of a runner:
   during a forward, always handed to the method as ``(N, C, H, W)`` whatever layout the model
   computes in; with ``differentiable``, ``graph_from(layer)``: a forward whose graph starts at
   the layer. Layer methods (CAM variants, feature maps, attention) need it.
+- ``default_target`` and ``class_target(index)``: what the model explains for ``target=None``
+  and for a class, where that is not the output's column (a detector's top box, a segmenter's
+  class mask: see :func:`~seethrough.core.targets.resolve_target`); ``None`` by default.
 - ``module``: the PyTorch module it runs, where there is one; methods that swap submodules for
   one call (guided backpropagation's ReLUs) need it, and say so when the model has none to swap.
 
@@ -67,6 +70,19 @@ class ModelRunner:
     """Whether layers can be looked up by name and their outputs captured."""
     kind: ClassVar[str] = "model"
     """What the runner runs, for messages ("a PyTorch module", "an ONNX session")."""
+    default_target: object | None = None
+    """The target of ``target=None`` where it is not the top class (a detector's top box)."""
+
+    def class_target(self, index: int) -> object | None:
+        """The target of a class index where it is not the output's column (a segmenter's
+        mask of the class), else ``None``."""
+        return None
+
+    def align_map(self, maps: torch.Tensor) -> torch.Tensor:
+        """A method's maps ``(N, h, w)`` as maps over the input, where the model's own
+        transform resizes or pads inside (a detector's); here: unchanged. The result is
+        upsampled to the input's size afterwards wherever it is not already."""
+        return maps
 
     @property
     def device(self) -> torch.device:

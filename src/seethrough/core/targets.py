@@ -10,25 +10,57 @@ What a user may pass as ``target``:
 - ``None``: each image's top class;
 - an ``int`` class index, or a ``str`` class label (resolved by the model's labels); a boolean
   is refused (``InvalidParameterError``), not read as class 0 or 1;
-- a callable ``f(output) -> Tensor (N,)`` (boxes, masks and other tasks plug in here);
+- a callable ``f(output) -> Tensor (N,)``;
+- a *bindable* target (:class:`~seethrough.targets.Box`, :class:`~seethrough.targets.Mask`,
+  or any object with a ``bind`` method, see :class:`Bindable`): fixed once against the clean
+  output of its image, it gives the class it explains and the score function of its
+  perturbations (boxes and masks plug in here);
 - for a batch, a list with one of the above per image.
+
+A model may give its own meaning to ``None`` and to a class (``default`` and ``by_class`` of
+:func:`resolve_target`, from the model's runner): a detector explains its top box for ``None``
+and the top box of a class for a class, a segmenter the predicted mask of a class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from ..errors import InvalidParameterError, InvalidTargetError, UnknownClassError
 
-__all__ = ["ClassIndexer", "ResolvedTarget", "TargetLike", "class_scores", "resolve_target"]
+__all__ = [
+    "Bindable",
+    "ClassIndexer",
+    "ResolvedTarget",
+    "TargetLike",
+    "class_scores",
+    "resolve_target",
+]
 
 TargetFn = Callable[[torch.Tensor], torch.Tensor]
 TargetLike = int | str | TargetFn | None | Sequence[int | str | TargetFn | None]
 ClassIndexer = Callable[[int | str], int]
+
+
+@runtime_checkable
+class Bindable(Protocol):
+    """A target fixed against the clean output of its image (a box, a class mask).
+
+    ``bind(clean, class_index)`` gets the model's output on the unperturbed image ``(1, ...)``
+    and the model's class indexer, and returns ``(class_or_None, fn)``: the class index the
+    target explains (shown as the explanation's class) and ``fn(output) -> (B,)``, the score of
+    any batch of outputs of that image (its perturbations). Bad targets raise typed errors
+    here, once, before any work.
+    """
+
+    def bind(
+        self, clean: torch.Tensor, class_index: ClassIndexer
+    ) -> tuple[int | None, TargetFn]: ...
 
 
 @dataclass(frozen=True)
@@ -123,14 +155,23 @@ def _is_bool(item: object) -> bool:
 
 
 def resolve_target(
-    target: TargetLike, output: torch.Tensor, class_index: ClassIndexer | None = None
+    target: TargetLike,
+    output: torch.Tensor,
+    class_index: ClassIndexer | None = None,
+    *,
+    default: object | None = None,
+    by_class: Callable[[int], object | None] | None = None,
 ) -> ResolvedTarget:
     """Fix ``target`` for each sample of ``output`` (the model's output on the clean input).
 
     Args:
         target: see the module docstring.
-        output: model output ``(N, K)`` (or ``(N, ...)`` for callable targets).
+        output: model output ``(N, K)`` (or ``(N, ...)`` for callable and bindable targets).
         class_index: maps an int or a label to a class index, raising ``UnknownClassError``.
+        default: the model's target for ``None`` (a bindable target, e.g. a detector's top box);
+            ``None``: each sample's top class.
+        by_class: the model's target for a class index (e.g. a segmenter's mask of that
+            class), or ``None`` where it is the class's column of the output.
     """
     n = output.shape[0]
     flat = output.detach().reshape(n, -1)
@@ -144,7 +185,15 @@ def resolve_target(
     classes: list[int | None] = []
     fns: list[TargetFn | None] = []
     for i, item in enumerate(items):
-        if item is None:
+        if item is None and default is not None:
+            item = default
+        elif by_class is not None and not _is_bool(item) and isinstance(item, (int, str)):
+            item = by_class(index(item)) or item
+        if isinstance(item, Bindable) and not isinstance(item, type):
+            cls, fn = item.bind(output[i : i + 1].detach(), index)
+            classes.append(cls)
+            fns.append(fn)
+        elif item is None:
             classes.append(int(flat[i].argmax()))
             fns.append(None)
         elif _is_bool(item):

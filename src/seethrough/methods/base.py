@@ -158,7 +158,13 @@ class Context:
 
     def resolve(self, output: torch.Tensor) -> ResolvedTarget:
         """Fix the targets against the clean output."""
-        return resolve_target(self.target, output, self.class_index)
+        return resolve_target(
+            self.target,
+            output,
+            self.class_index,
+            default=self.runner.default_target,
+            by_class=self.runner.class_target,
+        )
 
     def result(
         self,
@@ -171,6 +177,7 @@ class Context:
     ) -> MethodResult:
         """Package a method's maps with the scores and probabilities of the clean output."""
         output = output.detach()
+        raw, mapped = self.runner.align_map(raw), self.runner.align_map(mapped)
         scores = target(output).detach()
         probs = None
         if output.dim() == 2 and all(c is not None for c in target.classes):

@@ -26,7 +26,7 @@ _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-_RESIZES = ("crop", "squash")
+_RESIZES = ("crop", "squash", "keep")
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -89,12 +89,13 @@ class Preprocessing:
     ratio: the model sees the whole image, so an explanation covers everything the user sees.
     ``resize="crop"`` is the usual evaluation crop: resize so that the image covers
     ``round(size / crop_pct)`` (the shorter side, for a square size), then centre-crop ``size``;
-    the border is not seen. Pixels are then scaled to [0, 1] and normalised with ``mean`` /
+    the border is not seen. ``resize="keep"`` leaves the image at its own size (a detector,
+    which resizes inside; ``size`` is then unused). Pixels are then scaled to [0, 1] and normalised with ``mean`` /
     ``std``. ``size`` is one int (square) or ``(height, width)``.
     """
 
     size: int | tuple[int, int] = 224
-    resize: Literal["crop", "squash"] = "squash"
+    resize: Literal["crop", "squash", "keep"] = "squash"
     crop_pct: float = 0.875
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
@@ -149,6 +150,8 @@ class Preprocessing:
     def _fit(self, pil: Image.Image, resample: Image.Resampling) -> Image.Image:
         """Squash to the output size, or resize to cover it and crop the centre."""
         height, width = self.output_size
+        if self.resize == "keep":
+            return pil
         if self.resize == "squash":
             return pil.resize((width, height), resample)
         cover_h, cover_w = self._resize_size()
@@ -214,7 +217,9 @@ class Preprocessing:
     def describe(self) -> str:
         """One readable line, e.g. ``resize shorter side to 256 (bilinear), centre-crop 224x224, …``."""
         height, width = self.output_size
-        if self.resize == "squash":
+        if self.resize == "keep":
+            steps = "the image's own size"
+        elif self.resize == "squash":
             steps = f"resize to {height}x{width} ({self.interpolation}, aspect ratio not kept)"
         else:
             cover_h, cover_w = self._resize_size()
@@ -251,7 +256,7 @@ class Preprocessing:
         size: int | tuple[int, int] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        resize: Literal["crop", "squash"] | None = None,
+        resize: Literal["crop", "squash", "keep"] | None = None,
     ) -> Preprocessing:
         """Return a copy with the given fields overridden (``None`` keeps the current value)."""
         changes = {"size": size, "mean": mean, "std": std, "resize": resize}

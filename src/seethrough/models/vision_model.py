@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ class VisionModel:
         default_layer: the layer explanation methods use when none is given (``None``: let them
             find the last spatial layer).
         framework: what the model was made with: ``"pytorch"``, ``"keras"``, ``"onnx"``.
+        task: what it predicts: ``"classification"`` (class scores), ``"detection"`` (boxes,
+            see :mod:`seethrough.models.detection`) or ``"segmentation"`` (class logits per
+            pixel).
 
     ``module`` is always a ``torch.nn.Module`` that maps a preprocessed ``(N, C, H, W)`` batch to
     class scores: for a model of another framework, a small adapter around it (channels-last
@@ -71,13 +74,17 @@ class VisionModel:
         framework: str = "pytorch",
         runner: Callable[[], ModelRunner] | None = None,
         gradient_runner: Callable[[], ModelRunner] | None = None,
+        task: str = "classification",
+        predictor: Callable[..., Any] | None = None,
     ) -> None:
         """Wrap ``module``; see the class docstring for the meaning of each argument.
 
         ``runner`` makes the runner of one call for a model that is not a plain PyTorch module
         (default: a :class:`~seethrough.core.runner.TorchRunner` on ``module``);
         ``gradient_runner``, where ``runner``'s is forward-only, the differentiable runner of a
-        call that needs gradients (an ONNX model converted to PyTorch).
+        call that needs gradients (an ONNX model converted to PyTorch); ``predictor``, for a
+        model that does not predict classes, is what :meth:`predict` returns
+        (``predictor(model, images, k)``).
         """
         self.module = module
         self.preprocessing = preprocessing
@@ -89,6 +96,8 @@ class VisionModel:
         self.framework = framework
         self._runner = runner
         self._gradient_runner = gradient_runner
+        self.task = task
+        self._predictor = predictor
 
     def __repr__(self) -> str:
         """Short summary: name, source and number of classes."""
@@ -178,8 +187,14 @@ class VisionModel:
             )
         raise UnknownClassError(f"unknown class '{name}'.{suggest(name, self.labels)}")
 
-    def predict(self, images: object, k: int = 5) -> list[Prediction] | list[list[Prediction]]:
-        """Top-``k`` classes with softmax probabilities.
+    def predict(self, images: object, k: int = 5) -> Any:
+        """Top-``k`` classes with softmax probabilities (a classifier).
+
+        A detector returns per image its boxes, a list of
+        :class:`~seethrough.models.detection.BoxPrediction` ``(box xyxy, label, score)`` (all of
+        them above its score threshold); a segmenter per image a
+        :class:`~seethrough.models.detection.MaskPrediction` (the class map and the classes
+        present with their pixel fractions).
 
         Args:
             images: one image (path, PIL image, numpy array, or a preprocessed float ``(3, H, W)``
@@ -191,6 +206,8 @@ class VisionModel:
         in eval mode without autograd, every submodule's ``training`` flag (and every
         parameter's ``requires_grad`` and ``.grad``) restored afterwards, also on errors.
         """
+        if self._predictor is not None:
+            return self._predictor(self, images)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
         batch, _, single = prepare_inputs(self, images, display=False)

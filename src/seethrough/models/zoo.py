@@ -38,7 +38,7 @@ from ..errors import (
     WeightsUnavailableError,
     suggest,
 )
-from . import digits
+from . import detection, digits
 from ._common import download_errors, first_line
 from .labels import imagenet_labels, labels_for
 from .preprocessing import Preprocessing
@@ -70,6 +70,9 @@ class Source:
         pretrained: the model ``arch`` with its default pretrained weights.
         default_layer: the layer CAM-style methods use by default, if the source knows it.
         prefix: whether ``SOURCE:NAME`` forces this source.
+        load: for a source whose models are not classifiers (detectors, segmenters), the whole
+            loader ``load(arch, pretrained, options) -> VisionModel`` (``options``: the
+            detector options of :func:`load_model`); ``None`` for classifiers.
     """
 
     name: str
@@ -81,6 +84,7 @@ class Source:
     pretrained: Callable[[str], _Loaded]
     default_layer: str | None = None
     prefix: bool = False
+    load: Callable[[str, bool, dict[str, object]], VisionModel] | None = None
 
 
 # --------------------------------------------------------------------------------------- names
@@ -426,6 +430,21 @@ _SOURCES: dict[str, Source] = {
             prefix=True,
         ),
         Source(
+            "detection",
+            names=lambda: [*detection.detector_names(), *detection.segmenter_names()],
+            knows=lambda name: (
+                name in detection.detector_names() or name in detection.segmenter_names()
+            ),
+            build=_torchvision_architecture,
+            preprocessing=lambda module: Preprocessing(),
+            labels=labels_for,
+            pretrained=_torchvision_pretrained,
+            prefix=True,
+            load=lambda arch, pretrained, options: detection.load_torchvision(
+                arch, pretrained=pretrained, **options
+            ),
+        ),
+        Source(
             "timm",
             names=lambda: sorted(timm.list_models()),
             knows=timm.is_model,
@@ -553,10 +572,16 @@ def load_model(
     size: int | tuple[int, int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    resize: Literal["crop", "squash"] | None = None,
+    resize: Literal["crop", "squash", "keep"] | None = None,
     device: str | torch.device = "cpu",
+    score_threshold: float | None = None,
+    max_boxes: int | None = None,
 ) -> VisionModel:
-    """Load a classifier with its preprocessing and labels, in eval mode on ``device``.
+    """Load a model with its preprocessing and labels, in eval mode on ``device``.
+
+    Classifiers, and torchvision's detectors (``fasterrcnn_*``, ``retinanet_*``, ``fcos_*``,
+    ``ssd*``, ``maskrcnn_*``, ``keypointrcnn_*``: their boxes) and segmenters (``deeplabv3_*``,
+    ``fcn_*``, ``lraspp_*``): see :mod:`seethrough.models.detection`.
 
     Args:
         name_or_path: a model name (see :func:`list_models`; ``timm:NAME`` / ``torchvision:NAME``
@@ -573,6 +598,10 @@ def load_model(
         std: override the normalisation std.
         resize: override the resize mode (``"crop"`` or ``"squash"``).
         device: where to put the model.
+        score_threshold: a detector's least box confidence (default 0.05 with pretrained
+            weights; 0 with random weights, whose scores all lie near 1 / classes, so that
+            they give boxes).
+        max_boxes: a detector's boxes per image (default 100).
 
     Raises:
         UnknownModelError: unknown model name (with suggestions).
@@ -617,6 +646,23 @@ def load_model(
         loaded = _torchscript(path)
     else:
         source, name = _resolve_name(str(name_or_path))
+        load = _SOURCES[source].load
+        options = {"score_threshold": score_threshold, "max_boxes": max_boxes}
+        if load is None and any(v is not None for v in options.values()):
+            raise InvalidParameterError("score_threshold and max_boxes apply to detectors only")
+        if load is not None:
+            if weights_path is not None:
+                raise InvalidParameterError(
+                    f"'{name}' loads with weights='default' or 'none'; weights files are not "
+                    "supported for detectors and segmenters"
+                )
+            model = load(
+                name, mode == "default", {k: v for k, v in options.items() if v is not None}
+            )
+            model.preprocessing = model.preprocessing.replace(
+                size=size, mean=mean, std=std, resize=resize
+            )
+            return model.to(device)
         if weights_path is not None:
             loaded = _from_file(source, name, weights_path)
         elif mode == "default":

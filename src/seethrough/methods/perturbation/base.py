@@ -104,7 +104,7 @@ class PerturbationMethod(Method):
             hide = hide[i]  # one hide image per input image
         hidden = hidden_image(x, hide, generator)
         primary = target.classes[i]
-        if primary is None:
+        if target.fns[i] is not None:  # a callable, a box, a mask: its own score function
             row = target.row(i)
             return Sample(
                 i,
@@ -112,7 +112,7 @@ class PerturbationMethod(Method):
                 hidden,
                 ctx.image(i),
                 lambda out: row(out)[:, None],
-                [None],
+                [primary],
                 generator,
                 output[i : i + 1],
             )
