@@ -23,6 +23,7 @@ METHOD_ORDER = [
     ("kernelshap", "perturbation"),
     ("occlusion", "perturbation"),
     ("rise", "perturbation"),
+    ("drise", "perturbation"),
     ("saliency", "gradient"),
     ("guided_backprop", "gradient"),
     ("guided_gradcam", "gradient"),

@@ -1,6 +1,7 @@
 """The perturbation family: one batched engine (:mod:`.engine`), segmentation, and the methods."""
 
 from .base import PerturbationMethod
+from .drise import DRise
 from .engine import FeatureMasks, PixelMasks, evaluate, hidden_image
 from .kernelshap import KernelShap
 from .lime import Lime
@@ -21,4 +22,5 @@ __all__ = [
     "KernelShap",
     "Occlusion",
     "Rise",
+    "DRise",
 ]
