@@ -4,6 +4,11 @@ sees Grad-CAM change when the trained weights are randomised."""
 from __future__ import annotations
 
 import csv
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,8 @@ import seethrough
 from seethrough.datasets.synthetic import make_digits
 from seethrough.metrics import cascading_randomization
 from tests.test_cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -62,3 +69,50 @@ def test_randomization_drops_for_gradcam_on_the_trained_model(digits_vm):
         finals.append(result.final_similarity)
         assert result.spearman[-1] < result.spearman[0] or result.spearman[0] < 0.9
     assert np.mean(finals) < 0.5, finals
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(p) for p in ("keras", "h5py", "onnx", "onnxruntime")),
+    reason="the [keras] and [onnx] extras are not installed",
+)
+@pytest.mark.slow
+def test_framework_speed_benchmark_runs_in_a_tiny_configuration():
+    # 4 windows of 112 on a 224x224 input, in one batch, and the clean forward, per framework
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "framework_speed.py"),
+            *("--pairs", "mobilenet_v3_small=keras:MobileNetV3Small"),
+            *("--repeats", "1", "--warmup", "0", "--threads", "1"),
+            *("--window", "112", "--stride", "112"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for title in ("PyTorch", "onnxruntime", "Keras on torch"):
+        assert (
+            f"mobilenet_v3_small {title}: occlusion ran 5 images in 2 forwards (batches [4, 1])"
+            in out
+        ), out
+    gap = re.search(r"max \|onnxruntime - PyTorch\| = (\S+) \(scale (\S+)\)", out)
+    assert gap is not None, out
+    assert float(gap.group(1)) <= 1e-4 * max(float(gap.group(2)), 1e-6)
+    if importlib.util.find_spec("tensorflow") is None:
+        assert "not installed" in out
+    targets = {
+        m.group(1).strip(): (float(m.group(2)), m.group(3).strip())
+        for m in re.finditer(
+            r"^\| mobilenet_v3_small \| ([^|]+) \|\s+([\d.]+) \|[^|]+\|[^|]+\|[^|]+\| ([^|]+) \|$",
+            out,
+            re.MULTILINE,
+        )
+    }
+    keras_row = targets["Keras gradcam / Keras fwd+bwd>layer"]
+    onnx_row = targets["ONNX occlusion / (5 evals x session forward@4)"]
+    for ratio, status in (keras_row, onnx_row):
+        assert 0 < ratio < 100 and status.split()[0] in ("PASS", "FAIL"), out
