@@ -2,7 +2,9 @@
 
 Plain functions on numpy maps and masks (and the model where needed):
 
-- localisation: :func:`iou`, :func:`iou_sweep`, :func:`pointing_game`, :func:`energy_pointing_game`;
+- localisation: :func:`iou`, :func:`iou_sweep`, :func:`pointing_game`, :func:`energy_pointing_game`
+  against a mask or a box (:func:`explained_region`: the box or mask a detector's or
+  segmenter's target explains);
 - faithfulness: :func:`deletion`, :func:`insertion`, :func:`hide_top`, :func:`average_drop`,
   :func:`increase_in_confidence`;
 - robustness: :func:`robustness`;
@@ -14,7 +16,7 @@ needs, so reports and front ends can label and sort them.
 """
 
 from ..registry import MetricInfo, get_metric, list_metrics
-from .base import ModelProbe, as_map, as_mask
+from .base import ModelProbe, as_map, as_mask, as_region, box_mask, explained_region
 from .baselines import centre_gaussian, random_map
 from .faithfulness import *  # noqa: F403
 from .faithfulness import __all__ as _faithfulness
@@ -31,6 +33,9 @@ __all__ = [
     "ModelProbe",
     "as_map",
     "as_mask",
+    "as_region",
+    "box_mask",
+    "explained_region",
     "random_map",
     "centre_gaussian",
     "iou",

@@ -19,6 +19,14 @@ What each registered metric's number is:
 - :func:`hide_top` returns a :class:`HideTop`; the number is ``changed`` as 0 or 1
   (``float(result)``).
 - :func:`average_drop`, :func:`increase_in_confidence` return the number itself.
+
+Targets go through the path of :func:`seethrough.explain` (see
+:class:`~seethrough.metrics.ModelProbe`): a detector's :class:`~seethrough.targets.Box` is
+re-matched in every perturbed output by IoU and label and scores 0 where hiding pixels removes
+it; a segmenter's :class:`~seethrough.targets.Mask` scores its class over fixed pixels. With
+``score="probability"`` a box scores its confidence and a mask the mean of its class's
+per-pixel softmax probability, so the curves stay in [0, 1]; ``score="logit"`` scores what
+``explain`` explains. :func:`hide_top` follows a classifier's top-1 class only.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import torch
 
 from ..core.perturb import auto_batch_size, evaluate, hidden_image
 from ..core.progress import Progress, Ticker
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, InvalidTargetError
 from ..registry import register_metric
 from .base import ModelProbe, as_map, rank_pixels
 from .localisation import _normalised
@@ -158,7 +166,7 @@ def _curve(
     model: Any,
     image: Any,
     saliency: Any,
-    target: int | str | None,
+    target: Any,
     steps: int,
     hide: object,
     score: str,
@@ -207,7 +215,7 @@ def deletion(
     image: Any,
     saliency: Any,
     *,
-    target: int | str | None = None,
+    target: Any = None,
     steps: int = 50,
     hide: object = 0.0,
     score: str = "probability",
@@ -227,8 +235,10 @@ def deletion(
         model: a :class:`~seethrough.VisionModel` or a ``torch.nn.Module``.
         image: one image, as :func:`seethrough.explain` accepts it.
         saliency: ``(H, W)`` map at model-input resolution, or an :class:`~seethrough.Explanation`.
-        target: the class scored: ``None`` (the top class on the clean image), an index, or a
-            label (with a ``VisionModel``).
+        target: the class scored: ``None`` (the model's default: the top class, a
+            detector's top box, a segmenter's most frequent class), an index, a label (with a
+            ``VisionModel``), or a :class:`~seethrough.targets.Box` or
+            :class:`~seethrough.targets.Mask` (see :class:`~seethrough.metrics.ModelProbe`).
         steps: number of steps (at most: ``ceil(H * W / k)``; the last step may remove fewer
             than ``k`` pixels). More steps than pixels means one pixel per step.
         hide: what removed pixels become (see the module's notes); 0.0 as in the paper.
@@ -259,7 +269,7 @@ def insertion(
     image: Any,
     saliency: Any,
     *,
-    target: int | str | None = None,
+    target: Any = None,
     steps: int = 50,
     hide: object = "blur",
     score: str = "probability",
@@ -278,8 +288,10 @@ def insertion(
         model: a :class:`~seethrough.VisionModel` or a ``torch.nn.Module``.
         image: one image, as :func:`seethrough.explain` accepts it.
         saliency: ``(H, W)`` map at model-input resolution, or an :class:`~seethrough.Explanation`.
-        target: the class scored: ``None`` (the top class on the clean image), an index, or a
-            label (with a ``VisionModel``).
+        target: the class scored: ``None`` (the model's default: the top class, a
+            detector's top box, a segmenter's most frequent class), an index, a label (with a
+            ``VisionModel``), or a :class:`~seethrough.targets.Box` or
+            :class:`~seethrough.targets.Mask` (see :class:`~seethrough.metrics.ModelProbe`).
         steps: number of steps (at most; see :func:`deletion`).
         hide: the image the pixels are inserted into (see the module's notes); ``"blur"`` (a
             Gaussian blur of the input) as in the paper.
@@ -336,7 +348,7 @@ def hide_top_sweep(
     saliency: Any,
     fractions: Sequence[float],
     *,
-    target: int | str | None = None,
+    target: Any = None,
     hide: object = 0.0,
 ) -> list[HideTop]:
     """:func:`hide_top` at several fractions, evaluated in one batch (with the clean image).
@@ -360,6 +372,11 @@ def hide_top_sweep(
         raise InvalidParameterError(f"fraction={bad[0]}: a fraction of pixels in (0, 1]")
     as_map(saliency)
     probe = ModelProbe.create(model, image, target, "probability")
+    if probe.fn is not None:
+        raise InvalidTargetError(
+            "hide_top follows a classifier's top-1 class; for a box or a mask use deletion, "
+            "insertion or average_drop"
+        )
     a = _input_map(saliency, probe)
     counts = np.maximum(1, np.round(fr * a.size)).astype(np.int64)
     masks = _rank_masks(a, np.concatenate([[0], counts]), False, probe.x.device)
@@ -405,7 +422,7 @@ def hide_top(
     saliency: Any,
     *,
     fraction: float = 0.1,
-    target: int | str | None = None,
+    target: Any = None,
     hide: object = 0.0,
 ) -> HideTop:
     """Hide the top ``fraction`` most salient pixels: does the predicted class change, and to what?
@@ -437,7 +454,7 @@ def hide_top(
 
 
 def _explanation_map_probabilities(
-    model: Any, image: Any, saliency: Any, target: int | str | None, hide: object
+    model: Any, image: Any, saliency: Any, target: Any, hide: object
 ) -> tuple[float, float]:
     """``(Y, O)``: the target's probability on the clean input and on the explanation map input,
     both in one forward pass."""
@@ -463,7 +480,7 @@ def average_drop(
     image: Any,
     saliency: Any,
     *,
-    target: int | str | None = None,
+    target: Any = None,
     hide: object = 0.0,
 ) -> float:
     """Relative drop of the target's probability when the input is masked by the map.
@@ -481,8 +498,10 @@ def average_drop(
         model: a :class:`~seethrough.VisionModel` or a ``torch.nn.Module``.
         image: one image, as :func:`seethrough.explain` accepts it.
         saliency: ``(H, W)`` map at model-input resolution, or an :class:`~seethrough.Explanation`.
-        target: the class scored: ``None`` (the top class on the clean image), an index, or a
-            label (with a ``VisionModel``).
+        target: the class scored: ``None`` (the model's default: the top class, a
+            detector's top box, a segmenter's most frequent class), an index, a label (with a
+            ``VisionModel``), or a :class:`~seethrough.targets.Box` or
+            :class:`~seethrough.targets.Mask` (see :class:`~seethrough.metrics.ModelProbe`).
         hide: what masked-out pixels become (see the module's notes).
 
     Returns:
@@ -505,7 +524,7 @@ def increase_in_confidence(
     image: Any,
     saliency: Any,
     *,
-    target: int | str | None = None,
+    target: Any = None,
     hide: object = 0.0,
 ) -> float:
     """1 if masking the input by the map raises the target's probability, else 0.

@@ -1,7 +1,17 @@
 """Localisation: does the map point at the object a ground-truth mask marks?
 
-Maps are any real-valued ``(H, W)`` arrays; masks are ``(H, W)`` arrays whose non-zero pixels
-are the object, at the map's resolution.
+Maps are any real-valued ``(H, W)`` arrays. The ground truth (``mask``) is a region at the
+map's resolution, given as any of (see :func:`~seethrough.metrics.base.as_region`):
+
+- an ``(H, W)`` array whose non-zero pixels are the object (an instance or a class mask);
+- a box ``(x0, y0, x1, y1)`` in pixels: the pixels whose centres lie in it (per box: "is
+  the map of this box inside it");
+- a :class:`~seethrough.targets.Box` with corners or a :class:`~seethrough.targets.Mask`
+  with ``pixels``.
+
+For a detector's or a segmenter's explanation without another ground truth, the region it
+explains is the natural one: :func:`~seethrough.metrics.explained_region` gives the pixels of
+the box the target binds to (the predicted box) or of the class's predicted mask.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from scipy import ndimage
 
 from ..errors import InvalidParameterError
 from ..registry import register_metric
-from .base import as_map, as_mask, rank_pixels
+from .base import as_map, as_region, rank_pixels
 
 __all__ = ["iou", "iou_sweep", "IoUSweep", "binarize", "pointing_game", "energy_pointing_game"]
 
@@ -82,7 +92,7 @@ def iou(
         (1.0, 0.0)
     """
     a = as_map(saliency)
-    return _iou(binarize(a, threshold=threshold, top=top), as_mask(mask, a.shape))
+    return _iou(binarize(a, threshold=threshold, top=top), as_region(mask, a.shape))
 
 
 @dataclass
@@ -132,7 +142,7 @@ def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "va
     ``.best_threshold`` summarise it.
     """
     a = as_map(saliency)
-    m = as_mask(mask, a.shape)
+    m = as_region(mask, a.shape)
     if by not in ("value", "top"):
         raise InvalidParameterError(f"by={by!r}: choose 'value' or 'top'")
     ts = np.arange(1, 20) / 20 if thresholds is None else np.sort(np.asarray(thresholds, float))
@@ -160,7 +170,7 @@ def pointing_game(saliency: Any, mask: Any, *, tolerance: float = 0) -> float:
     them that hit, so a constant map scores the mask's (dilated) share of the image, not 1.
     """
     a = as_map(saliency)
-    m = as_mask(mask, a.shape)
+    m = as_region(mask, a.shape)
     if tolerance < 0:
         raise InvalidParameterError(f"tolerance={tolerance}: must be >= 0")
     if not m.any():
@@ -187,6 +197,6 @@ def energy_pointing_game(saliency: Any, mask: Any) -> float:
     share for a constant map. A map with no positive value gives 0.
     """
     a = np.clip(as_map(saliency), 0, None)
-    m = as_mask(mask, a.shape)
+    m = as_region(mask, a.shape)
     total = a.sum()
     return float(a[m].sum() / total) if total > 0 else 0.0

@@ -22,7 +22,6 @@ from ..core.layers import named_modules, resolve_layer
 from ..errors import (
     CancelledError,
     InvalidParameterError,
-    InvalidTargetError,
     MethodNotApplicableError,
     UnknownLayerError,
     suggest,
@@ -191,20 +190,27 @@ class RandomizationResult:
 
 
 def _copy_model(model: Any) -> Any:
-    """A copy of ``model`` whose network is a deep copy (the user's is never touched)."""
+    """A copy of ``model`` whose network is a deep copy (the user's is never touched).
+
+    A detector's or a segmenter's runner holds the network (and its adapter, which hooks into
+    it): the network and one runner are copied together, so the copy's runner runs the copy.
+    """
     from ..models import VisionModel
 
+    own = getattr(model, "_runner", None) if isinstance(model, VisionModel) else None
     try:
-        module = copy.deepcopy(module_of(model))
+        module, runner = copy.deepcopy((module_of(model), own() if own is not None else None))
     except (RuntimeError, TypeError, copy.Error) as exc:
         raise InvalidParameterError(
             f"the model cannot be copied for randomisation: {exc}"
         ) from None
-    if isinstance(model, VisionModel):
-        clone = copy.copy(model)
-        clone.module = module
-        return clone
-    return module
+    if not isinstance(model, VisionModel):
+        return module
+    clone = copy.copy(model)
+    clone.module = module
+    if runner is not None:
+        clone._runner = lambda: copy.copy(runner)
+    return clone
 
 
 @register_metric(
@@ -220,7 +226,7 @@ def cascading_randomization(
     image: Any,
     method: str = "gradcam",
     *,
-    target: int | str | None = None,
+    target: Any = None,
     layer: Any = None,
     layers: int | Sequence[str] | None = None,
     seed: int = 0,
@@ -253,7 +259,12 @@ def cascading_randomization(
         model: a :class:`~seethrough.VisionModel` or a plain ``nn.Module``.
         image: one image, as :func:`seethrough.explain` accepts it.
         method: the explanation method's registry name.
-        target: the class to explain (index or label); ``None``: the intact model's top class.
+        target: the class to explain (index or label), or a detector's
+            :class:`~seethrough.targets.Box` or a segmenter's :class:`~seethrough.targets.Mask`;
+            ``None``: the intact model's default (top class, top box, most frequent class). A
+            box or a mask is fixed on the intact model (its corners and label, re-matched by
+            IoU in each randomised model's boxes; its pixels) so every step explains the same
+            region.
         layer: the layer, for methods that need one (default: the model's default layer).
         layers: what to randomise: ``None`` for every module with parameters of its own, in
             reverse ``named_modules()`` order (see :func:`randomizable_layers`); a number ``n``
@@ -271,10 +282,6 @@ def cascading_randomization(
     """
     from ..api import explain
 
-    if callable(target):
-        raise InvalidTargetError(
-            "cascading_randomization needs a class target (index or label), not a callable"
-        )
     framework = getattr(model, "framework", "pytorch")
     if framework != "pytorch":
         raise MethodNotApplicableError(
@@ -287,7 +294,7 @@ def cascading_randomization(
     if isinstance(layer, nn.Module):
         layer = resolve_layer(user, layer)[0]
     probe = ModelProbe.create(model, image, target)
-    x, cls = probe.x, probe.target
+    x, cls, fixed = probe.x, probe.target, probe.fixed()
     total = len(steps) + 1
 
     def tick(done: int) -> None:
@@ -297,7 +304,7 @@ def cascading_randomization(
     clone = _copy_model(model)
     module = module_of(clone)
     named = named_modules(module)
-    first = explain(clone, x, method, [cls], layer, **method_params)[0]
+    first = explain(clone, x, method, [fixed], layer, **method_params)[0]
     used = first.layer if info.needs_layer else None
     if used is not None:
         layer = used  # the default is resolved once, on the intact copy
@@ -307,7 +314,7 @@ def cascading_randomization(
     maps: list[np.ndarray] = []
     for k, name in enumerate(steps):
         _reinitialise(named[name], seed, k)
-        found = explain(clone, x, method, [cls], layer, **method_params)[0]
+        found = explain(clone, x, method, [fixed], layer, **method_params)[0]
         results.append(_similarities(original, found.map))
         if keep_maps:
             maps.append(found.map)

@@ -41,6 +41,7 @@ from scipy import stats
 
 from ..errors import InvalidParameterError, InvalidTargetError, suggest
 from ..registry import get_method, register_metric
+from ..targets import Box, BoxScore, Mask
 from .base import ModelProbe, as_map
 
 __all__ = [
@@ -371,6 +372,27 @@ class RobustnessResult:
         }
 
 
+def _moved_target(probe: ModelProbe, t: _Transform | None) -> object:
+    """The explained target on the image transformed by ``t`` (``None``: the original image):
+    the class for a classifier; for a box, the box around the transformed box's pixels (with
+    its label); for a mask, the transformed mask's pixels. So every map explains the same
+    object, moved with the image."""
+    region = probe.region
+    if region is None:
+        return probe.target
+    if t is None:
+        return probe.fixed()
+    pixels = torch.from_numpy(region.astype(np.float64))[None, None]
+    moved = t.geometry(pixels)[0, 0].numpy() >= 0.5
+    if isinstance(probe.fn, BoxScore):
+        rows, cols = np.nonzero(moved)
+        if rows.size == 0:
+            raise InvalidTargetError(f"the explained box leaves the image under {t.name}")
+        box = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
+        return Box(xyxy=box, label=probe.target)
+    return Mask(probe.target, pixels=moved)
+
+
 @register_metric(
     title="Robustness to transforms",
     category="robustness",
@@ -385,7 +407,7 @@ def robustness(
     method: str = "gradcam",
     *,
     transforms: str | Sequence[str] | None = None,
-    target: int | str | None = None,
+    target: Any = None,
     layer: Any = None,
     **method_params: Any,
 ) -> RobustnessResult:
@@ -415,7 +437,14 @@ def robustness(
         method: the explanation method's registry name.
         transforms: transform names (see the module docstring); default
             :data:`DEFAULT_TRANSFORMS`.
-        target: the class to explain (index or label); ``None``: the top class.
+        target: the class to explain (index or label), or a detector's
+            :class:`~seethrough.targets.Box` or a segmenter's :class:`~seethrough.targets.Mask`;
+            ``None``: the model's default (the top class, the top box, the most frequent
+            class). A box or a mask is fixed on the original image and moved with it: each
+            transformed image explains the box around the transformed box (the clean box it
+            matches) or the transformed mask, so every map explains the same object. For them
+            the probabilities are the box's confidence or the mask's mean class probability,
+            and the prediction is the top box's label or the most frequent class.
         layer: the layer, for methods that need one.
         **method_params: the method's parameters, passed to :func:`seethrough.explain`.
 
@@ -424,32 +453,34 @@ def robustness(
     """
     from ..api import explain
 
-    if callable(target):
-        raise InvalidTargetError("robustness needs a class target (index or label), not a callable")
     info = get_method(method)
     parsed = _parse_all(transforms)
     probe = ModelProbe.create(model, image, target)
     x, cls = probe.x, probe.target
     inputs = [x] + [transform_input(model, x, t.name) for t in parsed]
+    targets = [_moved_target(probe, None)] + [_moved_target(probe, t) for t in parsed]
 
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, inp in enumerate(inputs):
         groups.setdefault(tuple(inp.shape), []).append(i)
     maps: list[np.ndarray] = [np.empty(0)] * len(inputs)
-    probs: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
+    predicted: list[tuple[int, float]] = [(-1, 0.0)] * len(inputs)
+    kept: list[float] = [0.0] * len(inputs)
     for index in groups.values():
         batch = torch.cat([inputs[i] for i in index])
-        out = probe.logits(batch).double().softmax(1).cpu()
-        found = explain(model, batch, method, [cls] * len(index), layer, **method_params)
+        out = probe.logits(batch)
+        found = explain(model, batch, method, [targets[i] for i in index], layer, **method_params)
         for j, i in enumerate(index):
             maps[i] = found[j].map
-            probs[i] = out[j]
+            row = out[j : j + 1]
+            predicted[i] = probe.prediction(row)
+            kept[i] = float(probe.rebound(targets[i], row, "probability").scorer()(row)[0, 0])
 
     labelled = probe.labels is not None
-    top = int(probs[0].argmax())
+    top = predicted[0][0]
     rows = []
     for k, t in enumerate(parsed, start=1):
-        new = int(probs[k].argmax())
+        new, new_probability = predicted[k]
         pearson, spearman, compared = _compare(maps[0].astype(np.float64), maps[k], t)
         rows.append(
             TransformResult(
@@ -457,9 +488,9 @@ def robustness(
                 geometric=t.geometric,
                 prediction_changed=new != top,
                 new_class=new,
-                new_label=probe.label(new) if labelled else None,
-                new_probability=float(probs[k][new]),
-                target_probability=float(probs[k][cls]),
+                new_label=probe.label(new) if labelled and new >= 0 else None,
+                new_probability=new_probability,
+                target_probability=kept[k],
                 pearson=pearson,
                 spearman=spearman,
                 compared=compared,
@@ -470,7 +501,7 @@ def robustness(
         method=info.name,
         target=cls,
         label=probe.label(cls) if labelled else None,
-        probability=float(probs[0][cls]),
+        probability=kept[0],
         prediction=top,
         rows=rows,
         map=maps[0],
