@@ -16,12 +16,13 @@ from .core.layers import LayerRef
 from .core.resize import to_input_size
 from .core.targets import TargetLike
 from .errors import InvalidImageError, InvalidParameterError
-from .explanation import Explanation
+from .explanation import Explanation, Region
 from .images import is_raw_image
 from .methods.params import BASELINE_KEYWORDS, HIDE_KEYWORDS
 from .models import VisionModel
 from .models.vision_model import ModelInfo, prepare_inputs
 from .registry import get_method
+from .targets import BoxScore, MaskScore
 
 __all__ = ["explain", "prepare_inputs"]
 
@@ -113,9 +114,21 @@ def explain(
                 seed=runner.config.get("seed"),
                 extras={k: _numpy(v[i]) for k, v in result.extras.items()},
                 stats=dict(result.stats[i]) if result.stats is not None else {},
+                region=_region(result.target.fns[i], described),
             )
         )
     return explanations[0] if single else explanations
+
+
+def _region(fn: object, described: ModelInfo) -> Region | None:
+    """The box or class mask a bound target explains (its reference box, its pixels)."""
+    if isinstance(fn, BoxScore):
+        box = tuple(float(v) for v in fn.box.detach().cpu().tolist())
+        return Region("box", fn.label, described.label(fn.label), box=box)  # type: ignore[arg-type]
+    if isinstance(fn, MaskScore):
+        pixels = fn.pixels.detach().cpu().numpy().astype(bool)
+        return Region("mask", fn.label, described.label(fn.label), pixels=pixels)
+    return None
 
 
 def _numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:

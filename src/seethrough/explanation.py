@@ -17,11 +17,12 @@ from ._io import write_atomically, write_text_atomically
 from ._version import __version__
 from .errors import InvalidParameterError
 
-__all__ = ["Explanation", "MANIFEST_FORMAT", "MANIFEST_VERSION", "library_versions"]
+__all__ = ["Explanation", "Region", "MANIFEST_FORMAT", "MANIFEST_VERSION", "library_versions"]
 
 MANIFEST_FORMAT = "seethrough.explanation"
 MANIFEST_VERSION = 1
 _ARRAYS = ("raw", "map", "image")
+_REGION_PIXELS = "region_pixels"
 
 
 def library_versions() -> dict[str, str]:
@@ -33,6 +34,57 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+@dataclass(frozen=True)
+class Region:
+    """What an explanation of a detector's box or a segmenter's class mask explains.
+
+    Attributes:
+        kind: ``"box"`` or ``"mask"``.
+        target: the class index of the box or the mask.
+        label: its class label, if the model has labels.
+        box: the box's corners ``(x0, y0, x1, y1)`` in pixels of the image the model saw (the
+            reference box of a :class:`~seethrough.targets.Box`), for a box.
+        pixels: the boolean ``(H, W)`` region whose logits a :class:`~seethrough.targets.Mask`
+            averages, at the model input's size, for a mask.
+    """
+
+    kind: str
+    target: int
+    label: str | None = None
+    box: tuple[float, float, float, float] | None = None
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def describe(self) -> str:
+        """One line: ``box dog (10.0, 20.0, 200.0, 300.0)`` or ``mask dog, 1234 pixels``."""
+        what = self.label if self.label is not None else f"class {self.target}"
+        if self.kind == "box" and self.box is not None:
+            return f"box {what} (" + ", ".join(f"{v:.1f}" for v in self.box) + ")"
+        count = "" if self.pixels is None else f", {int(np.count_nonzero(self.pixels))} pixels"
+        return f"mask {what}{count}"
+
+    def manifest(self) -> dict[str, Any]:
+        """JSON-ready: everything but the pixels (saved with the arrays)."""
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "label": self.label,
+            "box": None if self.box is None else [float(v) for v in self.box],
+            "pixels": self.pixels is not None,
+        }
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any], pixels: np.ndarray | None) -> Region:
+        """The region :meth:`manifest` wrote, with its pixels from the arrays."""
+        box = data.get("box")
+        return cls(
+            kind=str(data["kind"]),
+            target=int(data["target"]),
+            label=data.get("label"),
+            box=None if box is None else tuple(float(v) for v in box),  # type: ignore[arg-type]
+            pixels=None if pixels is None else np.asarray(pixels, dtype=bool),
+        )
 
 
 @dataclass
@@ -62,6 +114,8 @@ class Explanation:
             ``base_value`` of Kernel SHAP, ...).
         created: UTC time stamp, ISO 8601.
         title: display name of the method (e.g. "Grad-CAM"); the method's name when not given.
+        region: the box or class mask explained (:class:`Region`), for a detector's or a
+            segmenter's target; ``None`` for a class.
     """
 
     raw: np.ndarray
@@ -84,28 +138,36 @@ class Explanation:
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
     title: str = ""
+    region: Region | None = None
 
     def __post_init__(self) -> None:
         if not self.title:
             self.title = self.method
 
     def caption(self) -> str:
-        """Three short lines: method, explained class with probability, seconds."""
+        """Three short lines: method, explained class with probability (or the box or mask
+        explained), seconds."""
         what = (
             self.label
             if self.label is not None
             else (f"class {self.target}" if self.target is not None else "custom target")
         )
+        if self.region is not None:
+            what = f"{self.region.kind} {what}"
         prob = f" {self.probability:.2f}" if self.probability is not None else ""
         return f"{self.title}\n{what}{prob}\n{self.seconds:.3f} s"
 
-    def overlay(self, *, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray:
-        """The map laid over :attr:`image` (uint8 HxWx3); needs the image."""
-        from .viz import overlay
+    def overlay(self, *, cmap: str = "jet", alpha: float = 0.5, outline: bool = True) -> np.ndarray:
+        """The map laid over :attr:`image` (uint8 HxWx3), with the outline of the explained box
+        or mask (:attr:`region`) unless ``outline=False``; needs the image."""
+        from .viz import draw_region, overlay
 
         if self.image is None:
             raise InvalidParameterError("this explanation holds no image to draw the map on")
-        return overlay(self.image, self.map, cmap=cmap, alpha=alpha)
+        shown = overlay(self.image, self.map, cmap=cmap, alpha=alpha)
+        if outline and self.region is not None:
+            shown = draw_region(shown, self.region)
+        return shown
 
     def manifest(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready, with format version and library versions."""
@@ -128,6 +190,7 @@ class Explanation:
             "shapes": {"raw": list(self.raw.shape), "map": list(self.map.shape)},
             "extras": sorted(self.extras),
             "stats": _jsonable(self.stats),
+            "region": None if self.region is None else self.region.manifest(),
             "libraries": library_versions(),
         }
 
@@ -144,6 +207,8 @@ class Explanation:
         paths = {"npz": out / f"{stem}.npz", "json": out / f"{stem}.json"}
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
         arrays.update({f"extra_{k}": np.asarray(v) for k, v in self.extras.items()})
+        if self.region is not None and self.region.pixels is not None:
+            arrays[_REGION_PIXELS] = np.asarray(self.region.pixels, dtype=bool)
         write_atomically(paths["npz"], lambda p: np.savez_compressed(p, **arrays))
         manifest = self.manifest()
         manifest["files"] = {"arrays": paths["npz"].name}
@@ -195,12 +260,14 @@ class Explanation:
             )
         }
         score = manifest.get("score")
+        region = manifest.get("region")  # absent from manifests written before regions
         return cls(
             raw=arrays["raw"],
             map=arrays["map"],
             image=arrays.get("image"),
             score=float("nan") if score is None else float(score),
             extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra_")},
+            region=None if not region else Region.from_manifest(region, arrays.get(_REGION_PIXELS)),
             **{k: v for k, v in fields.items() if v is not None},
         )
 

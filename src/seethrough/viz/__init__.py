@@ -12,6 +12,15 @@ from .concepts import (
     concept_overlay,
     feature_grid,
 )
+from .detection import (
+    box_colors,
+    class_colors,
+    draw_boxes,
+    draw_region,
+    mask_legend,
+    mask_outline,
+    mask_overlay,
+)
 from .explanations import explanation_panels, is_signed
 from .figures import (
     Panel,
@@ -53,4 +62,11 @@ __all__ = [
     "concept_legend",
     "concept_overlay",
     "feature_grid",
+    "box_colors",
+    "class_colors",
+    "draw_boxes",
+    "draw_region",
+    "mask_legend",
+    "mask_outline",
+    "mask_overlay",
 ]

@@ -30,13 +30,24 @@ def explanation_panels(e: Any, *, views: str = "all", top_k: int = 5) -> list[Pa
     SHAP) also get the ``top_k`` superpixels with the rest dimmed, the same superpixels outlined
     on the untouched image, and the positive / negative superpixels in two colours; Deep
     Feature Factorization gets its concepts in colours with a legend (each concept's colour and
-    top classes), feature inversion its optimised image.
+    top classes), feature inversion its optimised image. An explanation of a box or a class mask
+    (its ``region``) shows that box's or mask's outline on the map.
     """
     weights = e.weights
     if weights is not None and np.ndim(weights) == 2:
         weights = weights[0]
     signed = is_signed(e.map)
-    panels = [Panel(e.image, title=e.caption(), heatmap=e.map, signed=signed, colorbar=signed)]
+    region = getattr(e, "region", None) if e.image is not None else None
+    panels = [
+        Panel(
+            e.image,
+            title=e.caption(),
+            heatmap=e.map,
+            signed=signed,
+            colorbar=signed,
+            region=region,
+        )
+    ]
     name = e.caption().splitlines()[0]
     if views == "all" and e.image is not None and "concepts" in e.extras:
         concepts = e.extras["concepts"]

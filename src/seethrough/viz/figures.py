@@ -71,6 +71,8 @@ class Panel:
         normalize: Normalization mode passed to :func:`~seethrough.viz.overlay.overlay`.
         legend: Optional ``(colour, text)`` pairs (any matplotlib colour) drawn as a legend
             under the tile, one swatch and line of text each (e.g. DFF's concepts).
+        region: Optional box or mask drawn as an outline over the tile (anything
+            :func:`~seethrough.viz.detection.draw_region` takes: an explanation's ``region``).
     """
 
     image: np.ndarray
@@ -84,9 +86,19 @@ class Panel:
     vmax: float | None = None
     normalize: str = "minmax"
     legend: Sequence[tuple[Any, str]] | None = None
+    region: Any = None
 
     def render(self) -> NDArray[np.uint8]:
-        """Return the tile's pixels: the overlay if a heatmap is set, else the image (uint8 RGB)."""
+        """Return the tile's pixels: the overlay if a heatmap is set, else the image (uint8 RGB),
+        with the region's outline on top."""
+        pixels = self._pixels()
+        if self.region is None:
+            return pixels
+        from .detection import draw_region
+
+        return draw_region(pixels, self.region)
+
+    def _pixels(self) -> NDArray[np.uint8]:
         if self.heatmap is None:
             return to_rgb_uint8(self.image)
         return overlay(
