@@ -21,7 +21,7 @@ from ..core.runner import ModelRunner, as_runner
 from ..core.state import scores_of
 from ..core.targets import Bindable, ClassIndexer, TargetFn, resolve_target
 from ..errors import InvalidParameterError, InvalidTargetError
-from ..explanation import Explanation
+from ..explanation import Explanation, Region
 from ..targets import Box, BoxScore, Mask, MaskScore
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "as_region",
     "box_mask",
     "explained_region",
+    "truth_region",
     "rank_pixels",
     "class_logits",
     "ModelProbe",
@@ -319,9 +320,14 @@ def as_region(region: Any, shape: tuple[int, ...], name: str = "mask") -> np.nda
 
     Accepts a mask (any ``(H, W)`` array, non-zero = object), a box ``(x0, y0, x1, y1)`` in
     pixels (see :func:`box_mask`), a :class:`~seethrough.targets.Box` with corners, a
-    :class:`~seethrough.targets.Mask` with ``pixels``, or a bound box or mask score (a
-    :class:`ModelProbe`'s ``fn``).
+    :class:`~seethrough.targets.Mask` with ``pixels``, an explanation's
+    :class:`~seethrough.explanation.Region` (the box or mask it explains), or a bound box or
+    mask score (a :class:`ModelProbe`'s ``fn``).
     """
+    if isinstance(region, Region):
+        region = region.box if region.kind == "box" else region.pixels
+        if region is None:
+            raise InvalidParameterError(f"{name}: the explanation's region has no pixels")
     if isinstance(region, BoxScore):
         region = region.box.tolist()
     elif isinstance(region, MaskScore):
@@ -350,6 +356,21 @@ def as_region(region: Any, shape: tuple[int, ...], name: str = "mask") -> np.nda
             )
         return box_mask(a.tolist(), shape)
     return as_mask(a, shape, name)
+
+
+def truth_region(saliency: Any, mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The ground truth of a localisation metric: ``mask`` as a region (:func:`as_region`), or
+    with ``mask=None`` the box or class mask the explanation ``saliency`` explains (its
+    :attr:`~seethrough.Explanation.region`: a detector's box is its own ground truth)."""
+    if mask is None:
+        region = getattr(saliency, "region", None) if isinstance(saliency, Explanation) else None
+        if region is None:
+            raise InvalidParameterError(
+                "give the ground-truth mask (or box); only an explanation of a box or a class "
+                "mask has a region of its own"
+            )
+        mask = region
+    return as_region(mask, shape)
 
 
 def explained_region(model: Any, image: Any, target: object = None) -> np.ndarray:

@@ -9,9 +9,11 @@ map's resolution, given as any of (see :func:`~seethrough.metrics.base.as_region
 - a :class:`~seethrough.targets.Box` with corners or a :class:`~seethrough.targets.Mask`
   with ``pixels``.
 
-For a detector's or a segmenter's explanation without another ground truth, the region it
-explains is the natural one: :func:`~seethrough.metrics.explained_region` gives the pixels of
-the box the target binds to (the predicted box) or of the class's predicted mask.
+Without ``mask``, an explanation of a detector's box or a segmenter's class mask is scored
+against the region it explains (:attr:`Explanation.region <seethrough.Explanation.region>`):
+the box is its own ground truth ("does the map of box k lie in box k"). For a map without
+its explanation, :func:`~seethrough.metrics.explained_region` gives the pixels of the box a
+target binds to (the predicted box) or of the class's predicted mask.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from scipy import ndimage
 
 from ..errors import InvalidParameterError
 from ..registry import register_metric
-from .base import as_map, as_region, rank_pixels
+from .base import as_map, rank_pixels, truth_region
 
 __all__ = ["iou", "iou_sweep", "IoUSweep", "binarize", "pointing_game", "energy_pointing_game"]
 
@@ -77,7 +79,7 @@ def _iou(region: np.ndarray, mask: np.ndarray) -> float:
     rank=10,
 )
 def iou(
-    saliency: Any, mask: Any, *, threshold: float | None = None, top: float | None = None
+    saliency: Any, mask: Any = None, *, threshold: float | None = None, top: float | None = None
 ) -> float:
     """Intersection over union of the thresholded map and the ground-truth mask.
 
@@ -92,7 +94,7 @@ def iou(
         (1.0, 0.0)
     """
     a = as_map(saliency)
-    return _iou(binarize(a, threshold=threshold, top=top), as_region(mask, a.shape))
+    return _iou(binarize(a, threshold=threshold, top=top), truth_region(saliency, mask, a.shape))
 
 
 @dataclass
@@ -133,7 +135,9 @@ class IoUSweep:
     range=(0, 1),
     rank=20,
 )
-def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "value") -> IoUSweep:
+def iou_sweep(
+    saliency: Any, mask: Any = None, thresholds: Any = None, *, by: str = "value"
+) -> IoUSweep:
     """:func:`iou` at many thresholds: a threshold-free view of localisation.
 
     ``IoU(t)`` for ``t`` in ``thresholds`` (default 0.05, 0.10, ..., 0.95) on the min-max
@@ -142,7 +146,7 @@ def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "va
     ``.best_threshold`` summarise it.
     """
     a = as_map(saliency)
-    m = as_region(mask, a.shape)
+    m = truth_region(saliency, mask, a.shape)
     if by not in ("value", "top"):
         raise InvalidParameterError(f"by={by!r}: choose 'value' or 'top'")
     ts = np.arange(1, 20) / 20 if thresholds is None else np.sort(np.asarray(thresholds, float))
@@ -161,7 +165,7 @@ def iou_sweep(saliency: Any, mask: Any, thresholds: Any = None, *, by: str = "va
     range=(0, 1),
     rank=30,
 )
-def pointing_game(saliency: Any, mask: Any, *, tolerance: float = 0) -> float:
+def pointing_game(saliency: Any, mask: Any = None, *, tolerance: float = 0) -> float:
     """1 if the map's maximum falls on the object (within ``tolerance`` pixels), else 0.
 
     Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016: a hit when the
@@ -170,7 +174,7 @@ def pointing_game(saliency: Any, mask: Any, *, tolerance: float = 0) -> float:
     them that hit, so a constant map scores the mask's (dilated) share of the image, not 1.
     """
     a = as_map(saliency)
-    m = as_region(mask, a.shape)
+    m = truth_region(saliency, mask, a.shape)
     if tolerance < 0:
         raise InvalidParameterError(f"tolerance={tolerance}: must be >= 0")
     if not m.any():
@@ -189,7 +193,7 @@ def pointing_game(saliency: Any, mask: Any, *, tolerance: float = 0) -> float:
     range=(0, 1),
     rank=40,
 )
-def energy_pointing_game(saliency: Any, mask: Any) -> float:
+def energy_pointing_game(saliency: Any, mask: Any = None) -> float:
     """Share of the map's positive energy that falls on the object.
 
     Wang et al., "Score-CAM", CVPR-W 2020: ``sum(S+ * M) / sum(S+)`` with ``S+ = max(S, 0)``
@@ -197,6 +201,6 @@ def energy_pointing_game(saliency: Any, mask: Any) -> float:
     share for a constant map. A map with no positive value gives 0.
     """
     a = np.clip(as_map(saliency), 0, None)
-    m = as_region(mask, a.shape)
+    m = truth_region(saliency, mask, a.shape)
     total = a.sum()
     return float(a[m].sum() / total) if total > 0 else 0.0
