@@ -38,7 +38,7 @@ from ..errors import (
     WeightsUnavailableError,
     suggest,
 )
-from . import detection, digits
+from . import detection, digits, scenes
 from ._common import download_errors, first_line
 from .labels import imagenet_labels, labels_for
 from .preprocessing import Preprocessing
@@ -418,6 +418,20 @@ _SOURCES: dict[str, Source] = {
             labels=_digits_labels,
             pretrained=_digits_pretrained,
             default_layer=digits.DEFAULT_LAYER,
+        ),
+        Source(
+            "scenes",  # seethrough.models.scenes: a segmenter and a detector, trained and cached
+            names=lambda: list(scenes.NAMES),
+            knows=lambda name: name in scenes.NAMES,
+            build=lambda arch, num_classes: scenes.scene_model(arch, pretrained=False).module,
+            preprocessing=lambda module: scenes.PREPROCESSING,
+            labels=labels_for,
+            pretrained=lambda arch: (lambda m: (m.module, m.preprocessing, m.labels, m.weights))(
+                scenes.scene_model(arch)
+            ),
+            load=lambda arch, pretrained, options: scenes.scene_model(
+                arch, pretrained=pretrained, **options
+            ),
         ),
         Source(
             "torchvision",

@@ -1,0 +1,700 @@
+"""A small segmenter and a small detector of the synthetic scenes
+(:func:`seethrough.datasets.synthetic.make_scenes`: 2-3 digits on clutter), trained once and
+cached on disk like the digits model (:mod:`seethrough.models.digits`).
+
+* :class:`SceneSegmenter`, a fully convolutional net: per-pixel logits ``(N, 11, H, W)`` of the
+  background and the ten digits, the layout of a torchvision segmenter's ``"out"``.
+* :class:`SceneDetector`, a CenterNet-style detector (Zhou et al., "Objects as Points", 2019): a
+  heatmap of object centres per class, and each centre's sub-cell offset and box size, on a
+  stride-4 grid; :func:`decode` (its output adapter) turns them into boxes with per-class
+  logits.
+* :func:`train_segmenter` / :func:`train_detector` train them in about a minute each on two CPU
+  cores; :func:`load_segmenter` / :func:`load_detector` train once and cache the weights
+  (safetensors, written atomically) beside the digits model's.
+
+Both see the whole digit from each unit of their last block (a 41-pixel view at stride 4), so a
+class map or a box is the evidence of the object under it, which is what lets "the explanation
+of box k lies on object k" be checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._io import write_atomically
+from ..core.threads import torch_threads
+from ..datasets.synthetic import LABEL_NAMES, SyntheticScenes, make_scenes
+from ..errors import InvalidParameterError, WeightsMismatchError, WeightsUnavailableError
+from . import digits
+from .preprocessing import Preprocessing
+
+__all__ = [
+    "SEGMENTER_LABELS",
+    "DETECTOR_LABELS",
+    "PREPROCESSING",
+    "SEGMENTER_LAYER",
+    "DETECTOR_LAYER",
+    "CACHE_VERSION",
+    "SceneSegmenter",
+    "SceneDetector",
+    "decode",
+    "train_segmenter",
+    "train_detector",
+    "load_segmenter",
+    "load_detector",
+    "mean_iou",
+    "detection_recall",
+    "cache_path",
+    "scene_model",
+    "NAMES",
+]
+
+SIZE = 96  # the scenes' side, and the input size of both nets
+STRIDE = 4  # of the detector's grid
+SEGMENTER_LABELS: tuple[str, ...] = ("background", *LABEL_NAMES)
+DETECTOR_LABELS: tuple[str, ...] = LABEL_NAMES
+PREPROCESSING = Preprocessing(size=SIZE, resize="squash", mean=digits.MEAN, std=digits.STD)
+"""What both nets expect (the digits model's normalisation, at the scenes' size)."""
+SEGMENTER_LAYER = "features.block4"
+DETECTOR_LAYER = "features.block4"
+CACHE_VERSION = "v1"  # bump when the generator, an architecture or a training recipe changes
+Kind = Literal["segmenter", "detector"]
+
+
+# ------------------------------------------------------------------------------------- models
+
+
+def _features(width: int = 64) -> nn.Sequential:
+    """The stride-4 trunk both nets share: 96x96 in, 24x24 maps out (a 41-pixel view)."""
+    block = digits._block
+    return nn.Sequential(
+        OrderedDict(
+            stem=block(3, width // 4, stride=2),
+            block1=block(width // 4, width // 2),
+            pool=nn.MaxPool2d(2),
+            block2=block(width // 2, width),
+            block3=block(width, width, dilation=2),
+            block4=block(width, width),
+        )
+    )
+
+
+class SceneSegmenter(nn.Module):
+    """A tiny fully convolutional segmenter: per-pixel logits of background and ten digits.
+
+    FCN-style (Long et al., "Fully Convolutional Networks for Semantic Segmentation", CVPR
+    2015): the trunk's 24x24 maps (:func:`_features`; ``features.block4``, the default
+    Grad-CAM layer) are classified by a 1x1 convolution (``classifier``) and upsampled to 48x48;
+    ``features.block1``'s 48x48 maps add to the background's score only (``skip``, a 1x1
+    convolution: the finer outline of the strokes, while which digit a stroke belongs to is
+    decided where a unit sees the whole digit); the sum is upsampled bilinearly to the input.
+    Input: RGB in [0, 1] normalised with :data:`PREPROCESSING`'s mean and std.
+    """
+
+    def __init__(self, num_classes: int = len(SEGMENTER_LABELS), width: int = 64) -> None:
+        """Build the network.
+
+        Args:
+            num_classes: the number of classes (the background included).
+            width: the channels of the 24x24 blocks.
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = _features(width)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.skip = nn.Conv2d(width // 2, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)`` of a normalised batch ``(N, 3, H, W)``."""
+        f = self.features
+        fine = f.block1(f.stem(x))
+        coarse = self.classifier(f.block4(f.block3(f.block2(f.pool(fine)))))
+        up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        logits = up + F.pad(self.skip(fine), (0, 0, 0, 0, 0, self.num_classes - 1))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SceneDetector(nn.Module):
+    """A CenterNet-style detector (Zhou et al., "Objects as Points", 2019) on a stride-4 grid.
+
+    Its output ``(N, C + 4, H / 4, W / 4)`` holds, per cell, the logits of an object centre of
+    each class (``C`` channels), then the centre's offset inside the cell (2, in cells) and the
+    box's log width and height (2, in cells); :func:`decode` makes boxes of it.
+    ``features.block4`` (the default Grad-CAM layer) feeds the ``head``.
+    Input: RGB in [0, 1] normalised with :data:`PREPROCESSING`'s mean and std.
+    """
+
+    def __init__(self, num_classes: int = len(DETECTOR_LABELS), width: int = 64) -> None:
+        """Build the network.
+
+        Args:
+            num_classes: the number of object classes.
+            width: the channels of the 24x24 blocks.
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = _features(width)
+        self.head = nn.Sequential(
+            OrderedDict(
+                hidden=digits._block(width, width), out=nn.Conv2d(width, num_classes + 4, 1)
+            )
+        )
+        with torch.no_grad():  # a centre prior of 0.01 (the paper's focal-loss start)
+            self.head.out.bias[:num_classes] = -4.6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The raw map ``(N, num_classes + 4, H / 4, W / 4)`` of a normalised batch."""
+        return self.head(self.features(x))
+
+
+def decode(
+    raw: torch.Tensor, *, threshold: float = 0.3, max_boxes: int = 20, stride: int = STRIDE
+) -> list[Any]:
+    """The detector's output adapter: its raw map to one ``Detections`` per image.
+
+    A box is a cell whose centre probability ``sigmoid(logit)`` for some class is the largest
+    of its 3x3 neighbourhood (the paper's max-pool instead of NMS) and above ``threshold``; its
+    centre is ``(cell + offset) * stride`` and its size ``exp(log size) * stride`` pixels. Its
+    ``class_scores`` are the centre logits of every class at that cell and its ``score`` the
+    probability of its label; boxes come highest score first. Differentiable in ``raw``.
+
+    Args:
+        raw: :class:`SceneDetector`'s output ``(N, C + 4, h, w)``.
+        threshold: the least centre probability of a box.
+        max_boxes: the most boxes per image.
+        stride: input pixels per cell.
+
+    Returns:
+        ``list[Detections]`` (:class:`seethrough.core.detection.Detections`), one per image;
+        boxes in pixels of the model input, ``(x0, y0, x1, y1)``.
+    """
+    from ..core.detection import Detections
+
+    n, channels, h, w = raw.shape
+    classes = channels - 4
+    logits, offset, size = raw[:, :classes], raw[:, classes : classes + 2], raw[:, classes + 2 :]
+    with torch.no_grad():
+        prob = logits.sigmoid()
+        peak = (prob == F.max_pool2d(prob, 3, stride=1, padding=1)) & (prob > threshold)
+        ranked = torch.where(peak, prob, torch.zeros_like(prob)).flatten(1)
+    out = []
+    for i in range(n):
+        top = ranked[i].topk(min(max_boxes, ranked.shape[1]))
+        keep = top.indices[top.values > 0]
+        label, cell = keep // (h * w), keep % (h * w)
+        ys, xs = cell // w, cell % w
+        centre = torch.stack([xs, ys], 1).to(raw.dtype) + offset[i, :, ys, xs].T
+        half = size[i, :, ys, xs].T.exp() / 2
+        boxes = torch.cat([centre - half, centre + half], 1) * stride
+        scores = logits[i, :, ys, xs].T
+        out.append(
+            Detections(boxes, label, scores.gather(1, label[:, None])[:, 0].sigmoid(), scores)
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------ targets
+
+
+def _to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` images to a normalised float batch ``(N, 3, H, W)``."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    return PREPROCESSING.normalize(x)
+
+
+def _segmentation_targets(data: SyntheticScenes) -> torch.Tensor:
+    """int64 ``(N, H, W)`` class maps (0 background, digit + 1)."""
+    return torch.from_numpy(data.segmentation())
+
+
+def _detection_targets(data: SyntheticScenes, stride: int = STRIDE) -> torch.Tensor:
+    """Per-image maps ``(N, 10 + 5, h, w)``: Gaussian centre heatmaps per class (1 at each
+    object's centre cell, sigma a sixth of the box's geometric-mean side), then the offset and
+    log size to regress (in cells) and a 1 where a centre lies."""
+    n, size = len(data), data.images.shape[1]
+    h = w = size // stride
+    out = torch.zeros(n, 10 + 5, h, w)
+    boxes = torch.from_numpy(data.boxes).float() / stride  # (N, K, 4) in cells
+    labels, real = torch.from_numpy(data.labels), torch.from_numpy(data.labels >= 0)
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    extent = (boxes[..., 2:] - boxes[..., :2]).clamp_min(1e-3)
+    cell = centre.floor().clamp(0, h - 1)
+    sigma = (extent.prod(-1).sqrt() / 6).clamp_min(0.5)
+    ys, xs = torch.arange(h, dtype=torch.float32)[:, None], torch.arange(w, dtype=torch.float32)
+    for k in range(boxes.shape[1]):
+        gx, gy, sk = (v[:, None, None] for v in (cell[:, k, 0], cell[:, k, 1], sigma[:, k]))
+        blob = torch.exp(-((xs - gx) ** 2 + (ys - gy) ** 2) / (2 * sk**2)) * real[:, k, None, None]
+        one_hot = F.one_hot(labels[:, k].clamp_min(0), 10).float()[:, :, None, None]
+        out[:, :10] = torch.maximum(out[:, :10], one_hot * blob[:, None])
+    i, k = torch.nonzero(real, as_tuple=True)
+    gx, gy = cell[i, k, 0].long(), cell[i, k, 1].long()
+    values = torch.cat([centre[i, k] - cell[i, k], extent[i, k].log(), torch.ones(len(i), 1)], 1)
+    out[i, 10:, gy, gx] = values
+    return out
+
+
+def _detection_loss(raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's loss: the penalty-reduced focal loss of the heatmaps (alpha 2, beta 4) plus
+    the L1 loss of the offsets and log sizes at the centres, both per object."""
+    classes = raw.shape[1] - 4
+    logits, heat = raw[:, :classes], target[:, :classes]
+    centre = target[:, -1:]
+    objects = centre.sum().clamp_min(1)
+    positive = heat.eq(1).float()
+    log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
+    p = log_p.exp()
+    focal = -(positive * (1 - p) ** 2 * log_p + (1 - positive) * (1 - heat) ** 4 * p**2 * log_q)
+    regression = (centre * (raw[:, classes:] - target[:, classes:-1]).abs()).sum()
+    return (focal.sum() + regression) / objects
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+
+def _batches(model: nn.Module, images: np.ndarray, batch: int = 250) -> list[torch.Tensor]:
+    """``model``'s outputs (eval mode, no gradients) on ``images``, in batches."""
+    model.eval()
+    with torch.no_grad():
+        return [model(_to_input(images[i : i + batch])) for i in range(0, len(images), batch)]
+
+
+def mean_iou(model: nn.Module, data: SyntheticScenes) -> tuple[float, list[float]]:
+    """The mean over classes of the IoU of the predicted and true class maps on ``data``.
+
+    Per class ``c``, ``IoU_c = |pred = c and true = c| / |pred = c or true = c|`` summed over
+    all pixels of all images (the PASCAL VOC measure); classes absent from both are left out.
+
+    Returns:
+        The mean IoU and the per-class IoUs (background first; NaN for an absent class).
+    """
+    predicted = torch.cat([logits.argmax(1) for logits in _batches(model, data.images)])
+    truth = _segmentation_targets(data)
+    classes = model.num_classes
+    confusion = torch.bincount(
+        truth.flatten() * classes + predicted.flatten(), minlength=classes**2
+    )
+    confusion = confusion.view(classes, classes).double()
+    hits = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    per_class = torch.where(union > 0, hits / union.clamp_min(1), torch.nan)
+    return float(per_class.nanmean()), per_class.tolist()
+
+
+def detection_recall(
+    model: nn.Module, data: SyntheticScenes, *, iou: float = 0.5, threshold: float = 0.3
+) -> dict[str, float]:
+    """Recall and precision of the detector's boxes on ``data`` at IoU ``iou``.
+
+    A true object is found when a predicted box of its label overlaps it by at least ``iou``
+    (each predicted box finds one object at most, greedily in score order).
+
+    Returns:
+        ``{"recall", "precision", "class_agnostic_recall"}``.
+    """
+    from ..core.detection import box_iou
+
+    found = found_any = predicted = matched = 0
+    outputs = _batches(model, data.images)
+    detections = [det for raw in outputs for det in decode(raw, threshold=threshold)]
+    for i, det in enumerate(detections):
+        _, boxes, labels = data.instances(i)
+        truth = torch.from_numpy(boxes).float()
+        predicted += len(det)
+        used = torch.zeros(len(truth), dtype=torch.bool)
+        for box, label in zip(det.boxes, det.labels.tolist(), strict=True):
+            overlap = box_iou(truth, box)
+            ok = (overlap >= iou) & ~used & torch.from_numpy(labels == label)
+            if ok.any():
+                used[int(torch.where(ok, overlap, -1).argmax())] = True
+                matched += 1
+        found += int(used.sum())
+        found_any += sum(
+            bool((box_iou(det.boxes, t) >= iou).any()) if len(det) else False for t in truth
+        )
+    total = int(data.counts.sum())
+    return {
+        "recall": found / max(total, 1),
+        "precision": matched / max(predicted, 1),
+        "class_agnostic_recall": found_any / max(total, 1),
+    }
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+def _train(
+    kind: Kind,
+    model: nn.Module,
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    data: SyntheticScenes,
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    progress: bool,
+) -> None:
+    """AdamW with a one-cycle learning rate over ``data`` in one seeded order (the digits
+    model's recipe), in channels-last memory."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    n = len(data)
+    model.to(memory_format=torch.channels_last)
+    steps = epochs * -(-n // batch)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, steps, pct_start=0.2)
+    order = torch.Generator().manual_seed(seed)
+    bar = Progress(
+        TextColumn(f"training the scene {kind}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+    )
+    with bar:
+        task = bar.add_task("train", total=steps, loss=float("nan"))
+        for _ in range(epochs):
+            model.train()
+            for idx in torch.randperm(n, generator=order).split(batch):
+                x = _to_input(data.images[idx.numpy()]).to(memory_format=torch.channels_last)
+                loss = loss_of(model(x), targets[idx])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                bar.update(task, advance=1, loss=loss.item())
+    model.to(memory_format=torch.contiguous_format).eval()
+
+
+def _check_training(n_train: int, epochs: int, batch: int, lr: float, n_test: int) -> None:
+    if min(n_train, epochs, batch, n_test) < 1 or not lr > 0:
+        raise InvalidParameterError("n_train, epochs, batch and n_test must be >= 1, lr > 0")
+
+
+def train_segmenter(
+    *,
+    n_train: int = 3000,
+    epochs: int = 3,
+    batch: int = 32,
+    lr: float = 8e-3,
+    n_test: int = 500,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+    data: SyntheticScenes | None = None,
+) -> tuple[SceneSegmenter, dict[str, Any]]:
+    """Train a :class:`SceneSegmenter` on :func:`make_scenes` (about a minute on two CPU cores).
+
+    Per-pixel cross-entropy, AdamW with a one-cycle learning rate, one seeded data order: the
+    same seed, library versions and thread count give the same weights. The mean IoU
+    (:func:`mean_iou`) is measured on ``n_test`` scenes of the test split (held-out digit
+    sources, clutter of seed ``seed + 1``).
+
+    Args:
+        n_train: training scenes (rendered once, before training).
+        epochs: passes over them.
+        batch: scenes per step.
+        lr: the peak learning rate.
+        n_test: held-out scenes for the reported IoU.
+        seed: seeds the data, the initial weights and the data order.
+        threads: torch intra-op threads while training (``None``: torch's current setting).
+        progress: show a progress bar.
+        data: training scenes already rendered (``make_scenes(n_train, seed=seed)`` if None).
+
+    Returns:
+        The model in eval mode, and ``{"test_miou", "test_iou", "seconds", ...}``.
+    """
+    _check_training(n_train, epochs, batch, lr, n_test)
+    start = time.perf_counter()
+    with torch_threads(threads):
+        torch.manual_seed(seed)
+        data = make_scenes(n_train, seed=seed, split="train") if data is None else data
+        model = SceneSegmenter()
+        _train(
+            "segmenter", model, F.cross_entropy, _segmentation_targets(data), data,
+            epochs=epochs, batch=batch, lr=lr, seed=seed, progress=progress,
+        )  # fmt: skip
+        miou, per_class = mean_iou(model, make_scenes(n_test, seed=seed + 1, split="test"))
+        info = {
+            "test_miou": miou,
+            "test_iou": per_class,
+            "seconds": round(time.perf_counter() - start, 1),
+            "threads": torch.get_num_threads(),
+        }
+    info |= {"seed": seed, "n_train": len(data), "epochs": epochs, "batch": batch, "lr": lr}
+    if progress:
+        print(
+            f"scene segmenter: held-out mean IoU {miou:.3f} in {info['seconds']:.0f} s",
+            file=sys.stderr,
+        )
+    return model, info
+
+
+def train_detector(
+    *,
+    n_train: int = 3000,
+    epochs: int = 4,
+    batch: int = 32,
+    lr: float = 8e-3,
+    n_test: int = 500,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+    data: SyntheticScenes | None = None,
+) -> tuple[SceneDetector, dict[str, Any]]:
+    """Train a :class:`SceneDetector` on :func:`make_scenes` (about 100 s on two CPU cores).
+
+    CenterNet's loss (:func:`_detection_loss`), AdamW with a one-cycle learning rate, one
+    seeded data order. Recall and precision at IoU 0.5 (:func:`detection_recall`) are measured
+    on ``n_test`` scenes of the test split (clutter of seed ``seed + 1``).
+
+    Args:
+        n_train: training scenes (rendered once, before training).
+        epochs: passes over them.
+        batch: scenes per step.
+        lr: the peak learning rate.
+        n_test: held-out scenes for the reported recall.
+        seed: seeds the data, the initial weights and the data order.
+        threads: torch intra-op threads while training (``None``: torch's current setting).
+        progress: show a progress bar.
+        data: training scenes already rendered (``make_scenes(n_train, seed=seed)`` if None).
+
+    Returns:
+        The model in eval mode, and ``{"test_recall", "test_precision", "seconds", ...}``.
+    """
+    _check_training(n_train, epochs, batch, lr, n_test)
+    start = time.perf_counter()
+    with torch_threads(threads):
+        torch.manual_seed(seed)
+        data = make_scenes(n_train, seed=seed, split="train") if data is None else data
+        model = SceneDetector()
+        _train(
+            "detector", model, _detection_loss, _detection_targets(data), data,
+            epochs=epochs, batch=batch, lr=lr, seed=seed, progress=progress,
+        )  # fmt: skip
+        scores = detection_recall(model, make_scenes(n_test, seed=seed + 1, split="test"))
+        info = {f"test_{key}": value for key, value in scores.items()}
+        info |= {"seconds": round(time.perf_counter() - start, 1)}
+        info |= {"threads": torch.get_num_threads()}
+    info |= {"seed": seed, "n_train": len(data), "epochs": epochs, "batch": batch, "lr": lr}
+    if progress:
+        print(
+            f"scene detector: held-out recall {info['test_recall']:.3f} (precision "
+            f"{info['test_precision']:.3f}) at IoU 0.5 in {info['seconds']:.0f} s",
+            file=sys.stderr,
+        )
+    return model, info
+
+
+# -------------------------------------------------------------------------------------- cache
+
+_TRAIN: dict[str, Callable[..., tuple[nn.Module, dict[str, Any]]]] = {
+    "segmenter": train_segmenter,
+    "detector": train_detector,
+}
+_BUILD: dict[str, Callable[[], nn.Module]] = {
+    "segmenter": SceneSegmenter,
+    "detector": SceneDetector,
+}
+_MINUTES = {"segmenter": "~1 min", "detector": "~2 min"}
+
+
+def _kind(kind: str) -> Kind:
+    if kind not in _TRAIN:
+        raise InvalidParameterError(f"kind must be 'segmenter' or 'detector', got {kind!r}")
+    return kind  # type: ignore[return-value]
+
+
+def cache_path(kind: Kind, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the trained weights of ``kind`` (``"segmenter"`` or ``"detector"``) are cached, a
+    JSON sidecar with the same stem beside them.
+
+    Args:
+        kind: which model.
+        cache_dir: the folder; default the digits model's
+            (:func:`seethrough.models.digits.cache_path`: ``$SEETHROUGH_CACHE``, else
+            ``$XDG_CACHE_HOME/seethrough``, else ``~/.cache/seethrough``).
+    """
+    folder = digits.cache_path(cache_dir).parent
+    return folder / f"synthetic_scene_{_kind(kind)}-{CACHE_VERSION}.safetensors"
+
+
+def _save(model: nn.Module, info: dict[str, Any], path: Path) -> None:
+    """Write the weights (safetensors) and their JSON sidecar, each atomically."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    versions = {"torch": torch.__version__, "numpy": np.__version__}
+    meta = {"version": CACHE_VERSION, **info, **versions, "python": platform.python_version()}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    sidecar = json.dumps(meta, indent=2)  # first: weights present means the sidecar is too
+    write_atomically(path.with_suffix(".json"), lambda p: p.write_text(sidecar), mode=0o600)
+    weights = {"version": CACHE_VERSION}
+    write_atomically(path, lambda p: save_file(state, str(p), metadata=weights), mode=0o600)
+
+
+def _load(
+    kind: Kind,
+    cache_dir: str | os.PathLike[str] | None,
+    retrain: bool,
+    progress: bool,
+    threads: int | None,
+) -> nn.Module:
+    """The trained model of ``kind``: from the cache, else trained once and cached."""
+    from safetensors.torch import load_file
+
+    path = cache_path(kind, cache_dir)
+    if retrain or not path.is_file():
+        print(
+            f"training the synthetic scene {kind} once ({_MINUTES[kind]}); cached in {path.parent}",
+            file=sys.stderr,
+        )
+        model, info = _TRAIN[kind](progress=progress, threads=threads)
+        _save(model, info, path)
+        return model
+    remedy = f"delete it or pass retrain=True to train again ({_MINUTES[kind]})"
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"cannot read the cached scene {kind} weights '{path}' ({type(exc).__name__}): {remedy}"
+        ) from None
+    model = _BUILD[kind]()
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        wrong = sorted(k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k))
+        raise WeightsMismatchError(
+            f"the cached scene {kind} weights '{path}' do not fit {type(model).__name__} "
+            f"({len(wrong)} missing, unexpected or mis-shaped: {', '.join(wrong[:5])}): {remedy}"
+        )
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_segmenter(
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+) -> SceneSegmenter:
+    """The trained :class:`SceneSegmenter` (eval mode): from the cache, else trained once
+    (:func:`train_segmenter`'s defaults, about a minute) and cached atomically.
+
+    Args:
+        cache_dir: the cache folder (see :func:`cache_path`).
+        retrain: train again and overwrite the cache.
+        progress: show training progress.
+        threads: torch threads while training (``None``: torch's current setting).
+
+    Raises:
+        WeightsUnavailableError: the cache file cannot be read.
+        WeightsMismatchError: its tensors do not fit the network (never silently retrained).
+    """
+    return _load("segmenter", cache_dir, retrain, progress, threads)  # type: ignore[return-value]
+
+
+def load_detector(
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+) -> SceneDetector:
+    """The trained :class:`SceneDetector` (eval mode): from the cache, else trained once
+    (:func:`train_detector`'s defaults, about two minutes) and cached atomically.
+
+    Args:
+        cache_dir: the cache folder (see :func:`cache_path`).
+        retrain: train again and overwrite the cache.
+        progress: show training progress.
+        threads: torch threads while training (``None``: torch's current setting).
+
+    Raises:
+        WeightsUnavailableError: the cache file cannot be read.
+        WeightsMismatchError: its tensors do not fit the network (never silently retrained).
+    """
+    return _load("detector", cache_dir, retrain, progress, threads)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------- zoo
+
+NAMES = {"synthetic_segmenter": "segmenter", "synthetic_detector": "detector"}
+"""The names :func:`~seethrough.models.load_model` knows them by."""
+
+
+def scene_model(
+    name: str,
+    *,
+    pretrained: bool = True,
+    score_threshold: float | None = None,
+    max_boxes: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """``"synthetic_segmenter"`` or ``"synthetic_detector"`` as a
+    :class:`~seethrough.models.VisionModel` (``task`` ``"segmentation"`` / ``"detection"``).
+
+    Args:
+        name: one of :data:`NAMES`.
+        pretrained: the trained weights (from the cache, trained once if absent) or random ones.
+        score_threshold: the detector's least centre probability of a box (default 0.3 trained,
+            0 random: a random net's probabilities all lie near its 0.01 prior).
+        max_boxes: the detector's most boxes per image (default 20).
+        cache_dir: the weights cache folder (see :func:`cache_path`).
+    """
+    from functools import partial
+
+    from .detection import detector_model, segmenter_model
+
+    kind = NAMES.get(name)
+    if kind is None:
+        raise InvalidParameterError(f"unknown scene model {name!r}: use one of {', '.join(NAMES)}")
+    if pretrained:
+        module = _load(kind, cache_dir, False, True, None)
+        weights = f"trained on synthetic scenes (cached in {cache_path(kind, cache_dir)})"
+    else:
+        module, weights = _BUILD[kind]().eval(), "none (random)"
+    common = {
+        "name": name,
+        "source": "synthetic",
+        "weights": weights,
+        "preprocessing": PREPROCESSING,
+    }
+    if kind == "segmenter":
+        if score_threshold is not None or max_boxes is not None:
+            raise InvalidParameterError("score_threshold and max_boxes apply to detectors only")
+        return segmenter_model(module, SEGMENTER_LABELS, default_layer=SEGMENTER_LAYER, **common)
+    threshold = (0.3 if pretrained else 0.0) if score_threshold is None else float(score_threshold)
+    boxes = 20 if max_boxes is None else max_boxes
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidParameterError(f"score_threshold must be in [0, 1], got {score_threshold!r}")
+    if isinstance(boxes, bool) or not isinstance(boxes, int) or boxes < 1:
+        raise InvalidParameterError(f"max_boxes must be an integer >= 1, got {max_boxes!r}")
+    return detector_model(
+        module,
+        DETECTOR_LABELS,
+        adapter=partial(decode, threshold=threshold, max_boxes=boxes),
+        num_classes=len(DETECTOR_LABELS),
+        max_boxes=boxes,
+        default_layer=DETECTOR_LAYER,
+        list_input=False,
+        **common,
+    )
