@@ -26,7 +26,10 @@ __all__ = [
     "StdOpt",
     "ResizeOpt",
     "DeviceOpt",
+    "ScoreThresholdOpt",
+    "MaxBoxesOpt",
     "parse_params",
+    "parse_targets",
     "check_output_folder",
     "method_names",
     "params_for",
@@ -60,6 +63,58 @@ ResizeOpt = Annotated[
     str | None, typer.Option(help="'squash' (whole image, default) or 'crop' (centre crop).")
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1, ...")]
+ScoreThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="A detector's least box confidence (default 0.05 with pretrained weights, 0 with "
+        "random ones)."
+    ),
+]
+MaxBoxesOpt = Annotated[
+    int | None, typer.Option(help="A detector's boxes per image (default 100).")
+]
+
+_REGION_PREFIXES = ("box:", "mask:")
+
+
+def parse_targets(text: str | None, top_boxes: int | None = None) -> list[tuple[str, object]]:
+    """``--target`` and ``--top-boxes`` as ``(name, target)`` pairs, one explanation each.
+
+    ``box:K[,box:J...]`` is the detector's box ``K`` (0 = the top box), ``mask:LABEL`` or
+    ``mask:INDEX`` a segmenter's class mask, ``--top-boxes N`` boxes 0 to N-1; anything else
+    is one class index or label (name ``""``), as for a classifier. Checked before any model
+    is loaded: a bad item is an ``InvalidParameterError``.
+    """
+    from ..targets import Box, Mask
+
+    if top_boxes is not None:
+        if text is not None:
+            raise errors.InvalidParameterError("give --target or --top-boxes, not both")
+        if top_boxes < 1:
+            raise errors.InvalidParameterError(f"--top-boxes must be >= 1, got {top_boxes}")
+        return [(f"box{k}", Box(index=k)) for k in range(top_boxes)]
+    if text is None:
+        return [("", None)]
+    if not text.strip().lower().startswith(_REGION_PREFIXES):
+        return [("", int(text) if text.lstrip("-").isdigit() else text)]
+    targets: list[tuple[str, object]] = []
+    for item in (part.strip() for part in text.split(",")):
+        kind, _, value = item.partition(":")
+        kind, value = kind.strip().lower(), value.strip()
+        if kind == "box" and value.isdigit():
+            targets.append((f"box{int(value)}", Box(index=int(value))))
+        elif kind == "mask" and value:
+            label: int | str = int(value) if value.isdigit() else value
+            targets.append((f"mask-{value}", Mask(label)))
+        else:
+            raise errors.InvalidParameterError(
+                f"--target '{item}': expected box:INDEX (0 = the top box) or mask:CLASS "
+                "(a label or an index), comma-separated"
+            )
+    names = [name for name, _ in targets]
+    if len(set(names)) < len(names):
+        raise errors.InvalidParameterError(f"--target '{text}' names a box or a mask twice")
+    return targets
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, str]:

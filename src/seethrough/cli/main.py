@@ -37,9 +37,11 @@ from ..registry import list_methods, list_metrics
 from ._shared import (
     ArchOpt,
     DeviceOpt,
+    MaxBoxesOpt,
     MeanOpt,
     ModelOpt,
     ResizeOpt,
+    ScoreThresholdOpt,
     SizeOpt,
     StdOpt,
     WeightsOpt,
@@ -49,6 +51,7 @@ from ._shared import (
     err_console,
     method_names,
     params_for,
+    parse_targets,
     progress_bar,
 )
 
@@ -90,6 +93,8 @@ def _load(
     std: str | None,
     resize: str | None,
     device: str,
+    score_threshold: float | None = None,
+    max_boxes: int | None = None,
 ) -> VisionModel:
     return load_model(
         model,
@@ -100,6 +105,8 @@ def _load(
         std=parse_triple(std, "--std"),
         resize=resize,
         device=device,  # type: ignore[arg-type]
+        score_threshold=score_threshold,
+        max_boxes=max_boxes,
     )
 
 
@@ -122,12 +129,6 @@ def _expand(inputs: Sequence[str]) -> list[str]:
         else:
             found.append(item)
     return found
-
-
-def _target(text: str | None) -> int | str | None:
-    if text is None:
-        return None
-    return int(text) if text.lstrip("-").isdigit() else text
 
 
 RUN_MANIFEST = "run.json"
@@ -351,22 +352,59 @@ def predict_cmd(
     model: ModelOpt = "efficientnet_lite0",
     weights: WeightsOpt = "default",
     arch: ArchOpt = None,
-    k: Annotated[int, typer.Option("-k", "--top", help="How many classes to show.")] = 5,
+    k: Annotated[
+        int,
+        typer.Option(
+            "-k",
+            "--top",
+            help="How many classes to show (a detector's boxes; a segmenter's classes present).",
+        ),
+    ] = 5,
     size: SizeOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
     resize: ResizeOpt = None,
     device: DeviceOpt = "cpu",
+    score_threshold: ScoreThresholdOpt = None,
+    max_boxes: MaxBoxesOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write one picture per image in this folder: the boxes drawn, the class "
+            "mask with its legend, or the top class (NAME-predictions.png)."
+        ),
+    ] = None,
 ) -> None:
-    """Print the top-k classes with probabilities for each image."""
-    vm = _load(model, weights, arch, size, mean, std, resize, device)
+    """Print the top-k classes with probabilities for each image; a detector's boxes (index,
+    class, score, corners), a segmenter's classes present (share of the pixels)."""
+    if out is not None:
+        check_output_folder(out)
+    vm = _load(model, weights, arch, size, mean, std, resize, device, score_threshold, max_boxes)
     console.print(f"preprocessing: {vm.preprocessing.describe()}", markup=False, soft_wrap=True)
-    failed = _for_each(_expand(images), lambda src: _print_predictions(vm, src, k))
+    sources = _expand(images)
+    names = folder_names(_unique(sources))
+
+    def action(source: str) -> None:
+        image = load_image(source)
+        _print_predictions(vm, source, k, image)
+        if out is not None:
+            path = out / f"{names.get(source, _stem(source))}-predictions.png"
+            _save_prediction_picture(vm, image, path, k)
+            console.print(f"wrote {path}", markup=False, soft_wrap=True)
+
+    failed = _for_each(sources, action)
     _finish(failed)
 
 
-def _print_predictions(vm: VisionModel, source: str, k: int) -> None:
-    preds = vm.predict(load_image(source), k=k)
+def _print_predictions(vm: VisionModel, source: str, k: int, image: Any = None) -> None:
+    image = load_image(source) if image is None else image
+    if vm.task == "detection":
+        _print_boxes(vm, source, image, k)
+        return
+    if vm.task == "segmentation":
+        _print_mask(vm, source, image, k)
+        return
+    preds = vm.predict(image, k=k)
     table = Table(title=Text(source))
     table.add_column("#")
     table.add_column("class")
@@ -375,6 +413,69 @@ def _print_predictions(vm: VisionModel, source: str, k: int) -> None:
     for rank, p in enumerate(preds, 1):
         table.add_row(str(rank), p.label, str(p.index), f"{p.probability:.4f}")
     console.print(table)
+
+
+def _print_boxes(vm: VisionModel, source: str, image: Any, k: int) -> None:
+    """The detector's top ``k`` boxes: index (as ``--target box:INDEX``), class, score, box."""
+    boxes = vm.predict(image)[:k]
+    table = Table(title=Text(f"{source}: {len(boxes)} boxes"))
+    table.add_column("box", justify="right")
+    table.add_column("class")
+    table.add_column("score", justify="right")
+    table.add_column("x0, y0, x1, y1", justify="right")
+    for i, b in enumerate(boxes):
+        corners = ", ".join(f"{v:.1f}" for v in b.box)
+        table.add_row(str(i), b.label, f"{b.score:.4f}", corners)
+    console.print(table)
+
+
+def _print_mask(vm: VisionModel, source: str, image: Any, k: int) -> None:
+    """The segmenter's classes present, most pixels first: class, index, share of pixels."""
+    mask = vm.predict(image)
+    table = Table(title=Text(f"{source}: classes present"))
+    table.add_column("class")
+    table.add_column("index", justify="right")
+    table.add_column("pixels", justify="right")
+    for label, fraction in mask.present[:k]:
+        table.add_row(label, str(vm.class_index(label)), f"{100 * fraction:.1f}%")
+    console.print(table)
+
+
+def _prediction_panel(vm: VisionModel, image: Any, k: int = 5) -> Any:
+    """The input as a figure's first tile: a detector's boxes drawn with their class and score,
+    a segmenter's class mask with its legend, a classifier's top class in the title."""
+    from ..viz import Panel, draw_boxes, mask_legend, mask_overlay
+
+    seen = vm.preprocessing.display_image(image)
+    if vm.task == "detection":
+        boxes = vm.predict(image)[:k]
+        drawn = draw_boxes(
+            seen,
+            [b.box for b in boxes],
+            [f"{i} {b.label}" for i, b in enumerate(boxes)],
+            [b.score for b in boxes],
+        )
+        return Panel(drawn, title=f"input\n{len(boxes)} boxes\n{vm.name}")
+    if vm.task == "segmentation":
+        mask = vm.predict(image)
+        top = next((p for p in mask.present if p[0] != vm.labels[0]), mask.present[0])
+        return Panel(
+            mask_overlay(seen, mask.classes),
+            title=f"input\n{top[0]} {100 * top[1]:.0f}%\n{vm.name}",
+            legend=mask_legend(mask.present[:k], vm.labels),
+        )
+    top = vm.predict(image, k=1)[0]
+    return Panel(seen, title=f"input\n{top.label} {top.probability:.2f}\n{vm.name}")
+
+
+def _save_prediction_picture(vm: VisionModel, image: Any, path: Path, k: int) -> None:
+    from ..viz import grid_figure, save_figure
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.InvalidParameterError(f"--out {path.parent}: {exc.strerror or exc}") from None
+    save_figure(grid_figure([_prediction_panel(vm, image, k)], ncols=1, tile_size=5.0), path)
 
 
 @app.command("explain")
@@ -387,7 +488,16 @@ def explain_cmd(
         str, typer.Option(help="Comma-separated method names (see `seethrough methods`).")
     ] = "gradcam",
     target: Annotated[
-        str | None, typer.Option(help="Class index or label (default: top class).")
+        str | None,
+        typer.Option(
+            help="Class index or label (default: top class); for a detector box:INDEX "
+            "(comma-separated: box:0,box:1, one explanation each; 0 = the top box), for a "
+            "segmenter mask:CLASS (a label or an index)."
+        ),
+    ] = None,
+    top_boxes: Annotated[
+        int | None,
+        typer.Option(help="A detector's top N boxes, one explanation each (box:0 to box:N-1)."),
     ] = None,
     layer: Annotated[str | None, typer.Option(help="Layer name (see `seethrough layers`).")] = None,
     param: Annotated[
@@ -399,15 +509,35 @@ def explain_cmd(
     std: StdOpt = None,
     resize: ResizeOpt = None,
     device: DeviceOpt = "cpu",
+    score_threshold: ScoreThresholdOpt = None,
+    max_boxes: MaxBoxesOpt = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs"),
 ) -> None:
-    """Explain images with one or more methods; write overlays, arrays, manifests and a figure."""
+    """Explain images with one or more methods; write overlays, arrays, manifests and a figure.
+
+    A detector's boxes and a segmenter's class masks are explained with --target box:0,box:1,
+    --top-boxes N or --target mask:CLASS: one explanation per box (METHOD-box0, ...), its
+    outline on the overlay and in the figure."""
     methods = method_names(method)
     params = params_for(methods, param)
+    targets = parse_targets(target, top_boxes)
     check_output_folder(out)
-    vm = _load(model, weights, arch, size, mean, std, resize, device)
+    vm = _load(model, weights, arch, size, mean, std, resize, device, score_threshold, max_boxes)
+    _check_targets(vm, targets)
     sources = _expand(images)
-    _explain_all(vm, sources, methods, _target(target), layer, params, out)
+    _explain_all(vm, sources, methods, targets, layer, params, out, target_text=target)
+
+
+def _check_targets(vm: VisionModel, targets: list[tuple[str, Any]]) -> None:
+    """Box targets need a detector, mask targets a segmenter."""
+    for name, _ in targets:
+        for prefix, task in (("box", "detection"), ("mask", "segmentation")):
+            if name.startswith(prefix) and vm.task != task:
+                what = "detector" if task == "detection" else "segmenter"
+                raise errors.InvalidParameterError(
+                    f"--target {prefix}:...: {vm.name} is a {vm.task} model; {prefix} targets "
+                    f"need a {what}"
+                )
 
 
 class _RunManifest:
@@ -465,12 +595,16 @@ def _explain_all(
     vm: VisionModel,
     sources: list[str],
     methods: list[str],
-    target: int | str | None,
+    targets: list[tuple[str, Any]],
     layer: str | None,
     params: dict[str, dict[str, str]],
     out: Path,
+    target_text: str | None = None,
 ) -> dict[str, str]:
     """Explain every source with every method into ``OUT/<folder>/``; returns the folder names.
+
+    ``targets``: ``(name, target)`` pairs (:func:`parse_targets`); each gets its own
+    explanation, saved as ``METHOD-NAME`` (``METHOD`` for a nameless one).
 
     ``OUT/run.json`` says which images are complete; every file is written atomically, so an
     interrupted run leaves whole files only. On Ctrl-C, says what was finished and what was not.
@@ -482,13 +616,13 @@ def _explain_all(
     except OSError as exc:
         raise errors.InvalidParameterError(f"--out {out}: {exc.strerror or exc}") from None
     run = _RunManifest(
-        out, names, model=vm.name, methods=methods, target=target, layer=layer, params=params
+        out, names, model=vm.name, methods=methods, target=target_text, layer=layer, params=params
     )
     run.save()
     failed: list[tuple[str, str]] = []
     try:
         with progress_bar() as bar:
-            task = bar.add_task("explaining", total=len(sources) * len(methods))
+            task = bar.add_task("explaining", total=len(sources) * len(methods) * len(targets))
             # the running method's own steps (model evaluations, images or batches of masks,
             # whichever it reports), shown while it has some left
             evals = bar.add_task("", total=None, visible=False)
@@ -500,20 +634,29 @@ def _explain_all(
                 entry = run.images[source]
                 try:
                     image = load_image(source)
-                    results = []
+                    results, stems = [], []
                     for m in methods:
-                        bar.update(task, description=f"{names[source]}: {m}")
-                        bar.reset(evals, description=f"{m} steps", total=None, visible=False)
-                        results.append(
-                            explain_api(
-                                vm, image, m, target=target, layer=layer, progress=tick, **params[m]
+                        for name, target in targets:
+                            stem = f"{m}-{name}" if name else m
+                            bar.update(task, description=f"{names[source]}: {stem}")
+                            bar.reset(evals, description=f"{m} steps", total=None, visible=False)
+                            results.append(
+                                explain_api(
+                                    vm,
+                                    image,
+                                    m,
+                                    target=target,
+                                    layer=layer,
+                                    progress=tick,
+                                    **params[m],
+                                )
                             )
-                        )
-                        bar.advance(task)
+                            stems.append(stem)
+                            bar.advance(task)
                     folder = out / names[source]
-                    for m, e in zip(methods, results, strict=True):
-                        e.save(folder)
-                        entry["methods"].append(m)
+                    for stem, e in zip(stems, results, strict=True):
+                        e.save(folder, stem)
+                        entry["methods"].append(stem)
                     _save_figure(vm, image, results, folder / "figure.png")
                     entry.update(figure="figure.png", complete=True)
                     run.save()
@@ -527,7 +670,7 @@ def _explain_all(
                     failed.append((source, str(exc)))
                     continue
                 bar.console.print(
-                    f"{source}: wrote {folder}/ ({', '.join(methods)} + figure.png)",
+                    f"{source}: wrote {folder}/ ({_some(stems, 8)} + figure.png)",
                     markup=False,
                     soft_wrap=True,
                 )
@@ -550,10 +693,9 @@ def _explain_all(
 
 
 def _save_figure(vm: VisionModel, image: Any, results: list[Explanation], path: Path) -> None:
-    from ..viz import Panel, explanation_panels, grid_figure, save_figure
+    from ..viz import explanation_panels, grid_figure, save_figure
 
-    top = vm.predict(image, k=1)[0]
-    panels = [Panel(results[0].image, title=f"input\n{top.label} {top.probability:.2f}\n{vm.name}")]
+    panels = [_prediction_panel(vm, image)]
     for e in results:
         panels += explanation_panels(e)
     save_figure(grid_figure(panels, ncols=min(len(panels), 4)), path)
@@ -595,7 +737,7 @@ def demo_cmd(
     console.print(vm.describe(), markup=False, soft_wrap=True)
     _print_predictions(vm, image, 5)
     names = _explain_all(
-        vm, [image], list(DEMO_METHODS), None, None, {m: {} for m in DEMO_METHODS}, out
+        vm, [image], list(DEMO_METHODS), [("", None)], None, {m: {} for m in DEMO_METHODS}, out
     )
     console.print(f"figure: {out / names[image] / 'figure.png'}", markup=False, soft_wrap=True)
 

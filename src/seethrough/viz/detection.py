@@ -122,8 +122,8 @@ def draw_boxes(
         raise InvalidParameterError("colors must hold at least one colour.")
     out = Image.fromarray(rgb)
     draw = ImageDraw.Draw(out)
-    font = ImageFont.load_default()
     h, w = rgb.shape[:2]
+    font = ImageFont.load_default(size=max(8, min(h, w) // 24))
     for i in reversed(range(k)):
         color = palette[i % len(palette)]
         x0, y0, x1, y1 = _pixel_box(arr[i], h, w)
