@@ -144,3 +144,53 @@ def test_a_torchscript_model_gets_a_clear_error_for_layer_methods(capsys, tmp_pa
         capsys, "explain", image, "-m", str(path), "--method", "saliency", "--out", str(tmp_path)
     )
     assert code == 0, err
+
+
+@pytest.fixture
+def segmenters(monkeypatch):
+    """Model names that load the hand-made segmenters of tests/test_evaluation.py, and
+    'spot', the hand-made detector of tests/test_detection.py."""
+    import seethrough.cli.evaluate as commands
+    from tests.test_detection import spot_model
+    from tests.test_evaluation import segmenter
+
+    def load(name, **kw):
+        return spot_model() if name == "spot" else segmenter(name, -1.0 if "inv" in name else 1.0)
+
+    monkeypatch.setattr(commands, "load_model", load)
+
+
+def test_compare_ranks_segmenters_on_a_voc_folder(capsys, tmp_path, segmenters):
+    from tests.test_evaluation import write_voc
+
+    data = write_voc(tmp_path / "voc")
+    out = tmp_path / "report"
+    argv = ["--models", "segon,seginv", "--methods", "saliency", "--data", str(data)]
+    code, stdout, err = cli(capsys, "compare", *argv, "--steps", "4", "--out", str(out))
+    assert code == 0, err
+    assert "found" in stdout and "top-1" not in stdout
+    rows = {(r["model"], r["method"]): r for r in csv.DictReader((out / "report.csv").open())}
+    assert float(rows["segon", "saliency"]["iou"]) > float(rows["seginv", "saliency"]["iou"])
+    assert float(rows["segon", "saliency"]["found"]) == 1.0
+    assert float(rows["segon", "saliency"]["seconds"]) > 0  # the cost column
+    assert int(rows["segon", "saliency"]["n"]) == 4  # 2 images x 2 classes
+
+
+@pytest.mark.parametrize(
+    ("models", "truth", "needle"),
+    [
+        ("spot", "masks", "spot is a detector: it predicts boxes, not class masks"),
+        ("segon", "boxes", "segon is a segmenter: it predicts class masks, not boxes"),
+        ("segon", "pixels", "--truth pixels: choose one of auto, image, masks, boxes"),
+    ],
+)
+def test_compare_refuses_a_truth_the_model_does_not_predict(
+    capsys, tmp_path, segmenters, models, truth, needle
+):
+    from tests.test_evaluation import write_voc
+
+    data = write_voc(tmp_path / "voc")
+    argv = ["--models", models, "--data", str(data), "--truth", truth, "--out", str(tmp_path)]
+    code, _, err = cli(capsys, "compare", *argv)
+    assert code == 2
+    assert needle in one_error_line(err)

@@ -277,3 +277,102 @@ def test_top1_is_accuracy_where_the_label_is_a_class_of_the_model():
     assert top1["other"] == 0.0  # 'light' is not what the majority ('bright', first) says
     records = [r for r in result.records if r.model == "other"]
     assert all(r.truth is None and r.target == r.predicted == 0 for r in records)
+
+
+# ------------------------------------------------------------- segmenters and detectors
+
+
+class _Segmenter(nn.Module):
+    """'dog' logits = 4 * sign * (brightness - 0.5) (sign 1: the bright square is the dog;
+    -1: the dark background is), 'cat' a constant; as torchvision returns them."""
+
+    def __init__(self, sign: float) -> None:
+        super().__init__()
+        self.sign = sign
+        self.backbone = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.backbone.weight.fill_(1.0 / 3)
+            self.backbone.bias.zero_()
+
+    def forward(self, x):
+        dog = 4 * self.sign * (self.backbone(x) - 0.5)
+        return {"out": torch.cat([torch.zeros_like(dog), dog, torch.full_like(dog, -1.0)], 1)}
+
+
+def segmenter(name: str, sign: float):
+    from seethrough.models.detection import segmenter_model
+
+    pre = Preprocessing(size=SIZE, mean=(0, 0, 0), std=(1, 1, 1), resize="squash")
+    return segmenter_model(
+        _Segmenter(sign).eval(), ["background", "dog", "cat"], preprocessing=pre, name=name
+    )
+
+
+def write_voc(root, n=2):
+    """A VOC layout: a bright 'dog' (class 12) square and a dark 'cat' (class 8) strip."""
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        image = np.zeros((SIZE, SIZE, 3), np.uint8)
+        classes = np.zeros((SIZE, SIZE), np.uint8)
+        classes[4 + i : 14 + i, 6:16] = 12
+        image[classes == 12] = 255
+        classes[24:28, :] = 8
+        classes[4 + i, 6:16] = 255  # a void border counts as neither
+        Image.fromarray(image).save(root / "JPEGImages" / f"im{i}.jpg", quality=100)
+        Image.fromarray(classes, mode="L").save(root / "SegmentationClass" / f"im{i}.png")
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(f"im{i}" for i in range(n)))
+    return root
+
+
+def test_voc_samples_keep_their_classes_and_objects(tmp_path):
+    from seethrough.evaluation.data import class_masks, objects
+
+    sample = load_folder(write_voc(tmp_path))[0]
+    regions = class_masks(sample)
+    assert [r.label for r in regions] == ["cat", "dog"]
+    assert regions[1].mask.sum() == 10 * 10 - 10  # the void row is not the dog
+    assert [r.label for r in objects(sample)] == ["cat", "dog"]  # connected regions
+
+
+def test_segmenters_are_ranked_by_the_iou_of_their_class_maps(tmp_path):
+    data = load_folder(write_voc(tmp_path))
+    models = [segmenter("on", 1.0), segmenter("inverted", -1.0)]
+    result = evaluate(models, data, ["saliency"], metrics=["iou", "pointing_game"], steps=4)
+    rows = {(r.model, r.method): r for r in result.summary()}
+    # per image: 'dog' (predicted: its mask) and 'cat' (predicted nowhere: its true pixels)
+    assert rows["on", "saliency"].n == 4 and rows["on", "saliency"].found == 1.0
+    dog = [r for r in result.records if r.model == "on" and r.target_label == "dog"]
+    assert len(dog) == 2 * 3 and all(r.method != "saliency" or r.iou > 0.6 for r in dog)
+    assert rows["on", "saliency"].iou > rows["inverted", "saliency"].iou + 0.2
+    assert rows["on", "saliency"].iou > rows["on", "baseline:random"].iou
+    text = to_markdown(result)
+    assert "found" in text and "top-1" not in text and "s / image" in text
+
+
+def test_a_detector_is_scored_per_object_and_found_is_its_recall():
+    from tests.test_detection import REGION, H, W, spot_model
+
+    image = np.zeros((H, W, 3), np.uint8)
+    image[REGION] = 230
+    classes = np.zeros((H, W), np.uint8)
+    classes[REGION] = 1  # the spot, where the detector puts its box
+    classes[60:80, 10:30] = 1  # a second spot, which it misses
+    sample = Sample("two", image, classes > 0, classes=classes, class_names=["bg", "spot"])
+    result = evaluate(
+        [spot_model()], [sample], ["saliency"], metrics=["iou", "pointing_game", "deletion"]
+    )
+    (row, *_) = result.summary()
+    assert row.method == "saliency" and row.n == 1 and row.found == 0.5
+    assert row.pointing_game == 1.0 and row.iou > 0.3
+    missed = [r for r in result.records if r.error is not None]
+    assert missed and "no predicted box" in missed[0].error
+
+
+def test_a_detector_asked_for_class_masks_is_refused_before_any_work():
+    from tests.test_detection import spot_model
+
+    with pytest.raises(InvalidParameterError, match="spot is a detector: it predicts boxes"):
+        evaluate([spot_model()], [], ["saliency"], truth="masks")
+    with pytest.raises(InvalidParameterError, match="is a classifier"):
+        evaluate([bright_model()], [], ["saliency"], truth="boxes")

@@ -2,7 +2,8 @@
 
 - ``compare``: several models x several methods on a folder of images with masks; a table of
   IoU (with its 95% confidence interval), pointing game, deletion / insertion AUC, top-1 and
-  seconds, written as CSV, Markdown and a self-contained HTML report;
+  seconds, written as CSV, Markdown and a self-contained HTML report; segmenters are ranked per
+  class mask and detectors per ground-truth box (``--truth``);
 - ``benchmark``: every method on generated digits with known masks and the small CNN trained on
   them (trained once, then cached), next to the random and centre baselines;
 - ``cost``: every method on one model and image, in seconds, model evaluations and forward
@@ -28,7 +29,7 @@ from ..evaluation import (
     write_report,
 )
 from ..evaluation.report import columns_for, format_value
-from ..evaluation.runner import DEFAULT_METRICS, METRICS
+from ..evaluation.runner import DEFAULT_METRICS, METRICS, TRUTHS
 from ..images import load_image
 from ..models import VisionModel, load_model
 from ._shared import (
@@ -154,7 +155,11 @@ COMPARE_HELP = (
     "the object's mask (IoU with its 95% confidence interval, pointing game) and against the "
     "model (deletion and insertion AUC), with top-1 and seconds per image, next to a random map "
     "and a centre Gaussian. Prints the table and writes it as CSV, Markdown and a self-contained "
-    "HTML report with the best and worst case of each model and method."
+    "HTML report with the best and worst case of each model and method.\n\n"
+    "Segmenters are scored per class present in each image (the class's mask explained, "
+    "against its ground-truth mask) and detectors per object (its ground-truth box matched to "
+    "a predicted box, the map against the object's pixels); 'found' is the share of objects "
+    "explained. A Pascal VOC folder gives the classes (and SegmentationObject/ the objects)."
 )
 
 
@@ -172,6 +177,14 @@ def compare_cmd(
         str,
         typer.Option(help="'predicted' (each model's top class) or 'label' (labels.csv)."),
     ] = "predicted",
+    truth: Annotated[
+        str,
+        typer.Option(
+            help="What maps are scored against: 'auto' (by each model's task), 'image' "
+            "(a classifier's class vs the object mask), 'masks' (a segmenter, per class "
+            "present) or 'boxes' (a detector, per object)."
+        ),
+    ] = "auto",
     metrics: MetricsOpt = ALL_METRICS,
     steps: StepsOpt = 20,
     param: ParamOpt = None,
@@ -182,11 +195,20 @@ def compare_cmd(
     names = method_names(methods)
     params = params_for(names, param)
     chosen = _metrics(metrics)
+    if truth not in TRUTHS:
+        raise errors.InvalidParameterError(f"--truth {truth}: choose one of {', '.join(TRUTHS)}")
     check_output_folder(out)
     dataset = load_folder(data, split=split, limit=limit)
     loaded = [load_model(m.strip(), weights=weights, device=device) for m in models.split(",")]
     evaluation = _run(
-        loaded, dataset, names, metrics=chosen, target=target, params=params, steps=steps
+        loaded,
+        dataset,
+        names,
+        metrics=chosen,
+        target=target,
+        params=params,
+        steps=steps,
+        truth=truth,
     )
     evaluation.settings.update(data=str(data), layout=dataset.layout, images=len(dataset))
     _print(evaluation, f"{len(dataset)} images of {data}")

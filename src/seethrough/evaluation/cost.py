@@ -54,10 +54,11 @@ class Cost:
 def forward_seconds(vm: VisionModel, x: torch.Tensor, repeats: int = 5) -> float:
     """Median time of one forward pass of ``x`` without gradients (after one warm-up)."""
     times = []
+    runner = vm.make_runner()  # a detector's forward includes reading its boxes
     with preserved_state(vm.module), torch.no_grad():
         for i in range(repeats + 1):
             start = time.perf_counter()
-            vm.module(x)
+            runner.forward(x)
             if x.is_cuda:
                 torch.cuda.synchronize(x.device)
             if i:
@@ -69,8 +70,9 @@ def _warm_up(vm: VisionModel, x: torch.Tensor) -> None:
     """One untimed forward and backward, so the first method timed pays no allocator warm-up."""
     with preserved_state(vm.module), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
-        out = output_to_tensor(vm.module(xg))
-        torch.autograd.grad(out.sum(), xg)  # input gradient only: no parameter's .grad is touched
+        out = output_to_tensor(vm.make_runner().forward(xg))
+        if out.requires_grad:  # input gradient only: no parameter's .grad is touched
+            torch.autograd.grad(out.sum(), xg, allow_unused=True)
 
 
 class _Counter:
@@ -83,7 +85,10 @@ class _Counter:
         def hook(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             self.calls += 1
             first = args[0] if args else None
-            self.images += int(first.shape[0]) if isinstance(first, torch.Tensor) else 1
+            if isinstance(first, torch.Tensor):
+                self.images += int(first.shape[0])
+            else:  # a detector's list of images
+                self.images += len(first) if isinstance(first, (list, tuple)) else 1
 
         self.handle = self.module.register_forward_pre_hook(hook)
         return self

@@ -5,7 +5,10 @@
   name of the model);
 - Pascal VOC: ``JPEGImages/NAME.jpg``, ``SegmentationClass/NAME.png`` (palette indices: 0 is the
   background, 255 the "void" border, which counts as background) and
-  ``ImageSets/Segmentation/{train,val,trainval}.txt``; every object class forms the mask.
+  ``ImageSets/Segmentation/{train,val,trainval}.txt``; every object class forms the mask. The
+  class map is kept (:attr:`Sample.classes`, classes named by :data:`VOC_CLASSES`), and the
+  instance map of ``SegmentationObject/NAME.png`` where there is one (:attr:`Sample.instances`):
+  a segmenter is evaluated per class present, a detector per object (:func:`objects`).
 
 Samples load lazily, one at a time, so a data set of any size costs the memory of one image.
 """
@@ -23,10 +26,43 @@ from PIL import Image
 from ..errors import InvalidImageError, InvalidParameterError
 from ..images import load_image
 
-__all__ = ["Sample", "FolderDataset", "load_folder", "IMAGE_SUFFIXES"]
+__all__ = [
+    "Sample",
+    "GroundTruth",
+    "FolderDataset",
+    "load_folder",
+    "objects",
+    "class_masks",
+    "IMAGE_SUFFIXES",
+    "VOC_CLASSES",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 VOC_VOID = 255
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+"""Pascal VOC's classes by palette index of ``SegmentationClass`` (255: void)."""
 
 
 @dataclass
@@ -44,6 +80,63 @@ class Sample:
     image: np.ndarray
     mask: np.ndarray
     label: int | str | None = None
+    classes: np.ndarray | None = None
+    instances: np.ndarray | None = None
+    class_names: Sequence[str] | None = None
+
+
+@dataclass
+class GroundTruth:
+    """One object or class of a sample, as a region of the image.
+
+    Attributes:
+        label: its class, as a name (VOC) or as the sample's label (``None``: unknown).
+        mask: boolean ``(H, W)`` at the image's size: the instance's or the class's pixels.
+    """
+
+    label: int | str | None
+    mask: np.ndarray
+
+
+def class_masks(sample: Sample) -> list[GroundTruth]:
+    """Each class present in ``sample`` with its pixels, in class order; without a class map,
+    the mask with the sample's label."""
+    if sample.classes is None:
+        return [GroundTruth(sample.label, sample.mask)]
+    names = sample.class_names or VOC_CLASSES
+    found = []
+    for c in np.unique(sample.classes):
+        if c == 0 or c == VOC_VOID:
+            continue
+        label = names[c] if c < len(names) else int(c)
+        found.append(GroundTruth(label, sample.classes == c))
+    return found
+
+
+def objects(sample: Sample) -> list[GroundTruth]:
+    """Each object of ``sample`` with its pixels: the instances of the instance map (each
+    with the class most of its pixels have), else the connected regions of each class (of the
+    mask, without a class map)."""
+    from scipy import ndimage
+
+    found = []
+    if sample.instances is not None and sample.classes is not None:
+        names = sample.class_names or VOC_CLASSES
+        for k in np.unique(sample.instances):
+            if k == 0 or k == VOC_VOID:
+                continue
+            pixels = sample.instances == k
+            values = sample.classes[pixels]
+            values = values[(values != 0) & (values != VOC_VOID)]
+            if values.size == 0:
+                continue
+            c = int(np.bincount(values).argmax())
+            found.append(GroundTruth(names[c] if c < len(names) else c, pixels))
+        return found
+    for region in class_masks(sample):
+        parts, count = ndimage.label(region.mask)
+        found += [GroundTruth(region.label, parts == i) for i in range(1, count + 1)]
+    return found
 
 
 class FolderDataset(Sequence[Sample]):
@@ -64,13 +157,17 @@ class FolderDataset(Sequence[Sample]):
     def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
         name, image_path, mask_path = self.items[i]
         image = np.asarray(load_image(image_path))
-        mask = _read_mask(mask_path, self.layout)
-        if mask.shape != image.shape[:2]:
-            raise InvalidImageError(
-                f"mask {mask_path.name} is {mask.shape[1]}x{mask.shape[0]} but image "
-                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}"
-            )
-        return Sample(name, image, mask, self.labels.get(name))
+        raw = _read_raw(mask_path)
+        mask = _as_mask(raw, self.layout)
+        classes = instances = None
+        if self.layout == "voc":
+            classes = raw
+            objects = self.root / "SegmentationObject" / mask_path.name
+            if objects.is_file():
+                instances = _read_raw(objects)
+                _check_size(instances, image, objects, image_path)
+        _check_size(mask, image, mask_path, image_path)
+        return Sample(name, image, mask, self.labels.get(name), classes, instances)
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))
@@ -79,12 +176,24 @@ class FolderDataset(Sequence[Sample]):
         return f"FolderDataset({str(self.root)!r}, layout={self.layout!r}, samples={len(self)})"
 
 
-def _read_mask(path: Path, layout: str) -> np.ndarray:
+def _check_size(mask: np.ndarray, image: np.ndarray, mask_path: Path, image_path: Path) -> None:
+    if mask.shape != image.shape[:2]:
+        raise InvalidImageError(
+            f"mask {mask_path.name} is {mask.shape[1]}x{mask.shape[0]} but image "
+            f"{image_path.name} is {image.shape[1]}x{image.shape[0]}"
+        )
+
+
+def _read_raw(path: Path) -> np.ndarray:
+    """A mask's pixel values (palette indices for a palette image, else grey levels)."""
     try:
         with Image.open(path) as im:
-            raw = np.asarray(im if im.mode in ("P", "L", "1") else im.convert("L"))
+            return np.array(im if im.mode in ("P", "L", "1") else im.convert("L"))
     except (OSError, ValueError) as exc:
         raise InvalidImageError(f"cannot read mask {path.name}: {exc}") from None
+
+
+def _as_mask(raw: np.ndarray, layout: str) -> np.ndarray:
     if layout == "voc":
         return (raw != 0) & (raw != VOC_VOID)
     return raw != 0

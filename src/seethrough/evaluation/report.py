@@ -46,6 +46,7 @@ COLUMNS = (
     ("increase_in_confidence", "increase"),
     ("hide_top", "label flips"),
     ("top1", "top-1"),
+    ("found", "found"),
     ("seconds", "s / image"),
 )
 """Summary fields in table order, with their headers."""
@@ -56,6 +57,11 @@ def columns_for(evaluation: Evaluation) -> list[tuple[str, str]]:
     skipped = set(METRICS) - set(evaluation.metrics)
     if "iou" in skipped:
         skipped.add("iou_ci")
+    truth = evaluation.settings.get("truth", "image")
+    if truth == "image":  # classifiers: one map per image, every object found
+        skipped.add("found")
+    elif truth in ("masks", "boxes"):  # detectors, segmenters: no top-1 class
+        skipped.add("top1")
     return [(key, head) for key, head in COLUMNS if key not in skipped]
 
 
@@ -64,7 +70,7 @@ def _arrow(key: str) -> str:
     try:
         return " ↑" if get_metric(key).higher_is_better else " ↓"
     except LookupError:
-        return " ↑" if key == "top1" else ""
+        return " ↑" if key in ("top1", "found") else ""
 
 
 def format_value(value: object, key: str = "") -> str:

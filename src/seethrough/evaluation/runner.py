@@ -5,6 +5,18 @@ the chosen metrics (localisation against the mask, faithfulness by deletion and 
 scores the two baselines (a random map and a centre Gaussian) the same way, and returns an
 :class:`Evaluation`: one :class:`Record` per (model, method, sample) and a summary per (model,
 method) with means and 95% confidence intervals.
+
+Detectors and segmenters are evaluated per object against the ground truth (``truth``):
+
+- a segmenter per class present in an image (:func:`~seethrough.evaluation.data.class_masks`):
+  the target is ``Mask(class)`` (the class's predicted mask; its ground-truth pixels where the
+  model predicts none of it), and the map is scored against the class's ground-truth mask;
+- a detector per object (:func:`~seethrough.evaluation.data.objects`): the target is
+  ``Box(xyxy=ground-truth box, label=class)``, which binds to the predicted box of that class
+  that overlaps it with IoU >= 0.5; the map is scored against the object's pixels (its
+  instance mask, or its connected region of the class mask), the pointing game and the energy
+  inside them. An object no predicted box matches is not explained: the share of objects
+  explained is the ``found`` column (a detector's recall at IoU 0.5).
 """
 
 from __future__ import annotations
@@ -21,7 +33,12 @@ from PIL import Image
 from scipy import stats
 
 from ..api import explain
-from ..errors import InvalidParameterError, SeethroughError, UnknownClassError
+from ..errors import (
+    InvalidParameterError,
+    InvalidTargetError,
+    SeethroughError,
+    UnknownClassError,
+)
 from ..metrics import (
     average_drop,
     centre_gaussian,
@@ -35,10 +52,11 @@ from ..metrics import (
     pointing_game,
     random_map,
 )
-from ..metrics.base import class_logits
+from ..metrics.base import ModelProbe, class_logits
 from ..models import VisionModel
 from ..registry import get_method, get_metric
-from .data import Sample
+from ..targets import Box, BoxScore, Mask
+from .data import GroundTruth, Sample, class_masks, objects
 
 __all__ = [
     "Scores",
@@ -49,6 +67,7 @@ __all__ = [
     "METRICS",
     "DEFAULT_METRICS",
     "BASELINES",
+    "TRUTHS",
 ]
 
 METRICS = (
@@ -65,6 +84,21 @@ METRICS = (
 """The metrics :func:`evaluate` can compute per map, in table order."""
 DEFAULT_METRICS = METRICS[:6]
 """What :func:`evaluate` computes unless told otherwise (the last three cost one forward each)."""
+TRUTHS = ("auto", "image", "masks", "boxes")
+"""What a map is scored against: ``"image"``, a classifier's class against the object's mask;
+``"masks"``, a segmenter's class masks; ``"boxes"``, a detector's objects; ``"auto"``: by the
+model's task."""
+_TASK_TRUTH = {"classification": "image", "segmentation": "masks", "detection": "boxes"}
+_WHAT = {"image": "a class of the whole image", "masks": "class masks", "boxes": "boxes"}
+VOC_TO_COCO = {
+    "aeroplane": "airplane",
+    "diningtable": "dining table",
+    "motorbike": "motorcycle",
+    "pottedplant": "potted plant",
+    "sofa": "couch",
+    "tvmonitor": "tv",
+}
+"""VOC class names as COCO names them (a COCO detector on VOC data)."""
 BASELINES = ("random", "centre")
 """Baseline rows: ``baseline:random`` and ``baseline:centre``."""
 _THUMB = 96
@@ -116,7 +150,10 @@ class Summary(Scores):
     threshold-free IoU); ``hide_top`` the share of images whose top-1 class changes when the
     10% most salient pixels are hidden; ``top1`` the share of images whose top-1 class is the
     ground-truth label (over the images whose label is a class of the model) or, for a model
-    without such images, the class name most of the compared models predict.
+    without such images, the class name most of the compared models predict. For a detector or
+    a segmenter ``n`` counts objects or classes explained (not images), and ``found`` is the
+    share of the ground-truth objects (classes) that could be explained: a detector's recall
+    at IoU 0.5.
     """
 
     model: str
@@ -124,6 +161,7 @@ class Summary(Scores):
     n: int
     iou_ci: float = math.nan
     top1: float = math.nan
+    found: float = math.nan
     seconds: float = math.nan
     error: str | None = None
 
@@ -164,6 +202,8 @@ class Evaluation:
         for (model, method), records in groups.items():
             ok = [r for r in records if r.error is None]
             row = Summary(model, method, len(ok))
+            if any(r.predicted is None for r in records):  # objects or classes, not images
+                row.found = len(ok) / len(records)
             if not ok:
                 row.error = records[0].error
                 rows.append(row)
@@ -253,6 +293,7 @@ def evaluate(
     tolerance: float = 0.0,
     steps: int = 50,
     seed: int = 0,
+    truth: str = "auto",
     progress: Callable[[int, int], object] | None = None,
 ) -> Evaluation:
     """Explain and score every sample with every method on every model.
@@ -272,10 +313,14 @@ def evaluate(
         tolerance: pointing-game tolerance in pixels at the model's input size.
         steps: steps of the deletion and insertion curves.
         seed: seed of the random baseline (sample ``i`` uses ``seed + i``).
+        truth: what each map is scored against (:data:`TRUTHS`): ``"auto"`` by each model's
+            task (see the module docstring); naming one that a model does not predict (class
+            masks of a detector, say) is an error before any work.
         progress: ``progress(done, total)`` after each (model, sample).
     """
     if target not in ("label", "predicted"):
         raise InvalidParameterError(f"target={target!r}: choose 'label' or 'predicted'")
+    kinds = {vm.name: _truth_of(vm, truth) for vm in models}
     for name in metrics:
         if name not in METRICS:
             get_metric(name)  # unknown names get the registry's did-you-mean error
@@ -291,12 +336,21 @@ def evaluate(
         tuple(m for m in METRICS if m in metrics),
         tuple(vm.name for vm in models),
         tuple(methods),
-        settings={"threshold": threshold, "tolerance": tolerance, "steps": steps, "seed": seed},
+        settings={
+            "threshold": threshold,
+            "tolerance": tolerance,
+            "steps": steps,
+            "seed": seed,
+            "truth": kinds[models[0].name] if len(set(kinds.values())) == 1 else "auto",
+        },
     )
     total, done = len(models) * len(data), 0
     for vm in models:
         for i, sample in enumerate(data):
-            _evaluate_sample(result, vm, sample, i, methods, params, baselines, target)
+            if kinds[vm.name] == "image":
+                _evaluate_sample(result, vm, sample, i, methods, params, baselines, target)
+            else:
+                _evaluate_objects(result, vm, sample, i, methods, params, baselines, kinds[vm.name])
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -351,6 +405,114 @@ def _evaluate_sample(
         result.records.append(record)
 
 
+def _truth_of(vm: VisionModel, truth: str) -> str:
+    """What ``vm``'s maps are scored against; an error where it does not predict that."""
+    if truth not in TRUTHS:
+        raise InvalidParameterError(f"truth={truth!r}: choose one of {', '.join(TRUTHS)}")
+    task = getattr(vm, "task", "classification")
+    own = _TASK_TRUTH.get(task, "image")
+    if truth not in ("auto", own):
+        kind = {"image": "a classifier", "masks": "a segmenter", "boxes": "a detector"}[own]
+        raise InvalidParameterError(
+            f"{vm.name} is {kind}: it predicts {_WHAT[own]}, not {_WHAT[truth]}; "
+            f"score it against {own!r} (or 'auto')"
+        )
+    return own
+
+
+def _model_class(vm: VisionModel, label: int | str | None) -> int | None:
+    """The ground truth's class as a class of ``vm`` (a VOC name also by its COCO name)."""
+    if label is None:
+        return None
+    try:
+        return vm.class_index(label)
+    except UnknownClassError:
+        if isinstance(label, str) and label in VOC_TO_COCO:
+            return vm.class_index(VOC_TO_COCO[label])
+        raise
+
+
+def _box_of(mask: np.ndarray) -> tuple[float, float, float, float]:
+    rows, cols = np.nonzero(mask)
+    return float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)
+
+
+def _object_target(
+    vm: VisionModel, x: torch.Tensor, kind: str, truth: GroundTruth, mask: np.ndarray
+) -> tuple[object, ModelProbe]:
+    """The target that explains one ground-truth object (``kind="boxes"``) or class
+    (``"masks"``), bound on the clean image; an object no predicted box matches is an
+    :class:`~seethrough.errors.InvalidTargetError`."""
+    label = _model_class(vm, truth.label)
+    if kind == "boxes":
+        target: object = Box(xyxy=_box_of(mask), label=label)
+        probe = ModelProbe.create(vm, x, target)
+        assert isinstance(probe.fn, BoxScore)
+        if not bool(probe.fn.match(probe.logits(probe.x))[1].all()):
+            raise InvalidTargetError(
+                f"no predicted box of class {truth.label!r} overlaps the object with IoU >= 0.5"
+            )
+        return target, probe
+    target = Mask(label)
+    try:
+        return target, ModelProbe.create(vm, x, target)
+    except InvalidTargetError:  # the model predicts none of it: its ground-truth pixels
+        target = Mask(label, pixels=mask)
+        return target, ModelProbe.create(vm, x, target)
+
+
+def _evaluate_objects(
+    result: Evaluation,
+    vm: VisionModel,
+    sample: Sample,
+    index: int,
+    methods: Sequence[str],
+    params: Mapping[str, Mapping[str, Any]],
+    baselines: bool,
+    kind: str,
+) -> None:
+    """One record per method per ground-truth object (detector) or class (segmenter)."""
+    shown = vm.preprocessing.display_image(Image.fromarray(sample.image))
+    x = vm.preprocessing.from_display(shown)
+    regions = objects(sample) if kind == "boxes" else class_masks(sample)
+    s = result.settings
+    for j, truth in enumerate(regions):
+        mask = vm.preprocessing.mask(truth.mask)
+        if not mask.any():  # cropped away by the preprocessing
+            continue
+        base: dict[str, Any] = {"model": vm.name, "sample": f"{sample.name}#{j}"}
+        try:
+            target, probe = _object_target(vm, x, kind, truth, mask)
+        except SeethroughError as exc:
+            error = str(exc).splitlines()[0]
+            for method in methods:
+                result.records.append(Record(method=method, error=error, **base))
+            continue
+        base.update(
+            target=probe.target,
+            target_label=vm.label(probe.target),
+            probability=float(probe.scores(probe.x)[0]),
+        )
+        maps: list[tuple[str, np.ndarray | None, float, str | None]] = []
+        for method in methods:
+            try:
+                e = explain(vm, x, method, target=target, **params.get(method, {}))
+                maps.append((method, e.map, e.seconds, None))
+            except SeethroughError as exc:
+                maps.append((method, None, math.nan, str(exc).splitlines()[0]))
+        if baselines:
+            maps.append(
+                ("baseline:random", random_map(mask.shape, seed=s["seed"] + index), 0.0, None)
+            )
+            maps.append(("baseline:centre", centre_gaussian(mask.shape), 0.0, None))
+        for method, saliency, seconds, error in maps:
+            record = Record(method=method, seconds=seconds, error=error, **base)
+            if saliency is not None:
+                _score(record, result.metrics, vm, x, saliency, mask, s, target)
+                _keep_cases(result, record, shown, saliency)
+            result.records.append(record)
+
+
 def _score(
     record: Record,
     metrics: Sequence[str],
@@ -359,6 +521,7 @@ def _score(
     saliency: np.ndarray,
     mask: np.ndarray,
     s: Mapping[str, Any],
+    target: object = None,
 ) -> None:
     if "iou" in metrics:
         record.iou = iou(saliency, mask, threshold=s["threshold"])
@@ -368,7 +531,8 @@ def _score(
         record.pointing_game = pointing_game(saliency, mask, tolerance=s["tolerance"])
     if "energy_pointing_game" in metrics:
         record.energy_pointing_game = energy_pointing_game(saliency, mask)
-    target = record.target
+    classifier = target is None
+    target = record.target if classifier else target
     for curve in (deletion, insertion):
         if curve.__name__ in metrics:
             auc = curve(vm, x, saliency, target=target, steps=s["steps"]).auc
@@ -376,7 +540,7 @@ def _score(
     for metric in (average_drop, increase_in_confidence):
         if metric.__name__ in metrics:
             setattr(record, metric.__name__, metric(vm, x, saliency, target=target))
-    if "hide_top" in metrics:
+    if "hide_top" in metrics and classifier:  # a top-1 class: classifiers only
         record.hide_top = float(hide_top(vm, x, saliency, target=target).changed)
 
 
