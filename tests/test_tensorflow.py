@@ -211,3 +211,139 @@ def test_a_lambda_layer_is_refused_on_tensorflow_too(on_tensorflow):
     kind, message = facts["lambda"]
     assert kind == "UnsafeModelError"
     assert "Lambda" in message and "double" in message
+
+
+# ------------------------------------------------------------------------------- SavedModel
+
+# The child for SavedModels: exports the same model with Keras' model.export, writes two
+# SavedModels whose graphs write a file and run Python, loads the three, explains the first.
+SAVED_CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np, torch
+    import seethrough
+    from seethrough.errors import SeethroughError
+    from seethrough.models.tensorflow import tensorflow_module
+
+    tf = tensorflow_module()  # oneDNN off, as seethrough imports it
+    import keras
+
+    model_file, inputs_file, root, out = sys.argv[1:5]
+    maps = json.loads(sys.argv[5])
+    keras.saving.load_model(model_file).export(os.path.join(root, "exported"), verbose=False)
+    written = os.path.join(root, "written.txt")
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3])])
+        def __call__(self, x):
+            tf.io.write_file(written, "written")
+            return tf.reduce_mean(x, axis=[1, 2])
+
+    class Python(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3])])
+        def __call__(self, x):
+            return tf.reduce_mean(tf.py_function(lambda t: t * 2, [x], tf.float32), axis=[1, 2])
+
+    facts = {}
+    for name, module in (("writer", Writer()), ("python", Python())):
+        folder = os.path.join(root, name)
+        tf.saved_model.save(module, folder, signatures=module.__call__)
+        try:
+            seethrough.load_model(folder)
+            facts[name] = ["loaded", ""]
+        except SeethroughError as exc:
+            facts[name] = [type(exc).__name__, str(exc)]
+    facts["written"] = os.path.exists(written)
+    vm = seethrough.load_model(os.path.join(root, "exported"))
+    facts["module"] = type(vm.module).__name__
+    facts["weights"] = vm.weights
+    facts["size"] = list(vm.preprocessing.output_size)
+    facts["describe"] = vm.preprocessing.describe()
+    facts["labels"] = list(vm.labels)
+    x = torch.from_numpy(np.load(inputs_file))
+    arrays = {"logits": vm.module(x).detach().numpy()}
+    for key, (method, params) in maps.items():
+        found = seethrough.explain(vm, x, method=method, target=1, **params)
+        arrays[key] = np.stack([e.raw for e in found])
+    try:
+        seethrough.explain(vm, x, method="gradcam", target=1)
+    except SeethroughError as exc:
+        facts["gradcam"] = [type(exc).__name__, str(exc)]
+    np.savez(out, **arrays)
+    print(json.dumps(facts))
+    """
+)
+SAVED_MAPS = {"saliency": MAPS["saliency"], "occlusion": MAPS["occlusion"]}
+
+
+@pytest.fixture(scope="module")
+def saved_model(files, tmp_path_factory) -> tuple[dict, dict[str, np.ndarray]]:
+    """What the SavedModel path gave, run in a child process (facts, arrays)."""
+    root = tmp_path_factory.mktemp("tf_saved")
+    script, out = root / "child.py", root / "maps.npz"
+    script.write_text(SAVED_CHILD)
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    args = [str(files["model"]), str(files["inputs"]), str(root), str(out)]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, json.dumps(SAVED_MAPS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    with np.load(out) as arrays:
+        return facts, dict(arrays)
+
+
+def test_a_saved_model_predicts_like_the_keras_file(saved_model, on_torch):
+    facts, arrays = saved_model
+    assert facts["module"] == "SavedModelModule"
+    assert "final softmax removed" in facts["weights"]
+    assert facts["size"] == [SIZE, SIZE] and "'tf' mode" in facts["describe"]
+    assert facts["labels"] == [f"class {i}" for i in range(CLASSES)]
+    # logits (the softmax removed in both), equal to the .keras file's on the torch backend
+    np.testing.assert_allclose(arrays["logits"], on_torch["logits"], atol=1e-4)
+
+
+def test_saliency_and_occlusion_of_a_saved_model_equal_the_torch_backend(saved_model, on_torch):
+    _, arrays = saved_model
+    for key in SAVED_MAPS:
+        ref = on_torch[key]
+        assert np.abs(ref).max() > 0
+        for a, b in zip(arrays[key], ref, strict=True):
+            assert corr(a, b) >= 0.99
+        np.testing.assert_allclose(arrays[key], ref, rtol=1e-3, atol=1e-5 * np.abs(ref).max())
+
+
+def test_a_saved_model_has_no_layers_for_the_cam_family(saved_model):
+    facts, _ = saved_model
+    kind, message = facts["gradcam"]
+    assert kind == "MethodNotApplicableError"
+    assert "SavedModel" in message and "without Keras layers" in message
+
+
+def test_a_saved_model_that_writes_a_file_or_runs_python_is_refused(saved_model):
+    facts, _ = saved_model
+    kind, message = facts["writer"]
+    assert kind == "UnsafeModelError"
+    assert "'WriteFile'" in message and "graph that runs" in message
+    assert not facts["written"]  # refused before TensorFlow loaded, let alone ran, the graph
+    kind, message = facts["python"]
+    assert kind == "UnsafeModelError" and "'EagerPyFunc'" in message and "Python" in message
+
+
+def test_a_saved_model_without_tensorflow_needs_the_extra(tmp_path, monkeypatch):
+    import importlib.util as util
+
+    from seethrough.errors import MissingDependencyError
+
+    find_spec = util.find_spec
+    monkeypatch.setattr(
+        util, "find_spec", lambda name, *a: None if name == "tensorflow" else find_spec(name, *a)
+    )
+    (tmp_path / "saved_model.pb").write_bytes(b"\0")
+    with pytest.raises(MissingDependencyError, match=r"seethrough\[tensorflow\].*\.keras"):
+        seethrough.load_model(tmp_path)

@@ -857,17 +857,55 @@ def _load_weights(model: Any, path: Path, name: str) -> None:
         ) from None
 
 
-def load_saved_model(path: str | Path) -> VisionModel:
-    """A TensorFlow SavedModel folder: not supported yet.
+def load_saved_model(path: str | Path, *, labels: Sequence[str] | None = None) -> VisionModel:
+    """A TensorFlow SavedModel folder's serving signature as a classifier, run by TensorFlow
+    (the ``[tensorflow]`` extra).
 
-    A SavedModel carries a TensorFlow graph, which can hold any TensorFlow operation (file and
-    network access included); loading one means running that graph with TensorFlow.
+    A SavedModel is a TensorFlow graph that runs: it can hold any TensorFlow operation (file
+    and network access included). Before TensorFlow loads it, every function of the graph is
+    read as data and any operation outside a list of pure tensor operations is refused
+    (:func:`~seethrough.models.tensorflow.check_saved_model`). It has no Keras layers: gradient
+    and perturbation methods run on it, the layer methods (the CAM family) do not. A final
+    softmax is removed so that scores are logits. The default preprocessing is the Keras
+    ``tf`` mode at the signature's input size (224 where any size): override it with
+    ``load_model(..., size=, mean=, std=)``.
 
     Raises:
-        MissingDependencyError: always, saying how to export the model as ``.keras``.
+        MissingDependencyError: TensorFlow is not installed.
+        UnsafeModelError: an operation or a path of the graph refused.
+        InvalidParameterError: not a TensorFlow 2 SavedModel TensorFlow can load.
+        ModelOutputError: no signature of one image input to one score output.
     """
-    raise MissingDependencyError(
-        f"'{path}' is a TensorFlow SavedModel folder: SavedModel folders are not supported yet "
-        "(they need TensorFlow to run their graph); export the model as .keras "
-        "(model.save('model.keras')) and load that file"
+    import importlib.util
+
+    path = Path(path)
+    if importlib.util.find_spec("tensorflow") is None:
+        raise MissingDependencyError(
+            f"'{path}' is a TensorFlow SavedModel folder: a SavedModel is a TensorFlow graph "
+            "that runs, so loading it needs TensorFlow (pip install 'seethrough[tensorflow]'); "
+            "or export the model as .keras (model.save('model.keras')) and load that file"
+        )
+    if "keras" not in sys.modules and importlib.util.find_spec("keras") is not None:
+        # importing TensorFlow imports Keras: choose its backend as for a Keras model first
+        keras_module(tensorflow=True)
+    from .tensorflow import SavedModelRunner, load_saved_model_module
+
+    module, signature = load_saved_model_module(path, partial(channels_last_input, bgr=False))
+    if labels is not None and len(labels) != signature.classes:
+        raise InvalidParameterError(
+            f"{len(labels)} labels given for the {signature.classes} classes of SavedModel '{path}'"
+        )
+    weights = f"{path} (TensorFlow SavedModel, signature '{signature.name}'" + (
+        "; final softmax removed: scores are logits)" if signature.softmax_removed else ")"
+    )
+    return VisionModel(
+        module,
+        KerasPreprocessing.of_mode("tf", _input_size(signature.size)),
+        list(labels) if labels is not None else generic_labels(signature.classes),
+        name=path.resolve().name,
+        source="file",
+        weights=weights,
+        default_layer=None,
+        framework="tensorflow",
+        runner=partial(SavedModelRunner, module),
     )

@@ -31,6 +31,7 @@ its layers and how to adapt its input.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -38,6 +39,8 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -48,13 +51,27 @@ from torch import nn
 from ..core.layers import LayerRef
 from ..core.runner import ModelRunner
 from ..errors import (
+    InvalidParameterError,
     MethodNotApplicableError,
     MissingDependencyError,
+    ModelOutputError,
     UnknownLayerError,
+    UnsafeModelError,
     suggest,
 )
 
-__all__ = ["TFLayer", "TFModule", "TFRecorder", "TFRunner", "tensorflow_module"]
+__all__ = [
+    "SavedModelModule",
+    "SavedModelRunner",
+    "SavedModelSignature",
+    "TFLayer",
+    "TFModule",
+    "TFRecorder",
+    "TFRunner",
+    "check_saved_model",
+    "load_saved_model_module",
+    "tensorflow_module",
+]
 
 _ONEDNN_WARNING: list[bool] = []
 
@@ -568,3 +585,478 @@ class TFRunner(ModelRunner):
                 if recorder.record_inputs:
                     recorder.inputs[name] = ins[layer]
         return logits.to(x.device)
+
+
+# ------------------------------------------------------------------------------- SavedModel
+
+# A SavedModel is a TensorFlow graph, and loading and explaining it runs that graph. Before
+# TensorFlow sees it, every function of the graph is read as data (the ``saved_model.pb``
+# protocol buffer) and each operation must be a pure tensor operation of this list: arithmetic,
+# the layers of vision models, shapes, control flow, calls of the graph's own functions and
+# reads of its variables. Nothing here reads or writes a file, runs Python, prints, talks to
+# the network or assigns a variable.
+_PURE_OPS = frozenset(
+    """
+    Abs Acos Acosh Add AddN AddV2 All Any ApproximateEqual ArgMax ArgMin Asin Asinh Assert Atan
+    Atan2 Atanh AvgPool AvgPool3D AvgPoolGrad BatchMatMul BatchMatMulV2 BatchMatMulV3
+    BatchToSpaceND BiasAdd BiasAddGrad Bitcast BroadcastArgs BroadcastGradientArgs BroadcastTo
+    Cast Ceil CheckNumerics ClipByValue Concat ConcatOffset ConcatV2 Const Conv2D
+    Conv2DBackpropFilter Conv2DBackpropInput Conv3D Conv3DBackpropInputV2 Cos Cosh Cumprod
+    Cumsum DepthToSpace DepthwiseConv2dNative DepthwiseConv2dNativeBackpropFilter
+    DepthwiseConv2dNativeBackpropInput Dilation2D Div DivNoNan Einsum Elu EluGrad EnsureShape
+    Equal Erf Erfc Erfinv Exp ExpandDims Expm1 ExtractImagePatches Fill Floor FloorDiv FloorMod
+    FusedBatchNorm FusedBatchNormGradV3 FusedBatchNormV2 FusedBatchNormV3 Gather GatherNd
+    GatherV2 Greater GreaterEqual Identity IdentityN If InvertPermutation IsFinite IsInf IsNan
+    L2Loss LRN LeakyRelu LeakyReluGrad Less LessEqual LinSpace Log Log1p LogSoftmax LogicalAnd
+    LogicalNot LogicalOr MatMul MatrixBandPart Max MaxPool MaxPool3D MaxPoolGrad MaxPoolV2
+    Maximum Mean Min Minimum MirrorPad Mod Mul MulNoNan Neg NoOp NotEqual OneHot OnesLike Pack
+    Pad PadV2 PartitionedCall Pow PreventGradient Prod Range Rank ReadVariableOp RealDiv
+    Reciprocal ReciprocalGrad Relu Relu6 Relu6Grad ReluGrad Reshape ResizeArea ResizeBicubic
+    ResizeBilinear ResizeBilinearGrad ResizeNearestNeighbor ResizeNearestNeighborGrad
+    ResourceGather ReverseV2 Rint Round Rsqrt RsqrtGrad ScaleAndTranslate ScatterNd Select
+    SelectV2 Selu SeluGrad Shape ShapeN Sigmoid SigmoidGrad Sign Sin Sinh Size Slice Snapshot
+    Softmax Softplus SoftplusGrad Softsign SpaceToBatchND SpaceToDepth Split SplitV Sqrt
+    SqrtGrad Square SquaredDifference Squeeze StatefulPartitionedCall StatelessIf StatelessWhile
+    StopGradient StridedSlice StridedSliceGrad Sub Sum Tan Tanh TanhGrad TensorListElementShape
+    TensorListFromTensor TensorListGetItem TensorListLength TensorListPopBack
+    TensorListPushBack TensorListReserve TensorListSetItem TensorListStack
+    TensorScatterUpdate Tile TopKV2 Transpose TruncateDiv Unpack VariableShape Where While
+    Xdivy Xlogy ZerosLike
+    """.split()
+)
+
+# What the top-level graph holds (its variables and the calls of the signatures and of the
+# checkpoint functions): TensorFlow 2 never runs it on loading, its variables are restored by
+# TensorFlow's checkpoint reader from the folder's own ``variables/``.
+_GRAPH_OPS = _PURE_OPS | {"Placeholder", "VarHandleOp", "VarIsInitializedOp", "AssignVariableOp"}
+
+# The two checkpoint functions the SavedModel's saver names: the restore function reads the
+# variables from the path it is given, the save function writes them; neither is run by
+# TensorFlow 2's loader or by seethrough, and each may be called from nowhere else.
+_RESTORE_OPS = frozenset({"Const", "Identity", "NoOp", "RestoreV2", "AssignVariableOp"})
+_SAVE_OPS = frozenset(
+    {
+        "Const",
+        "Identity",
+        "NoOp",
+        "Pack",
+        "ReadVariableOp",
+        "DisableCopyOnRead",
+        "SaveV2",
+        "MergeV2Checkpoints",
+        "ShardedFilename",
+        "StaticRegexFullMatch",
+        "Select",
+        "StringJoin",
+    }
+)
+
+# Why some operations are refused, for the message (anything off the list above is refused).
+_DANGER: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("PyFunc", "PyFuncStateless", "EagerPyFunc"), "runs Python code"),
+    (
+        (
+            "ReadFile",
+            "WriteFile",
+            "MatchingFiles",
+            "Save",
+            "SaveV2",
+            "SaveSlices",
+            "Restore",
+            "RestoreV2",
+            "RestoreSlice",
+            "MergeV2Checkpoints",
+            "ShardedFilename",
+            "ShardedFilespec",
+            "ImmutableConst",
+        ),
+        "reads or writes files",
+    ),
+    (("Print", "PrintV2", "Debug"), "prints or writes debugging output"),
+    (("Dataset", "Iterator", "Reader", "Writer", "Queue", "Summary"), "reads or writes data"),
+    (("Rpc", "Collective", "_Send", "_Recv", "Send", "Recv"), "communicates with other processes"),
+    (("ExecuteTFLiteModel", "Xla", "TPU"), "runs another compiled program"),
+    (("Assign", "ScatterAdd", "ScatterUpdate"), "changes the model's variables"),
+)
+
+
+def _why_refused(op: str) -> str:
+    """Why the operation ``op`` is refused, in words."""
+    for names, why in _DANGER:
+        if op in names or any(op.startswith(n) or n in op for n in names if len(n) > 4):
+            return why
+    from tensorflow.python.framework import op_def_registry
+
+    if op_def_registry.get(op) is None:
+        return "is not a TensorFlow operation (a custom operation, code from a library)"
+    return "is not on seethrough's list of pure tensor operations"
+
+
+@dataclass(frozen=True)
+class SavedModelSignature:
+    """The serving signature of a checked SavedModel: its input and output names, the input's
+    ``(height, width)`` (``None`` where any size) and channels, the number of classes and
+    whether a final softmax was removed (scores are then logits)."""
+
+    name: str
+    input: str
+    output: str
+    size: tuple[int | None, int | None]
+    channels: int
+    classes: int
+    softmax_removed: bool
+
+
+def _refuse(path: Path, where: str, why: str) -> UnsafeModelError:
+    return UnsafeModelError(
+        f"refusing SavedModel '{path}': {where} {why}. A SavedModel is a TensorFlow graph that "
+        "runs when it is loaded and explained: seethrough loads only graphs of pure tensor "
+        "operations (export the model as .keras to load it without running a graph)"
+    )
+
+
+def _func_names(node: Any) -> Iterator[str]:
+    """The functions a node names in its attributes (a call's ``f``, a loop's body, ...)."""
+    for value in node.attr.values():
+        if value.HasField("func"):
+            yield value.func.name
+        if value.HasField("list"):
+            yield from (f.name for f in value.list.func)
+
+
+def _shape(info: Any) -> list[int | None]:
+    """The dimensions of a signature tensor (``None`` where unknown)."""
+    if info.tensor_shape.unknown_rank:
+        return []
+    return [d.size if d.size >= 0 else None for d in info.tensor_shape.dim]
+
+
+def _final_softmax(graph: Any, functions: Mapping[str, Any], tensor: str) -> tuple[Any, Any]:
+    """The ``Softmax`` node (a NodeDef) that computes the top-level tensor ``tensor``, through
+    identities and function calls, and the function holding it (``None``: the top-level
+    graph); ``(None, None)`` where the tensor is not a softmax."""
+    nodes = {n.name: n for n in graph.node}
+    function = None
+    for _ in range(256):  # a bound on the depth of nested calls
+        name, *rest = tensor.split(":")
+        node = nodes.get(name)
+        if node is None:
+            break
+        if node.op == "Softmax":
+            return node, function
+        if node.op in ("Identity", "Snapshot"):
+            tensor = node.input[0]
+            continue
+        callee = node.attr["f"].func.name if "f" in node.attr else node.op
+        if callee not in functions:
+            break
+        index = int(rest[-1]) if rest else 0
+        function = functions[callee]
+        if index >= len(function.signature.output_arg):
+            break
+        tensor = function.ret[function.signature.output_arg[index].name]
+        nodes = {n.name: n for n in function.node_def}
+    return None, None
+
+
+def _as_identity(node: Any, function: Any) -> None:
+    """Make the ``Softmax`` node an ``Identity`` of its logits: its output, ``name:softmax:0``
+    inside a function, becomes ``name:output:0`` there."""
+    node.op = "Identity"
+    if function is None:
+        return
+    old, new = f"{node.name}:softmax:", f"{node.name}:output:"
+    for other in function.node_def:
+        for i, name in enumerate(other.input):
+            if name.startswith(old):
+                other.input[i] = new + name[len(old) :]
+    for key, value in function.ret.items():
+        if value.startswith(old):
+            function.ret[key] = new + value[len(old) :]
+
+
+def check_saved_model(path: Path) -> tuple[bytes, SavedModelSignature]:
+    """Read the SavedModel folder ``path`` as data and check that its graph runs only pure
+    tensor operations; the graph to load (its final softmax removed) and its signature.
+
+    Checked: every function of every meta graph and the top-level graph use only operations of
+    a list of pure tensor operations (file, Python, printing, data, network operations, custom
+    operations and variable assignments are refused, naming the function and the operation);
+    the save and restore functions of the checkpoint use only the checkpoint operations and are
+    called from nowhere else; every function a node names is one of the graph's own; no asset
+    files; ``variables/`` and its files stay inside the folder; the serving signature
+    (``serving_default``, or the only one) takes one ``(N, H, W, 1 or 3)`` float image and
+    gives one ``(N, classes)`` output.
+
+    Raises:
+        UnsafeModelError: an operation, a function reference, an asset or a path refused.
+        InvalidParameterError: not a readable TensorFlow 2 SavedModel.
+        ModelOutputError: no signature of one image input and one score output.
+    """
+    tensorflow_module()
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    except (OSError, DecodeError, RuntimeWarning) as exc:
+        raise InvalidParameterError(
+            f"cannot read SavedModel '{path}' (truncated or not a SavedModel?): {exc}"
+        ) from None
+    if len(saved.meta_graphs) != 1:
+        raise InvalidParameterError(
+            f"SavedModel '{path}' holds {len(saved.meta_graphs)} graphs: seethrough loads a "
+            "SavedModel with one (as tf.saved_model.save and Keras' model.export write)"
+        )
+    meta = saved.meta_graphs[0]
+    if not meta.object_graph_def.nodes:
+        raise InvalidParameterError(
+            f"'{path}' is a TensorFlow 1 SavedModel: save it again with TensorFlow 2 "
+            "(tf.saved_model.save or Keras' model.export)"
+        )
+    if meta.asset_file_def or any(
+        n.WhichOneof("kind") == "asset" for n in meta.object_graph_def.nodes
+    ):
+        raise _refuse(path, "the graph", "has asset files, which only file operations read")
+    _check_variables(path)
+    graph = meta.graph_def
+    functions = {f.signature.name: f for f in graph.library.function}
+    nodes = {n.name: n for n in graph.node}
+    saver = meta.saver_def
+    checkpoint: dict[str, tuple[frozenset[str], str]] = {}
+    for tensor, ops in (
+        (saver.save_tensor_name, _SAVE_OPS),
+        (saver.restore_op_name, _RESTORE_OPS),
+    ):
+        node = nodes.get(tensor.split(":")[0]) if tensor else None
+        if node is not None and "f" in node.attr and node.attr["f"].func.name in functions:
+            checkpoint[node.attr["f"].func.name] = (ops, node.name)
+
+    def check_node(node: Any, where: str, allowed: frozenset[str], in_saver: str = "") -> None:
+        for called in [*_func_names(node), *([node.op] if node.op in functions else [])]:
+            if called not in functions:
+                raise _refuse(path, where, f"calls '{called}', which is not one of its functions")
+            if called in checkpoint and checkpoint[called][1] != in_saver:
+                raise _refuse(
+                    path,
+                    where,
+                    f"calls the checkpoint function '{called}' (it reads or writes files)",
+                )
+        if node.op not in allowed and node.op not in functions:
+            raise _refuse(
+                path, where, f"runs the operation '{node.op}', which {_why_refused(node.op)}"
+            )
+
+    for node in graph.node:
+        saver_node = next((c[1] for c in checkpoint.values() if c[1] == node.name), "")
+        check_node(node, f"the graph's node '{node.name}'", _GRAPH_OPS, saver_node)
+    for name, function in functions.items():
+        allowed, _ = checkpoint.get(name, (_PURE_OPS, ""))
+        for node in function.node_def:
+            check_node(node, f"function '{name}'", allowed)
+            if node.op == "RestoreV2" and node.input[0].split(":")[0] not in {
+                a.name for a in function.signature.input_arg
+            }:
+                raise _refuse(
+                    path, f"function '{name}'", "restores variables from a path of its own"
+                )
+    for name in meta.object_graph_def.concrete_functions:
+        if name in checkpoint or name not in functions:
+            raise _refuse(path, "the object graph", f"names the function '{name}'")
+    signature = _serving_signature(path, meta)
+    softmax, holder = _final_softmax(
+        graph, functions, meta.signature_def[signature.name].outputs[signature.output].name
+    )
+    if softmax is not None:
+        _as_identity(softmax, holder)
+        signature = dataclasses.replace(signature, softmax_removed=True)
+    return saved.SerializeToString(), signature
+
+
+def _check_variables(path: Path) -> None:
+    """``variables/`` and every file in it lie inside ``path`` (no link leaves the folder)."""
+    root = path.resolve()
+    folder = path / "variables"
+    if not folder.exists():
+        return
+    for item in [folder, *folder.iterdir()]:
+        if not item.resolve().is_relative_to(root):
+            raise _refuse(path, f"'{item.relative_to(path)}'", "points outside the folder")
+
+
+def _serving_signature(path: Path, meta: Any) -> SavedModelSignature:
+    """The serving signature (``serving_default``, or the only one) of ``meta``, checked to
+    take one float image and give one ``(N, classes)`` output."""
+    from tensorflow.core.framework import types_pb2
+
+    names = [n for n in meta.signature_def if not n.startswith("__")]
+    name = (
+        "serving_default" if "serving_default" in names else names[0] if len(names) == 1 else None
+    )
+    if name is None:
+        raise ModelOutputError(
+            f"SavedModel '{path}' has no serving_default signature and several others "
+            f"({', '.join(sorted(names)) or 'none'}): export it with one serving signature"
+        )
+    sig = meta.signature_def[name]
+    inputs, outputs = dict(sig.inputs), dict(sig.outputs)
+    shapes = {k: _shape(v) for k, v in inputs.items()}
+    if (
+        len(inputs) != 1
+        or next(iter(inputs.values())).dtype != types_pb2.DT_FLOAT
+        or len(next(iter(shapes.values()))) != 4
+        or next(iter(shapes.values()))[-1] not in (1, 3)
+    ):
+        raise ModelOutputError(
+            f"SavedModel '{path}' signature '{name}' must take one float (N, H, W, 1 or 3) "
+            f"image, it takes {shapes}"
+        )
+    out_shapes = {k: _shape(v) for k, v in outputs.items()}
+    if (
+        len(outputs) != 1
+        or len(next(iter(out_shapes.values()))) != 2
+        or not next(iter(out_shapes.values()))[-1]
+    ):
+        raise ModelOutputError(
+            f"SavedModel '{path}' signature '{name}' must give one (N, classes) output, it "
+            f"gives {out_shapes}"
+        )
+    (input_name, shape), ((output_name, out_shape),) = (
+        next(iter(shapes.items())),
+        out_shapes.items(),
+    )
+    return SavedModelSignature(
+        name=name,
+        input=input_name,
+        output=output_name,
+        size=(shape[1], shape[2]),
+        channels=int(shape[3] or 3),
+        classes=int(out_shape[1] or 0),
+        softmax_removed=False,
+    )
+
+
+class SavedModelGraph:
+    """The serving signature of a loaded SavedModel as the ``tf.function`` computations
+    :class:`_Bridged` calls: ``run`` gives the scores, ``vjp`` TensorFlow's vector-Jacobian
+    product ``g^T d scores / dx`` (``tf.GradientTape``), each traced once for any batch size."""
+
+    def __init__(self, function: Any, signature: SavedModelSignature) -> None:
+        """``function``: the signature's concrete function; ``signature``: what it takes and
+        gives."""
+        self.tf = tensorflow_module()
+        self.function = function
+        self.signature = signature
+        h, w = signature.size
+        spec = self.tf.TensorSpec([None, h, w, signature.channels], "float32")
+        tf = self.tf
+
+        def scores(x: Any) -> Any:
+            return function(**{signature.input: x})[signature.output]
+
+        def backward(x: Any, g: Any) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = scores(x)
+            return tape.gradient(out, x, output_gradients=g)
+
+        self._run = tf.function(scores, input_signature=[spec])
+        self._vjp = tf.function(backward, reduce_retracing=True)
+
+    def run(self, key: _Key, x: torch.Tensor) -> list[torch.Tensor]:
+        """The scores on the ``(N, H, W, C)`` batch ``x`` (``key`` has no layers)."""
+        return [_to_torch(self._run(_to_tf(x)))]
+
+    def vjp(self, key: _Key, x: torch.Tensor, grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``g^T d scores / dx`` for the one gradient ``g`` of ``grads``."""
+        (g,) = grads
+        return _to_torch(self._vjp(_to_tf(x), _to_tf(g)))
+
+
+class SavedModelModule(nn.Module):
+    """A SavedModel's serving signature as a PyTorch classifier of ``(N, C, H, W)`` model
+    input, differentiable through TensorFlow; no parameters, no layers."""
+
+    def __init__(
+        self, graph: SavedModelGraph, prepare: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
+        """``graph``: the loaded signature; ``prepare``: the ``(N, C, H, W)`` batch to its
+        ``(N, H, W, C)`` input."""
+        super().__init__()
+        object.__setattr__(self, "graph", graph)
+        self.prepare = prepare
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores of the batch ``x`` ``(N, C, H, W)``, computed by TensorFlow."""
+        (scores,) = _Bridged.apply(self.prepare(x), self.graph, _Key())
+        return scores.to(x.device)
+
+
+class SavedModelRunner(ModelRunner):
+    """The runner of a SavedModel: differentiable through TensorFlow's gradients, without
+    layers (a SavedModel is a graph of TensorFlow operations, it has no Keras layers)."""
+
+    differentiable = True
+    has_layers = False
+    kind = "a TensorFlow SavedModel"
+
+    def __init__(self, module: SavedModelModule) -> None:
+        """Run ``module``."""
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The scores on ``x`` ``(N, C, H, W)``."""
+        return self.module(x)
+
+    def not_applicable(self, what: str, method: str = "this method") -> MethodNotApplicableError:
+        """A layer method on a SavedModel: say what runs instead."""
+        return MethodNotApplicableError(
+            f"{method} needs {what} of the model: a SavedModel is a TensorFlow graph without "
+            "Keras layers, so only gradient methods (saliency, integrated gradients, ...) and "
+            "perturbation methods (occlusion, RISE, LIME, ...) run on it; load the model's "
+            ".keras file to explain its layers"
+        )
+
+
+def load_saved_model_module(
+    path: Path, prepare: Callable[..., torch.Tensor]
+) -> tuple[SavedModelModule, SavedModelSignature]:
+    """Check the SavedModel folder ``path`` (:func:`check_saved_model`), then load the checked
+    graph with TensorFlow, which restores its variables from the folder's ``variables/``.
+
+    ``prepare(x, channels=)`` turns the ``(N, C, H, W)`` batch into the signature's
+    ``(N, H, W, channels)`` input. The graph TensorFlow loads is the one checked (written to a
+    temporary folder beside links to the variables), so the file cannot change in between.
+
+    Raises:
+        UnsafeModelError, InvalidParameterError, ModelOutputError: see
+        :func:`check_saved_model`; InvalidParameterError also where TensorFlow cannot load it.
+    """
+    import shutil
+    import tempfile
+
+    tf = tensorflow_module()
+    graph, signature = check_saved_model(path)
+    with tempfile.TemporaryDirectory(prefix="seethrough-savedmodel-") as tmp:
+        copy = Path(tmp)
+        (copy / "saved_model.pb").write_bytes(graph)
+        variables = path / "variables"
+        if variables.is_dir():
+            try:
+                (copy / "variables").symlink_to(variables.resolve(), target_is_directory=True)
+            except OSError:  # no symbolic links here: copy the variables
+                shutil.copytree(variables, copy / "variables")
+        try:
+            loaded = tf.saved_model.load(str(copy))
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidParameterError(
+                f"TensorFlow cannot load SavedModel '{path}': {message}"
+            ) from None
+    function = loaded.signatures[signature.name]
+    module = SavedModelModule(
+        SavedModelGraph(function, signature), partial(prepare, channels=signature.channels)
+    )
+    object.__setattr__(module, "loaded", loaded)  # keeps the variables alive
+    return module.eval(), signature
