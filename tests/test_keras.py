@@ -452,10 +452,13 @@ def test_truncated_and_weights_only_files_are_one_line_errors(tmp_path, tiny_fil
     assert code == 2 and "truncated" in one_error_line(err)
 
 
-def test_a_saved_model_folder_is_not_supported_yet(tmp_path):
+def test_a_broken_saved_model_folder_is_a_clear_error(tmp_path):
+    """Without TensorFlow: the extra's pip line; with it: the folder is read as data and refused."""
     (tmp_path / "saved_model.pb").write_bytes(b"\0")
-    with pytest.raises(MissingDependencyError, match="export the model as .keras"):
+    with pytest.raises((MissingDependencyError, InvalidParameterError)) as caught:
         seethrough.load_model(tmp_path)
+    message = str(caught.value)
+    assert "seethrough[tensorflow]" in message or "not a SavedModel" in message, message
 
 
 def test_another_keras_backend_is_refused_clearly(monkeypatch):
