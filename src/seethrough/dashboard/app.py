@@ -158,7 +158,20 @@ def _model_choice(sb: Any, framework: str) -> svc.ModelSpec | None:
         "weights are downloaded on first use.",
         ("default", "default: pretrained; none: random (for mechanics and timing)."),
     )
-    return svc.ModelSpec(name=name, weights=weights)
+    threshold = None
+    if name in svc.detector_names():  # torchvision's detectors: boxes above a confidence
+        threshold = sb.number_input(
+            "Score threshold",
+            min_value=0.0,
+            max_value=1.0,
+            value=0.05 if weights == "default" else 0.0,
+            step=0.01,
+            format="%g",
+            key="score_threshold",
+            help="Boxes below this confidence are dropped. Random weights score every class "
+            "near 1 / classes (about 0.01): keep 0 for them to find boxes.",
+        )
+    return svc.ModelSpec(name=name, weights=weights, score_threshold=threshold)
 
 
 def _architecture(
@@ -316,7 +329,8 @@ def predictions_panel(
     """The image, what the model sees, and the top-k table and bar chart (titled with ``name``,
     the model as the sidebar names it: the user's file name for an upload)."""
     vm = slot.model
-    k = st.slider("Top-k", 1, 10, 5, key="top_k")
+    what = {"detection": "Boxes shown", "segmentation": "Classes shown"}.get(vm.task, "Top-k")
+    k = st.slider(what, 1, 10, 5, key="top_k")
     try:
         with st.spinner("Predicting..."):
             shown = svc.predict(slot, image, k, name=name)
@@ -324,6 +338,9 @@ def predictions_panel(
         _fail(exc)
         return None
     preds = shown.predictions
+    if shown.task != "classification":
+        _region_predictions(shown, image)
+        return preds
     a, b, c = st.columns([1, 1, 2])
     a.image(image, caption=f"{image.info.get('name', 'image')} · {image.width}x{image.height}")
     b.image(
@@ -395,7 +412,42 @@ def _choose_methods() -> list[str]:
     return chosen
 
 
-def _choose_target(vm: VisionModel, preds: list[Any]) -> int | None:
+def _region_predictions(shown: svc.Predicted, image: Image.Image) -> None:
+    """A detector's boxes drawn on the image beside their table, or a segmenter's class mask
+    with its legend beside the classes present."""
+    a, b = st.columns([3, 2])
+    name = image.info.get("name", "image")
+    if shown.task == "detection":
+        a.image(shown.chart, caption=f"{name} · {len(shown.predictions)} top boxes")
+        b.dataframe(svc.box_rows(shown.predictions), hide_index=True)
+        return
+    a.image(shown.chart, caption=f"{name} · predicted classes")
+    b.dataframe(
+        [{"class": label, "pixels %": round(100 * f, 1)} for label, f in shown.predictions],
+        hide_index=True,
+    )
+
+
+def _choose_region(vm: VisionModel, preds: list[Any]) -> Any:
+    """The box (a detector) or the class mask (a segmenter) to explain; default the top box,
+    or the most frequent class other than the background."""
+    if vm.task == "detection":
+        choices = svc.box_choices(preds)
+        what, help_text = "Box to explain", "One of the boxes in the table (0 = the top box)."
+    else:
+        choices = svc.mask_choices(vm, preds)
+        what, help_text = "Class mask to explain", "A class the model predicts in this image."
+    if not choices:
+        st.info("The model found nothing in this image to explain (lower the score threshold).")
+        return None
+    texts = [t for t, _ in choices]
+    choice = st.selectbox(what, texts, key=f"target.{vm.task}", help=help_text)
+    return choices[texts.index(choice)][1]
+
+
+def _choose_target(vm: VisionModel, preds: list[Any]) -> Any:
+    if vm.task in ("detection", "segmentation"):
+        return _choose_region(vm, preds)
     options = [f"{p.label} ({p.probability:.2f})" for p in preds] + [OTHER_CLASS]
     choice = st.selectbox(
         "Target class",
@@ -449,7 +501,7 @@ def explain_panel(
         record = st.session_state.get("explain_run")
         st.warning(record.cancelled() if record is not None else "Cancelled.")
     if st.button("Explain", type="primary", key="explain", disabled=not methods):
-        if target is None and preds:
+        if target is None and preds and slot.model.task == "classification":
             target = int(preds[0].index)
         cancel = st.empty()
         cancel.button("Cancel", key="cancel", on_click=_cancel)
@@ -470,7 +522,7 @@ def _run(
     slot: svc.ModelSlot,
     image: Image.Image,
     methods: list[str],
-    target: int | None,
+    target: Any,
     layer: str,
     raw: dict[str, dict[str, Any]],
     results: list[tuple[str, Explanation | str]],

@@ -11,7 +11,9 @@ imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these
 - :data:`FRAMEWORKS` are the panel's first question; :func:`missing_extra` says which pip
   command a framework still needs, :data:`MODEL_FILE_TYPES` which files it takes, and
   :func:`store_upload` checks and keeps an uploaded model file.
-- :func:`predict` gives the top-k with its chart, kept for the page's reruns.
+- :func:`predict` gives the top-k with its chart (a detector's boxes drawn, a segmenter's class
+  mask), kept for the page's reruns; :func:`box_rows`, :func:`box_choices` and
+  :func:`mask_choices` are the box table and the box or class pickers.
 - :func:`read_upload` checks an uploaded image (extension, bytes, pixels) and decodes it;
   :func:`decoded_upload` keeps the latest few decoded, so page reruns do not decode again.
 - :func:`param_fields` turns a method's registry parameters into form fields;
@@ -88,6 +90,10 @@ __all__ = [
     "RunProgress",
     "Predicted",
     "predict",
+    "box_rows",
+    "box_choices",
+    "mask_choices",
+    "detector_names",
     "LayerDefault",
     "layer_default",
     "concept_rows",
@@ -178,6 +184,7 @@ class ModelSpec:
         std: normalisation std override.
         resize: ``"squash"`` or ``"crop"`` override.
         device: ``"cpu"``, ``"cuda"``, ...
+        score_threshold: a detector's least box confidence (``None``: the model's default).
         label: the name shown for an uploaded file (the user's file name, not the server path);
             not part of the key.
     """
@@ -190,6 +197,7 @@ class ModelSpec:
     std: tuple[float, float, float] | None = None
     resize: Literal["crop", "squash"] | None = None
     device: str = "cpu"
+    score_threshold: float | None = None
     label: str | None = field(default=None, compare=False)
 
     def load(self) -> VisionModel:
@@ -212,6 +220,7 @@ class ModelSpec:
                 std=self.std,
                 resize=self.resize,
                 device=self.device,
+                score_threshold=self.score_threshold,
             )
         except SeethroughError as exc:
             if self.label is None:
@@ -318,7 +327,7 @@ class ResultCache:
         digest: str,
         slot: ModelSlot,
         method: str,
-        target: int | None,
+        target: Hashable,
         layer: str | None,
         params: Mapping[str, Any],
     ) -> tuple[Hashable, ...]:
@@ -673,13 +682,17 @@ def run_method(
     image: Image.Image,
     method: str,
     *,
-    target: int | None = None,
+    target: Hashable = None,
     layer: str | None = None,
     params: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], bool | None] | None = None,
     cache: ResultCache | None = RESULTS,
 ) -> Explanation:
     """Explain ``image`` with ``method`` on the slot's model, through the result cache.
+
+    ``target``: ``None`` (the model's default), a class index, or a detector's
+    :class:`~seethrough.targets.Box` / a segmenter's :class:`~seethrough.targets.Mask` (both
+    hashable, so part of the cache key).
 
     The slot's lock is held for the whole call, so the model's hooks and state belong to this run.
     ``progress(done, total)`` is the library's callback: returning ``False`` cancels (every
@@ -764,13 +777,21 @@ class RunProgress:
 
 @dataclass(frozen=True)
 class Predicted:
-    """The top-k of one image under one loaded model, with what the page shows for it."""
+    """The top-k of one image under one loaded model, with what the page shows for it.
 
-    predictions: list[Prediction]
+    For a classifier, :attr:`predictions` are its top-k classes and :attr:`chart` their bar
+    chart; for a detector its top-k boxes (``BoxPrediction``) and the image with the boxes
+    drawn; for a segmenter the classes present (``(label, fraction of the pixels)``, most
+    first) and the class mask over the image with its legend.
+    """
+
+    predictions: list[Any]
     chart: np.ndarray
-    """The bar chart of :attr:`predictions` (uint8 RGB)."""
+    """The bar chart of :attr:`predictions`, the boxes or the mask (uint8 RGB)."""
     seen: np.ndarray
     """The image as the model sees it, after resizing and cropping (uint8 RGB)."""
+    task: str = "classification"
+    """The model's task: ``"classification"``, ``"detection"`` or ``"segmentation"``."""
 
 
 _PREDICTED = _LRU(32)
@@ -793,6 +814,10 @@ def predict(
     if found is not None:
         return found
     vm = slot.model
+    if vm.task in ("detection", "segmentation"):
+        result = _predict_regions(slot, image, k, name)
+        _PREDICTED.put(key, result)
+        return result
     with slot.lock:
         top = vm.predict(image, k=k)
     assert isinstance(top, list) and all(isinstance(p, Prediction) for p in top)
@@ -805,6 +830,76 @@ def predict(
     )
     _PREDICTED.put(key, result)
     return result
+
+
+def _predict_regions(slot: ModelSlot, image: Image.Image, k: int, name: str | None) -> Predicted:
+    """A detector's top-``k`` boxes drawn on the image, or a segmenter's class mask over it."""
+    from ..viz import Panel, draw_boxes, figure_to_array, grid_figure, mask_legend, mask_overlay
+
+    vm = slot.model
+    seen = vm.preprocessing.display_image(image)
+    with slot.lock:
+        found = vm.predict(image)
+    if vm.task == "detection":
+        boxes = list(found)[:k]
+        chart = draw_boxes(
+            seen,
+            [b.box for b in boxes],
+            [f"{i} {b.label}" for i, b in enumerate(boxes)],
+            [b.score for b in boxes],
+        )
+        return Predicted(boxes, chart, seen, "detection")
+    present = list(found.present)
+    panel = Panel(
+        mask_overlay(seen, found.classes),
+        title=f"classes: {name or vm.name}",
+        legend=mask_legend(present[:k], vm.labels),
+    )
+    chart = figure_to_array(grid_figure([panel], ncols=1, tile_size=4.0))
+    return Predicted(present, chart, seen, "segmentation")
+
+
+def box_rows(boxes: list[Any]) -> list[dict[str, Any]]:
+    """A detector's boxes as table rows: ``box`` (its index, 0 = the top box), ``class``,
+    ``score`` and the corners ``x0, y0, x1, y1`` in image pixels."""
+    return [
+        {
+            "box": i,
+            "class": b.label,
+            "score": round(float(b.score), 4),
+            **{c: round(float(v), 1) for c, v in zip(("x0", "y0", "x1", "y1"), b.box, strict=True)},
+        }
+        for i, b in enumerate(boxes)
+    ]
+
+
+def box_choices(boxes: list[Any]) -> list[tuple[str, Any]]:
+    """``(text, Box target)`` per box, the top box first (the default choice)."""
+    from ..targets import Box
+
+    return [(f"box {i}: {b.label} {b.score:.2f}", Box(index=i)) for i, b in enumerate(boxes)]
+
+
+def mask_choices(
+    vm: VisionModel, present: list[tuple[str, float]], background: int | None = 0
+) -> list[tuple[str, Any]]:
+    """``(text, Mask target)`` per class present, the most frequent class other than the
+    background first (the default choice; the background last)."""
+    from ..targets import Mask
+
+    back = vm.labels[background] if background is not None and vm.labels else None
+    ordered = [p for p in present if p[0] != back] + [p for p in present if p[0] == back]
+    return [
+        (f"{label} ({100 * fraction:.1f}% of the pixels)", Mask(vm.class_index(label)))
+        for label, fraction in ordered
+    ]
+
+
+def detector_names() -> set[str]:
+    """The registry's detectors (torchvision's), whose model panel offers a score threshold."""
+    from ..models.detection import detector_names as names
+
+    return set(names())
 
 
 # ---------------------------------------------------------------------------------------------
