@@ -48,8 +48,8 @@ def test_manifest_content(lite0, tmp_path):
     assert manifest["format"] == "seethrough.explanation"
     assert manifest["version"] == MANIFEST_VERSION
     assert manifest["params"] == {
-        "window": 112,
-        "stride": "112x56",
+        "window": [112, 112],  # as the method read them: (height, width)
+        "stride": [112, 56],
         "hide": 0.0,
         "score": "probability",
         "batch_size": 0,
