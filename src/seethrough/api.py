@@ -15,7 +15,7 @@ from .core.inputs import short_repr
 from .core.layers import LayerRef
 from .core.resize import to_input_size
 from .core.targets import TargetLike
-from .errors import InvalidImageError, InvalidParameterError
+from .errors import InvalidImageError, InvalidParameterError, InvalidTargetError
 from .explanation import Explanation, Region
 from .images import is_raw_image
 from .methods.params import BASELINE_KEYWORDS, HIDE_KEYWORDS
@@ -48,7 +48,9 @@ def explain(
             input), a list of images, or a float batch ``(N, C, H, W)``.
         method: a registry name (see ``list_methods()``), e.g. ``"gradcam"``.
         target: ``None`` (the top class), a class index, a class label, a callable
-            ``f(output) -> (N,)``, or for a batch a list with one target per image.
+            ``f(output) -> (N,)``, a :class:`~seethrough.targets.Box` or
+            :class:`~seethrough.targets.Mask`; for a batch a list with one target per image;
+            for ONE image a list of k targets, explained each (see Returns).
         layer: dotted layer name or module, for methods that need a layer (default: the model's
             default layer, else the last layer with a spatial output).
         progress: optional callback ``progress(done, total)`` that every method calls before
@@ -58,7 +60,12 @@ def explain(
         **params: the method's parameters (see ``get_method(method).params``).
 
     Returns:
-        One :class:`Explanation` for one image, a list for a list or a 4-D batch.
+        One :class:`Explanation` for one image, a list for a list or a 4-D batch. For one image
+        and a list (or tuple) of k targets, a list of k explanations in the targets' order,
+        the same as k calls with one target each; the gradient CAMs (gradcam, gradcam++,
+        xgradcam, layercam, hirescam) run the model once for them and take one backward per
+        target, so k boxes of one detection cost one forward plus k backwards, not k forwards
+        (every other method runs the image once per target).
 
     Example:
         >>> import seethrough
@@ -77,9 +84,24 @@ def explain(
                 params[key] = _image_argument(model, key, params[key])
     runner = info.cls(**params)
     x, shows, single = prepare_inputs(model, image)
+    shared_rows = None
+    if single and isinstance(target, (list, tuple)):  # k targets of one image: k rows
+        if not target:
+            raise InvalidTargetError("an empty list of targets: give at least one")
+        k = len(target)
+        x, shows, single = x.repeat(k, 1, 1, 1), shows * k, False
+        shared_rows = [0] * k
     start = time.perf_counter()
     try:
-        result = runner(described, x, target, layer=layer, images=shows, progress=progress)
+        result = runner(
+            described,
+            x,
+            target,
+            layer=layer,
+            images=shows,
+            progress=progress,
+            shared_rows=shared_rows,
+        )
     except RuntimeError as exc:
         error = _input_error(module, x, exc)
         if error is None:

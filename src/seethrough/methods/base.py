@@ -22,7 +22,7 @@ from ..core.targets import (
     class_scores,
     resolve_target,
 )
-from ..errors import InvalidTargetError, MethodNotApplicableError
+from ..errors import InvalidParameterError, InvalidTargetError, MethodNotApplicableError
 from ..models.vision_model import ModelInfo
 from ..registry import DEFAULT_RANK, Param, validate_params
 from .params import RELU
@@ -95,9 +95,37 @@ class Context:
     progress: Progress | None = None
     normalization: tuple[Sequence[float], Sequence[float]] | None = None
     labels: Sequence[str] | None = None
+    shared_rows: Sequence[int] | None = None
+    """For a batch that repeats inputs (the k targets of one image, see ``explain``): one
+    number per row, rows with the same number holding the same input; ``None``: every row its
+    own input. Methods that can (the gradient CAMs) run each distinct input once and take one
+    backward per row (:meth:`distinct_rows`); the others run every row, which gives the same
+    result."""
 
     def __post_init__(self) -> None:
         self.runner = as_runner(self.runner)
+        if self.shared_rows is not None:
+            self.shared_rows = tuple(int(r) for r in self.shared_rows)
+            if len(self.shared_rows) != self.x.shape[0]:
+                raise InvalidParameterError(
+                    f"shared_rows has {len(self.shared_rows)} entries for {self.x.shape[0]} rows"
+                )
+
+    def distinct_rows(self) -> tuple[list[int], list[int]] | None:
+        """``(first, inverse)`` where rows share inputs (:attr:`shared_rows`): ``first`` the
+        first row of each distinct input, ``inverse`` for each row the position of its input in
+        ``first`` (so ``x[first][inverse]`` is ``x``); ``None`` where every row has its own."""
+        if self.shared_rows is None:
+            return None
+        position: dict[int, int] = {}
+        first: list[int] = []
+        inverse: list[int] = []
+        for row, key in enumerate(self.shared_rows):
+            if key not in position:
+                position[key] = len(first)
+                first.append(row)
+            inverse.append(position[key])
+        return None if len(first) == len(inverse) else (first, inverse)
 
     @property
     def model(self) -> nn.Module:
@@ -146,15 +174,16 @@ class Context:
         """This context restricted to images ``start:stop`` of the batch (input, per-image
         targets, display images) for the block; the rest (layer, channels-last switch) is shared.
         """
-        saved = self.x, self.target, self.images
+        saved = self.x, self.target, self.images, self.shared_rows
         if isinstance(self.target, (list, tuple)):
             self.target = self.target[start:stop]
         self.x = self.x[start:stop]
         self.images = None if self.images is None else self.images[start:stop]
+        self.shared_rows = None if self.shared_rows is None else self.shared_rows[start:stop]
         try:
             yield self
         finally:
-            self.x, self.target, self.images = saved
+            self.x, self.target, self.images, self.shared_rows = saved
 
     def resolve(self, output: torch.Tensor) -> ResolvedTarget:
         """Fix the targets against the clean output."""
@@ -230,6 +259,7 @@ class Method:
         progress: Progress | None = None,
         normalization: tuple[Sequence[float], Sequence[float]] | None = None,
         labels: Sequence[str] | None = None,
+        shared_rows: Sequence[int] | None = None,
     ) -> MethodResult:
         """Explain the batch ``x`` (N, C, H, W), already preprocessed, for ``target``.
 
@@ -250,6 +280,8 @@ class Method:
             normalization: the model's ``(mean, std)``, so methods can build a black image in
                 model-input space.
             labels: the model's class labels, for methods that name classes in their extras.
+            shared_rows: which rows of ``x`` hold the same input (see
+                :attr:`Context.shared_rows`), e.g. one image repeated once per target.
         """
         if isinstance(model, ModelInfo):
             default_layer = default_layer if default_layer is not None else model.default_layer
@@ -277,6 +309,7 @@ class Method:
                 progress=progress,
                 normalization=normalization,
                 labels=labels,
+                shared_rows=shared_rows,
             )
             if self.needs_layer:
                 ctx.layer, ctx.layer_module = runner.resolve_layer(layer, ctx.x, default_layer)

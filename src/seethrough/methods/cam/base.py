@@ -18,9 +18,15 @@ from ...core.runner import graph_from
 from ...core.targets import ResolvedTarget
 from ...core.tokens import tokens_to_map
 from ...errors import MethodNotApplicableError
-from ..base import RELU, Context, Method, MethodResult
+from ..base import RELU, Context, Method, MethodResult, chunk_size
 
 __all__ = ["CAMMethod", "CAMState", "graph_from"]
+
+
+def _unreachable(layer: str | None) -> MethodNotApplicableError:
+    return MethodNotApplicableError(
+        f"the target score does not depend on layer '{layer}': pick a layer on its path"
+    )
 
 
 @dataclass
@@ -55,24 +61,50 @@ class CAMMethod(Method):
     params = (RELU,)
     record_inputs = False  # variants that also need the inputs of recorded modules set this
 
+    def chunk(self, ctx: Context) -> int:
+        """Images per :meth:`run`: where rows share inputs (:attr:`Context.shared_rows`) and the
+        distinct inputs fit in one pass, the whole batch (one forward per distinct input)."""
+        distinct = ctx.distinct_rows() if self.needs_gradients else None
+        if distinct is not None:
+            first = distinct[0]
+            if chunk_size(ctx.x[first], ctx.forward) >= len(first):
+                return ctx.x.shape[0]
+        return super().chunk(ctx)
+
     def run(self, ctx: Context) -> MethodResult:
         """One forward (+ one backward to the layer when gradients are needed), then combine.
 
         The input never requires gradients: with gradients the autograd graph starts at the
         layer's output (:meth:`~seethrough.core.runner.ModelRunner.graph_from`), so the activations before the layer are freed as
         the forward goes, as without gradients, and the backward stops at the layer.
+
+        Rows that share an input (:attr:`Context.shared_rows`, k targets of one image) share
+        its forward: with gradients, each distinct input runs once and each row takes its own
+        backward from its score to the layer (``torch.autograd.grad`` with the graph retained),
+        so k targets of one image cost one forward and k backwards, with the same result as k
+        calls.
         """
+        distinct = ctx.distinct_rows() if self.needs_gradients else None
+        x = ctx.x if distinct is None else ctx.x[distinct[0]]
         with (
             ctx.runner.graph_from(ctx.layer_module) if self.needs_gradients else nullcontext(),
             ctx.runner.record(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
             torch.set_grad_enabled(self.needs_gradients),
-            ctx.many_inputs(ctx.x.shape[0]),
+            ctx.many_inputs(x.shape[0]),
         ):
-            output = ctx.forward(ctx.x)
+            output = ctx.forward(x)
+            inverse = None
+            if distinct is not None:
+                inverse = torch.tensor(distinct[1], device=output.device)
+                output = output.index_select(0, inverse)
             target = ctx.resolve(output)
             scores = target(output)
             acts = rec.output(ctx.layer)
-            grads = self._gradients(scores, acts, ctx.layer) if self.needs_gradients else None
+            grads = (
+                self._gradients(scores, acts, ctx.layer, inverse) if self.needs_gradients else None
+            )
+            if inverse is not None:
+                acts = acts.index_select(0, inverse.to(acts.device))
         acts = tokens_to_map(acts.detach(), ctx.model, ctx.layer)  # ViT tokens: (N, D, h, w)
         grads = tokens_to_map(grads, ctx.model, ctx.layer) if grads is not None else None
         state = CAMState(ctx, acts, grads, scores.detach(), target, rec, output.detach())
@@ -82,15 +114,30 @@ class CAMMethod(Method):
         return ctx.result(raw, mapped, output, target)
 
     @staticmethod
-    def _gradients(scores: torch.Tensor, acts: torch.Tensor, layer: str | None) -> torch.Tensor:
-        grads = None
-        if scores.requires_grad:  # else no path from the layer (the only leaf) to the score
+    def _gradients(
+        scores: torch.Tensor,
+        acts: torch.Tensor,
+        layer: str | None,
+        inverse: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``d score_i / d A_i`` ``(N, C, h, w)``: one backward of the summed scores (each row's
+        score depends on its own activations only), or, where rows share activations
+        (``inverse``: row i's row of ``acts``), one backward per row."""
+        if not scores.requires_grad:  # no path from the layer (the only leaf) to the score
+            raise _unreachable(layer)
+        if inverse is None:
             (grads,) = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
-        if grads is None:
-            raise MethodNotApplicableError(
-                f"the target score does not depend on layer '{layer}': pick a layer on its path"
-            )
-        return grads
+            if grads is None:
+                raise _unreachable(layer)
+            return grads
+        rows = []
+        last = len(scores) - 1
+        for i, row in enumerate(inverse.tolist()):
+            (grad,) = torch.autograd.grad(scores[i], acts, retain_graph=i < last, allow_unused=True)
+            if grad is None:
+                raise _unreachable(layer)
+            rows.append(grad[row])
+        return torch.stack(rows)
 
     def recorded_modules(self, ctx: Context) -> dict[str, nn.Module]:
         """Modules whose outputs the forward records (the target layer; variants may add)."""
