@@ -517,7 +517,8 @@ def explain_cmd(
 
     A detector's boxes and a segmenter's class masks are explained with --target box:0,box:1,
     --top-boxes N or --target mask:CLASS: one explanation per box (METHOD-box0, ...), its
-    outline on the overlay and in the figure."""
+    outline on the overlay and in the figure. The boxes of an image are explained in one call
+    per method: a gradient CAM runs the detector once for all of them."""
     methods = method_names(method)
     params = params_for(methods, param)
     targets = parse_targets(target, top_boxes)
@@ -636,23 +637,24 @@ def _explain_all(
                     image = load_image(source)
                     results, stems = [], []
                     for m in methods:
-                        for name, target in targets:
-                            stem = f"{m}-{name}" if name else m
-                            bar.update(task, description=f"{names[source]}: {stem}")
-                            bar.reset(evals, description=f"{m} steps", total=None, visible=False)
-                            results.append(
-                                explain_api(
-                                    vm,
-                                    image,
-                                    m,
-                                    target=target,
-                                    layer=layer,
-                                    progress=tick,
-                                    **params[m],
-                                )
-                            )
-                            stems.append(stem)
-                            bar.advance(task)
+                        # every target of the image in one call: the gradient CAMs run the
+                        # model once for all of them (one backward per box or mask)
+                        stems_m = [f"{m}-{name}" if name else m for name, _ in targets]
+                        bar.update(task, description=f"{names[source]}: {', '.join(stems_m)}")
+                        bar.reset(evals, description=f"{m} steps", total=None, visible=False)
+                        many = len(targets) > 1
+                        made = explain_api(
+                            vm,
+                            image,
+                            m,
+                            target=[t for _, t in targets] if many else targets[0][1],
+                            layer=layer,
+                            progress=tick,
+                            **params[m],
+                        )
+                        results += made if many else [made]
+                        stems += stems_m
+                        bar.advance(task, len(targets))
                     folder = out / names[source]
                     for stem, e in zip(stems, results, strict=True):
                         e.save(folder, stem)
