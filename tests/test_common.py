@@ -129,7 +129,7 @@ def test_finite_deterministic_and_described(method, tiny_input):
         assert a.raw.dtype == np.float32 and a.map.dtype == np.float32
         np.testing.assert_array_equal(a.raw, b.raw)
         assert a.method == method and a.seconds > 0
-        assert a.params == seethrough.get_method(method).defaults() | FAST.get(method, {})
+        assert a.params == seethrough.get_method(method).validate(FAST.get(method, {}))
 
 
 @pytest.mark.parametrize("method", METHODS)

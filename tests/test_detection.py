@@ -11,7 +11,13 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 import seethrough
 from seethrough.core.detection import Detections, pack, unpack
 from seethrough.core.hooks import count_hooks
-from seethrough.errors import InvalidTargetError, MethodNotApplicableError, UnknownClassError
+from seethrough.errors import (
+    InvalidInputError,
+    InvalidParameterError,
+    InvalidTargetError,
+    MethodNotApplicableError,
+    UnknownClassError,
+)
 from seethrough.models.detection import BoxPrediction, DetectorRunner, detector_model
 from seethrough.targets import Box, BoxScore
 
@@ -190,6 +196,17 @@ def test_a_detector_predicts_boxes_and_its_top_box_is_the_default_target():
         seethrough.explain(model, spot_image(), "saliency", target=Box(label="spto"))
 
 
+def test_images_of_different_sizes_are_predicted_one_by_one_and_refused_as_one_batch():
+    model = spot_model()
+    small = spot_image()[10:, 5:]  # another size, the spot still inside
+    boxes = model.predict([spot_image(), small], k=1)
+    assert [len(b) for b in boxes] == [1, 1]
+    assert boxes[0] == model.predict(spot_image(), k=1)
+    assert boxes[1] == model.predict(small, k=1)
+    with pytest.raises(InvalidInputError, match=r"different sizes \(90x130, 80x125\).*one image"):
+        seethrough.explain(model, [spot_image(), small], "saliency")
+
+
 @pytest.mark.parametrize("layer", ["body.conv", "body:0", "body:1"])
 def test_gradcam_of_a_detector_is_at_the_input_size_and_aligned_with_the_object(layer):
     model = spot_model()
@@ -298,6 +315,9 @@ def test_torchvision_detectors_load_offline_predict_and_explain(name):
     boxes = model.predict(_image())
     assert 0 < len(boxes) <= 20 and all(isinstance(b, BoxPrediction) for b in boxes)
     assert [b.score for b in boxes] == sorted((b.score for b in boxes), reverse=True)
+    assert model.predict(_image(), k=2) == boxes[:2]  # k: the first k boxes
+    with pytest.raises(InvalidParameterError, match="k must be"):
+        model.predict(_image(), k=0)
     runner = model.make_runner()
     assert isinstance(runner, DetectorRunner)
     for method, params in [
@@ -340,3 +360,30 @@ def test_detector_options_are_checked():
         seethrough.load_model("resnet18", weights="none", max_boxes=3)
     with pytest.raises(seethrough.errors.InvalidParameterError, match="score_threshold"):
         seethrough.load_model("ssdlite320_mobilenet_v3_large", weights="none", score_threshold=2.0)
+
+
+@pytest.mark.slow
+def test_a_detector_loads_a_weights_file_of_its_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    from seethrough.models.detection import SCORE_THRESHOLD
+
+    torch.manual_seed(1)
+    source = seethrough.load_model("ssdlite320_mobilenet_v3_large", weights="none")
+    path = tmp_path / "trained.safetensors"
+    save_file({k: v.contiguous() for k, v in source.module.state_dict().items()}, str(path))
+    torch.manual_seed(2)  # another random init: the file must replace it
+    model = seethrough.load_model("ssdlite320_mobilenet_v3_large", weights=str(path))
+    assert model.weights == str(path)
+    for key, value in source.module.state_dict().items():
+        assert torch.equal(model.module.state_dict()[key], value), key
+    assert model.module.score_thresh == SCORE_THRESHOLD  # a trained net's threshold
+    assert seethrough.load_model(
+        "ssdlite320_mobilenet_v3_large", weights=str(path), score_threshold=0.0
+    ).module.score_thresh == 0.0
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"head.weight": torch.zeros(2, 2)}, str(wrong))
+    with pytest.raises(seethrough.errors.WeightsMismatchError, match="does not fit"):
+        seethrough.load_model("ssdlite320_mobilenet_v3_large", weights=str(wrong))
+    with pytest.raises(seethrough.errors.InvalidParameterError, match="not a weights file"):
+        seethrough.load_model("synthetic_detector", weights=str(path))

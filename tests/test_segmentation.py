@@ -160,6 +160,7 @@ def test_torchvision_segmenters_load_offline_predict_and_explain(name):
     assert model.task == "segmentation" and model.labels[12] == "dog" and len(model.labels) == 21
     pred = model.predict(square_image())
     assert pred.classes.shape == (64, 64) and sum(f for _, f in pred.present) == pytest.approx(1.0)
+    assert model.predict(square_image(), k=1).present == pred.present[:1]  # the first k classes
     top = (
         pred.present[0][0]
         if pred.present[0][0] != "__background__" or len(pred.present) == 1

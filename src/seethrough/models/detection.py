@@ -27,7 +27,8 @@ grid (the padding is cropped), so a map lines up with the image (:meth:`Detector
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
@@ -410,6 +411,22 @@ class SegmenterRunner(KeyedLayersRunner):
 # ------------------------------------------------------------------------------- predictions
 
 
+def _one_at_a_time(predict: Callable[..., Any]) -> Callable[..., Any]:
+    """``predict`` for a list of raw images one image per call: a detector or segmenter that
+    keeps each image's own size cannot stack images of different sizes into one batch."""
+
+    @functools.wraps(predict)
+    def each(model: VisionModel, images: object, k: int | None = None) -> Any:
+        if isinstance(images, (list, tuple)) and not all(
+            isinstance(i, torch.Tensor) for i in images
+        ):
+            return [predict(model, image, k) for image in images]
+        return predict(model, images, k)
+
+    return each
+
+
+@_one_at_a_time
 def _predict_detections(model: VisionModel, images: object, k: int | None = None) -> Any:
     batch, _, single = prepare_inputs(model, images, display=False)
     runner = model.make_runner()
@@ -429,6 +446,7 @@ def _predict_detections(model: VisionModel, images: object, k: int | None = None
     return results[0] if single else results
 
 
+@_one_at_a_time
 def _predict_masks(model: VisionModel, images: object, k: int | None = None) -> Any:
     batch, _, single = prepare_inputs(model, images, display=False)
     runner = model.make_runner()
@@ -582,12 +600,15 @@ def load_torchvision(
     pretrained: bool,
     score_threshold: float | None = None,
     max_boxes: int | None = None,
+    trained: bool | None = None,
 ) -> VisionModel:
     """A torchvision detector or segmenter, with random weights (``weights=None,
     weights_backbone=None``: offline) or its default pretrained weights (downloaded).
 
-    ``score_threshold`` defaults to :data:`SCORE_THRESHOLD` (0.05) with pretrained weights and
-    :data:`RANDOM_SCORE_THRESHOLD` (0) with random ones; ``max_boxes`` to 100.
+    ``score_threshold`` defaults to :data:`SCORE_THRESHOLD` (0.05) with trained weights and
+    :data:`RANDOM_SCORE_THRESHOLD` (0) with random ones; ``max_boxes`` to 100. ``trained``
+    (default: ``pretrained``) says the weights will be trained ones: ``load_model(arch,
+    weights=PATH)`` builds the random network, sets the trained threshold and loads the file.
 
     Detectors take pixels in [0, 1] at the image's own size (their transform normalises and
     resizes inside); segmenters ImageNet mean/std at 520x520. Labels: COCO's 91 (with
@@ -600,7 +621,7 @@ def load_torchvision(
     """
     import torchvision
 
-    default = SCORE_THRESHOLD if pretrained else RANDOM_SCORE_THRESHOLD
+    default = SCORE_THRESHOLD if (pretrained if trained is None else trained) else RANDOM_SCORE_THRESHOLD
     threshold = default if score_threshold is None else float(score_threshold)
     boxes = MAX_BOXES if max_boxes is None else max_boxes
     if not 0.0 <= threshold <= 1.0:

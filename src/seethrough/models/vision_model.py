@@ -187,29 +187,32 @@ class VisionModel:
             )
         raise UnknownClassError(f"unknown class '{name}'.{suggest(name, self.labels)}")
 
-    def predict(self, images: object, k: int = 5) -> Any:
+    def predict(self, images: object, k: int | None = None) -> Any:
         """Top-``k`` classes with softmax probabilities (a classifier).
 
         A detector returns per image its boxes, a list of
-        :class:`~seethrough.models.detection.BoxPrediction` ``(box xyxy, label, score)`` (all of
-        them above its score threshold); a segmenter per image a
-        :class:`~seethrough.models.detection.MaskPrediction` (the class map and the classes
-        present with their pixel fractions).
+        :class:`~seethrough.models.detection.BoxPrediction` ``(box xyxy, label, score)``, highest
+        score first (all of them above its score threshold, or the first ``k``); a segmenter per
+        image a :class:`~seethrough.models.detection.MaskPrediction` (the class map and the
+        classes present with their pixel fractions, most frequent first: all, or the first
+        ``k``).
 
         Args:
             images: one image (path, PIL image, numpy array, or a preprocessed float ``(3, H, W)``
                 tensor) -> one list; a list of images or an ``(N, 3, H, W)`` tensor -> a list of
                 lists.
-            k: number of classes per image (clipped to the number of classes).
+            k: number of classes per image (clipped to the number of classes; default 5), boxes
+                of a detector or classes present of a segmenter (default: all).
 
         The module runs by the protected forward of :func:`~seethrough.core.state.scores_of`:
         in eval mode without autograd, every submodule's ``training`` flag (and every
         parameter's ``requires_grad`` and ``.grad``) restored afterwards, also on errors.
         """
-        if self._predictor is not None:
-            return self._predictor(self, images)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
+        if self._predictor is not None:
+            return self._predictor(self, images, k)
+        k = 5 if k is None else k
         batch, _, single = prepare_inputs(self, images, display=False)
         batch = batch.to(self.device)
         scores = scores_of(self.module, batch)
@@ -394,6 +397,12 @@ def prepare_inputs(
                 shown = vm.preprocessing.display_image(load_image(item))
                 rows.append(vm.preprocessing.from_display(shown))
                 shows.append(shown if display else None)
+        if len({tuple(r.shape) for r in rows}) > 1:
+            sizes = ", ".join(dict.fromkeys("x".join(map(str, r.shape[-2:])) for r in rows))
+            raise InvalidInputError(
+                f"images of different sizes ({sizes}) cannot be one batch when the model keeps "
+                "each image's own size (resize='keep'): give one image per call"
+            )
         x = torch.stack(rows)
         check_model_input(x, len(vm.preprocessing.mean))
     else:

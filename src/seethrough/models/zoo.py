@@ -97,11 +97,14 @@ def _torchvision_names() -> tuple[str, ...]:
 
 
 def list_models(pattern: str | None = None, source: str | None = None) -> list[str]:
-    """Names :func:`load_model` knows: bundled, synthetic, then torchvision and timm (sorted).
+    """Names :func:`load_model` knows: bundled, synthetic, the scene models, then torchvision's
+    classifiers, its detectors and segmenters, and timm's (sorted).
 
     Args:
         pattern: an ``fnmatch`` pattern such as ``"resnet*"``.
-        source: only names from ``"bundled"``, ``"synthetic"``, ``"torchvision"`` or ``"timm"``.
+        source: only names from one source: ``"bundled"``, ``"synthetic"``, ``"scenes"`` (the
+            segmenter and detector trained on synthetic scenes), ``"torchvision"``,
+            ``"detection"`` (torchvision's detectors and segmenters) or ``"timm"``.
             Without it a name is listed once, under the source a plain name resolves to.
     """
     if source is not None and source not in SOURCES:
@@ -605,7 +608,8 @@ def load_model(
         weights: ``"default"`` (pretrained: bundled, downloaded / cached, or for
             ``"synthetic_digits"`` trained once in about a minute and cached), ``"none"`` (or
             ``None``: random init) or the path of a ``.safetensors`` / ``.pt`` / ``.pth`` /
-            ``.bin`` state dict.
+            ``.bin`` state dict (for a torchvision detector or segmenter one of the same
+            architecture and class count; a detector then gets a trained net's score threshold).
         arch: the architecture name when ``name_or_path`` is a weights file.
         size: override the input size (int or ``(height, width)``).
         mean: override the normalisation mean.
@@ -665,14 +669,20 @@ def load_model(
         if load is None and any(v is not None for v in options.values()):
             raise InvalidParameterError("score_threshold and max_boxes apply to detectors only")
         if load is not None:
+            given = {k: v for k, v in options.items() if v is not None}
             if weights_path is not None:
-                raise InvalidParameterError(
-                    f"'{name}' loads with weights='default' or 'none'; weights files are not "
-                    "supported for detectors and segmenters"
+                if source != "detection":
+                    raise InvalidParameterError(
+                        f"'{name}' loads with weights='default' or 'none', not a weights file"
+                    )
+                given["trained"] = True  # a trained net's score threshold
+            model = load(name, mode == "default", given)
+            if weights_path is not None:
+                state = read_state_dict(weights_path)
+                _load_checked(
+                    model.module, state, f"weights file '{weights_path}' does not fit '{name}'"
                 )
-            model = load(
-                name, mode == "default", {k: v for k, v in options.items() if v is not None}
-            )
+                model.weights = str(weights_path)
             model.preprocessing = model.preprocessing.replace(
                 size=size, mean=mean, std=std, resize=resize
             )
