@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import torch
 
+from ...core.coalitions import kernel_shap_coalitions, kernel_shap_fit
 from ...registry import register_method
-from .surrogate import Fit, SurrogateMethod, complements
+from .surrogate import Fit, SurrogateMethod
 
 
 @register_method
@@ -37,49 +35,9 @@ class KernelShap(SurrogateMethod):
         self, n_features: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows 0 and 1: all kept, all hidden; then every coalition, or paired kernel samples."""
-        f, budget = n_features, self.config["n_samples"] - 2
-        ends = torch.stack([torch.ones(f), torch.zeros(f)]).double()
-        if f < 2:
-            return ends, torch.zeros(2, dtype=torch.float64)
-        if 2**f - 2 <= budget:
-            z = torch.tensor(list(itertools.product((0.0, 1.0), repeat=f)), dtype=torch.float64)
-            z = z[(z.sum(1) > 0) & (z.sum(1) < f)]
-            size = z.sum(1)
-            binom = torch.tensor([math.comb(f, int(k)) for k in size], dtype=torch.float64)
-            weights = (f - 1) / (binom * size * (f - size))
-        else:
-            sizes = torch.arange(1, f, dtype=torch.float64)
-            p = (f - 1) / (sizes * (f - sizes))
-            half = max(1, budget // 2)
-            k = sizes[torch.multinomial(p / p.sum(), half, replacement=True, generator=generator)]
-            ranks = (
-                torch.rand(half, f, generator=generator, dtype=torch.float64).argsort(1).argsort(1)
-            )
-            first = (ranks < k[:, None]).double()
-            z = complements(first)
-            weights = torch.ones(len(z), dtype=torch.float64)
-        return torch.cat([ends, z]), torch.cat([torch.zeros(2, dtype=torch.float64), weights])
+        return kernel_shap_coalitions(n_features, self.config["n_samples"], generator)
 
     def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
         """Weighted least squares with the efficiency constraint eliminated (last feature)."""
-        full, empty = y[0], y[1]
-        total = full - empty
-        f = z.shape[1]
-        if f == 1:
-            coef = total[:, None]
-        else:
-            zs, ys, w = z[2:], y[2:] - empty, weights[2:].sqrt()[:, None]
-            a = (zs[:, :-1] - zs[:, -1:]) * w
-            b = (ys - zs[:, -1:] * total) * w
-            head = torch.linalg.lstsq(a, b, driver="gelsd").solution  # (F-1, T)
-            coef = torch.cat([head, total[None] - head.sum(0, keepdim=True)]).T
-        gap = (coef.sum(1) - total).abs().max()
-        return Fit(
-            coef,
-            empty,
-            {
-                "base_value": float(empty[0]),
-                "full_value": float(full[0]),
-                "efficiency_gap": float(gap),
-            },
-        )
+        coef, stats = kernel_shap_fit(z, weights, y)
+        return Fit(coef, y[1], stats)

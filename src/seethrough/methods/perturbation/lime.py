@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ...core.coalitions import lime_coalitions, weighted_ridge
 from ...registry import Param, register_method
-from .surrogate import Fit, SurrogateMethod, complements, weighted_ridge
+from .surrogate import Fit, SurrogateMethod
 
 
 @register_method
@@ -62,16 +63,14 @@ class Lime(SurrogateMethod):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Uniform random coalitions, the first one full, in complementary pairs unless
         ``paired=False``, weighted by the cosine kernel."""
-        n, pairs = self.config["n_samples"], self.config["paired"]
-        draws = (n + 1) // 2 if pairs else n
-        z = (torch.rand(draws, n_features, generator=generator, dtype=torch.float64) < 0.5).double()
-        z[0] = 1
-        if pairs:
-            z = complements(z)[:n]
-        kept = z.sum(1)
-        cosine = torch.where(kept > 0, kept.sqrt() / n_features**0.5, torch.zeros_like(kept))
-        distance = 1 - cosine
-        return z, torch.exp(-(distance**2) / self.config["kernel_width"] ** 2).sqrt()
+        p = self.config
+        return lime_coalitions(
+            n_features,
+            p["n_samples"],
+            generator,
+            paired=p["paired"],
+            kernel_width=p["kernel_width"],
+        )
 
     def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
         """Weighted ridge with intercept; R^2 of the primary target in the stats."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...core.coalitions import complements, weighted_ridge
 from ..base import Context
 from ..params import N_SAMPLES, TOP_LABELS
 from .base import PerturbationMethod, Sample, Single
@@ -81,30 +82,3 @@ class SurrogateMethod(PerturbationMethod):
     def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
         """Fit the surrogate to scores ``y`` ``(M, T)``."""
         raise NotImplementedError
-
-
-def complements(z: torch.Tensor) -> torch.Tensor:
-    """``z`` followed by its complements ``1 - z``: antithetic pairs of coalitions."""
-    return torch.cat([z, 1 - z])
-
-
-def weighted_ridge(
-    z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weighted ridge regression with an unpenalised intercept, for every column of ``y``.
-
-    Minimises ``sum_i w_i (y_i - b - z_i beta)^2 + alpha |beta|^2`` (what scikit-learn's
-    ``Ridge(alpha).fit(z, y, sample_weight=w)`` solves; with ``alpha = 0`` and a
-    rank-deficient design, the minimum-norm solution). Returns ``(coef (T, F), intercept (T,),
-    r2 (T,))`` with ``r2`` the weighted coefficient of determination on the samples.
-    """
-    wn = w / w.sum()
-    zm, ym = wn @ z, wn @ y
-    zc, yc = z - zm, y - ym
-    gram = zc.T @ (w[:, None] * zc) + alpha * torch.eye(z.shape[1], dtype=z.dtype)
-    # least squares on the normal equations: also defined when alpha = 0 and they are singular
-    beta = torch.linalg.lstsq(gram, zc.T @ (w[:, None] * yc), driver="gelsd").solution  # (F, T)
-    ss_res = (wn[:, None] * (yc - zc @ beta) ** 2).sum(0)
-    ss_tot = (wn[:, None] * yc**2).sum(0)
-    r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300), torch.zeros_like(ss_tot))
-    return beta.T, ym - zm @ beta, r2

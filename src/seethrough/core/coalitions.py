@@ -1,0 +1,176 @@
+"""Coalitions of features and the linear fits on them: what LIME and Kernel SHAP compute, for
+superpixels of an image, columns of a table and words of a text alike.
+
+A coalition ``z`` in {0, 1}^F keeps feature ``i`` where ``z_i = 1``; whoever owns the features
+says what hiding one means (a fill colour for a superpixel, a background row's value for a
+column, dropping a word). Everything here works on the coalitions and the model's scores ``y``
+``(M, T)`` for ``T`` targets, nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+__all__ = [
+    "complements",
+    "kernel_shap_coalitions",
+    "kernel_shap_fit",
+    "lime_coalitions",
+    "weighted_ridge",
+    "shapley_from_values",
+    "all_coalitions",
+]
+
+
+def complements(z: torch.Tensor) -> torch.Tensor:
+    """``z`` followed by its complements ``1 - z``: antithetic pairs of coalitions."""
+    return torch.cat([z, 1 - z])
+
+
+def all_coalitions(n_features: int) -> torch.Tensor:
+    """Every coalition of ``n_features`` features, ``(2^F, F)`` float64, in binary order (row
+    ``k`` keeps feature ``i`` where bit ``F - 1 - i`` of ``k`` is set)."""
+    return torch.tensor(list(itertools.product((0.0, 1.0), repeat=n_features)), dtype=torch.float64)
+
+
+def kernel_shap_coalitions(
+    n_features: int, n_samples: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coalitions ``(M, F)`` and Shapley-kernel regression weights ``(M,)`` for Kernel SHAP.
+
+    Rows 0 and 1 keep all and no features (weight 0: the constraint uses them). When every other
+    coalition fits in ``n_samples - 2`` they are all enumerated with the kernel weight
+    ``pi(z) = (F - 1) / (C(F, s) s (F - s))`` for a coalition of size ``s``; otherwise
+    ``(n_samples - 2) // 2`` coalitions are drawn with probability proportional to ``pi`` (so
+    each enters the regression with weight 1) together with their complements.
+    """
+    f, budget = n_features, n_samples - 2
+    ends = torch.stack([torch.ones(f), torch.zeros(f)]).double()
+    if f < 2:
+        return ends, torch.zeros(2, dtype=torch.float64)
+    if 2**f - 2 <= budget:
+        z = all_coalitions(f)
+        z = z[(z.sum(1) > 0) & (z.sum(1) < f)]
+        size = z.sum(1)
+        binom = torch.tensor([math.comb(f, int(k)) for k in size], dtype=torch.float64)
+        weights = (f - 1) / (binom * size * (f - size))
+    else:
+        sizes = torch.arange(1, f, dtype=torch.float64)
+        p = (f - 1) / (sizes * (f - sizes))
+        half = max(1, budget // 2)
+        k = sizes[torch.multinomial(p / p.sum(), half, replacement=True, generator=generator)]
+        ranks = torch.rand(half, f, generator=generator, dtype=torch.float64).argsort(1).argsort(1)
+        first = (ranks < k[:, None]).double()
+        z = complements(first)
+        weights = torch.ones(len(z), dtype=torch.float64)
+    return torch.cat([ends, z]), torch.cat([torch.zeros(2, dtype=torch.float64), weights])
+
+
+def kernel_shap_fit(
+    z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Kernel SHAP's weighted least squares with the efficiency constraint eliminated.
+
+    ``z``, ``weights`` as :func:`kernel_shap_coalitions` returns them (rows 0 and 1: all kept,
+    none kept), ``y`` the scores ``(M, T)``. Solves, for each target,
+    ``min_phi sum_z pi(z) (f(z) - f(0) - phi.z)^2`` subject to ``sum_i phi_i = f(1) - f(0)``
+    (the last feature's value is eliminated through the constraint, which then holds exactly).
+    Returns ``phi`` ``(T, F)`` and the stats ``base_value`` (``f(0)``), ``full_value``
+    (``f(1)``) and ``efficiency_gap`` of the first target.
+    """
+    full, empty = y[0], y[1]
+    total = full - empty
+    f = z.shape[1]
+    if f == 1:
+        coef = total[:, None]
+    else:
+        zs, ys, w = z[2:], y[2:] - empty, weights[2:].sqrt()[:, None]
+        a = (zs[:, :-1] - zs[:, -1:]) * w
+        b = (ys - zs[:, -1:] * total) * w
+        head = torch.linalg.lstsq(a, b, driver="gelsd").solution  # (F-1, T)
+        coef = torch.cat([head, total[None] - head.sum(0, keepdim=True)]).T
+    gap = (coef.sum(1) - total).abs().max()
+    stats = {
+        "base_value": float(empty[0]),
+        "full_value": float(full[0]),
+        "efficiency_gap": float(gap),
+    }
+    return coef, stats
+
+
+def lime_coalitions(
+    n_features: int,
+    n_samples: int,
+    generator: torch.Generator,
+    *,
+    paired: bool = True,
+    kernel_width: float = 0.25,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LIME's coalitions and weights: each feature kept with probability 1/2, the first
+    coalition full, in complementary pairs unless ``paired=False``; weights
+    ``sqrt(exp(-d^2 / width^2))`` with ``d`` the cosine distance to the all-ones coalition."""
+    draws = (n_samples + 1) // 2 if paired else n_samples
+    z = (torch.rand(draws, n_features, generator=generator, dtype=torch.float64) < 0.5).double()
+    z[0] = 1
+    if paired:
+        z = complements(z)[:n_samples]
+    kept = z.sum(1)
+    cosine = torch.where(kept > 0, kept.sqrt() / n_features**0.5, torch.zeros_like(kept))
+    distance = 1 - cosine
+    return z, torch.exp(-(distance**2) / kernel_width**2).sqrt()
+
+
+def weighted_ridge(
+    z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted ridge regression with an unpenalised intercept, for every column of ``y``.
+
+    Minimises ``sum_i w_i (y_i - b - z_i beta)^2 + alpha |beta|^2`` (what scikit-learn's
+    ``Ridge(alpha).fit(z, y, sample_weight=w)`` solves; with ``alpha = 0`` and a
+    rank-deficient design, the minimum-norm solution). Returns ``(coef (T, F), intercept (T,),
+    r2 (T,))`` with ``r2`` the weighted coefficient of determination on the samples.
+    """
+    wn = w / w.sum()
+    zm, ym = wn @ z, wn @ y
+    zc, yc = z - zm, y - ym
+    gram = zc.T @ (w[:, None] * zc) + alpha * torch.eye(z.shape[1], dtype=z.dtype)
+    # least squares on the normal equations: also defined when alpha = 0 and they are singular
+    beta = torch.linalg.lstsq(gram, zc.T @ (w[:, None] * yc), driver="gelsd").solution  # (F, T)
+    ss_res = (wn[:, None] * (yc - zc @ beta) ** 2).sum(0)
+    ss_tot = (wn[:, None] * yc**2).sum(0)
+    r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300), torch.zeros_like(ss_tot))
+    return beta.T, ym - zm @ beta, r2
+
+
+def shapley_from_values(values: torch.Tensor, n_features: int) -> torch.Tensor:
+    """Exact Shapley values from the value of every coalition.
+
+    ``values`` ``(2^F, T)`` in the order of :func:`all_coalitions`. For each feature ``i``::
+
+        phi_i = sum_{S not containing i} |S|! (F - |S| - 1)! / F!  (v(S + i) - v(S))
+
+    Returns ``(T, F)``.
+    """
+    f = n_features
+    z = all_coalitions(f)
+    size = z.sum(1)
+    weight = torch.tensor(  # used for coalitions without the feature: |S| < F
+        [
+            math.factorial(int(s)) * math.factorial(f - int(s) - 1) / math.factorial(f)
+            if s < f
+            else 0.0
+            for s in size
+        ],
+        dtype=torch.float64,
+    )
+    phi = torch.zeros(values.shape[1], f, dtype=torch.float64)
+    index = torch.arange(len(z))
+    for i in range(f):
+        bit = 1 << (f - 1 - i)
+        without = (index & bit) == 0
+        gain = values[index[without] | bit] - values[index[without]]  # (2^(F-1), T)
+        phi[:, i] = (weight[without][:, None] * gain).sum(0)
+    return phi
