@@ -7,6 +7,7 @@ A variant only says how the weights (or the element-wise combination) are obtain
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -93,10 +94,9 @@ class CAMMethod(Method):
             ctx.many_inputs(x.shape[0]),
         ):
             output = ctx.forward(x)
-            inverse = None
-            if distinct is not None:
-                inverse = torch.tensor(distinct[1], device=output.device)
-                output = output.index_select(0, inverse)
+            inverse = None if distinct is None else distinct[1]
+            if inverse is not None:  # row i's output is its input's
+                output = output.index_select(0, torch.tensor(inverse, device=output.device))
             target = ctx.resolve(output)
             scores = target(output)
             acts = rec.output(ctx.layer)
@@ -104,7 +104,7 @@ class CAMMethod(Method):
                 self._gradients(scores, acts, ctx.layer, inverse) if self.needs_gradients else None
             )
             if inverse is not None:
-                acts = acts.index_select(0, inverse.to(acts.device))
+                acts = acts.index_select(0, torch.tensor(inverse, device=acts.device))
         acts = tokens_to_map(acts.detach(), ctx.model, ctx.layer)  # ViT tokens: (N, D, h, w)
         grads = tokens_to_map(grads, ctx.model, ctx.layer) if grads is not None else None
         state = CAMState(ctx, acts, grads, scores.detach(), target, rec, output.detach())
@@ -118,7 +118,7 @@ class CAMMethod(Method):
         scores: torch.Tensor,
         acts: torch.Tensor,
         layer: str | None,
-        inverse: torch.Tensor | None = None,
+        inverse: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """``d score_i / d A_i`` ``(N, C, h, w)``: one backward of the summed scores (each row's
         score depends on its own activations only), or, where rows share activations
@@ -132,7 +132,7 @@ class CAMMethod(Method):
             return grads
         rows = []
         last = len(scores) - 1
-        for i, row in enumerate(inverse.tolist()):
+        for i, row in enumerate(inverse):
             (grad,) = torch.autograd.grad(scores[i], acts, retain_graph=i < last, allow_unused=True)
             if grad is None:
                 raise _unreachable(layer)
