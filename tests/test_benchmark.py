@@ -116,3 +116,33 @@ def test_framework_speed_benchmark_runs_in_a_tiny_configuration():
     onnx_row = targets["ONNX occlusion / (5 evals x session forward@4)"]
     for ratio, status in (keras_row, onnx_row):
         assert 0 < ratio < 100 and status.split()[0] in ("PASS", "FAIL"), out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_detection_speed_benchmark_runs_in_a_tiny_configuration():
+    # 64-pixel images, 8 D-RISE masks, one round: the script's rows, not its speed
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "detection_speed.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for name in ("fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320_mobilenet_v3_large"):
+        assert f"{name}: 4 boxes in one call ran 1 forward(s)" in out, out
+    cells = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| model")
+    ]
+    found = {(row[0], row[1], row[5]) for row in cells}
+    assert ("deeplabv3_mobilenet_v3_large", "gradcam, class mask", "fwd+bwd") in found, out
+    assert ("ssdlite320_mobilenet_v3_large", "drise, 8 masks", "8 x forward") in found, out
+    assert all(0 < float(row[7]) < 100 for row in cells), out
+    statuses = [row[11].split()[0] for row in cells if row[11] != "-"]
+    assert statuses and set(statuses) <= {"PASS", "FAIL"}, out
+    assert len(statuses) == 8, out  # 3 rows with a target per detector, 2 for the segmenter
