@@ -22,6 +22,7 @@ from .detection import (
     mask_overlay,
 )
 from .explanations import explanation_panels, is_signed
+from .features import bar_plot, beeswarm, text_html, waterfall
 from .figures import (
     Panel,
     colorbar_legend,
@@ -69,4 +70,8 @@ __all__ = [
     "mask_legend",
     "mask_outline",
     "mask_overlay",
+    "bar_plot",
+    "waterfall",
+    "beeswarm",
+    "text_html",
 ]
