@@ -32,6 +32,7 @@ from .registry import (
     list_metrics,
 )
 from .targets import Box, Mask
+from .text import explain_text
 
 
 def _builtin_methods() -> None:
@@ -50,6 +51,7 @@ __all__ = [
     "__version__",
     "errors",
     "explain",
+    "explain_text",
     "Explanation",
     "load_model",
     "list_models",

@@ -175,7 +175,7 @@ def permutation_shap(
     z = torch.cat([ends, chains.reshape(-1, f)])
     y = evaluate(game, z, batch_size, progress_ticker(progress, len(z)))
     full, empty = y[0], y[1]
-    inner = y[2:].reshape(len(orders), f - 1, -1)
+    inner = y[2:].reshape(len(orders), f - 1, y.shape[1])  # (f - 1 may be 0)
     chain = torch.cat(
         [empty.expand(len(orders), 1, -1), inner, full.expand(len(orders), 1, -1)], dim=1
     )  # (orders, F + 1, T): values as features are added

@@ -17,10 +17,19 @@ from ..attribution.estimators import (
     permutation_shap,
 )
 from ..attribution.explanation import FeatureExplanation, FeatureExplanations
+from ..attribution.scores import (
+    KERNELSHAP_SAMPLES,
+    LIME_SAMPLES,
+    PERMUTATIONS,
+    RIDGE_ALPHA,
+    ScoreFunction,
+    kernelshap_samples,
+    output_index,
+)
 from ..core.progress import Progress
-from ..errors import InvalidParameterError, InvalidTargetError, UnknownClassError, suggest
+from ..errors import InvalidParameterError, suggest
 from ..registry import Param, validate_params
-from .model import ScoreFunction, as_score_function
+from .model import as_score_function
 from .sampling import BackgroundGame, lime_tabular
 from .table import ColumnRef, Table
 
@@ -63,7 +72,7 @@ class TabularMethod:
 
 def _kernelshap(call: Call) -> Attribution:
     game = call.game()
-    n = call.config["n_samples"] or 2 * game.n_features + 2048
+    n = kernelshap_samples(call.config["n_samples"], game.n_features)
     return kernel_shap(
         game,
         n_samples=n,
@@ -120,16 +129,7 @@ TABULAR_METHODS: dict[str, TabularMethod] = {
             "kernelshap",
             "Kernel SHAP",
             "Lundberg & Lee, NeurIPS 2017",
-            (
-                Param(
-                    "n_samples",
-                    0,
-                    "coalitions (0: 2F + 2048, as shap's KernelExplainer; all of them, exact, "
-                    "when they fit)",
-                    int,
-                    min=0,
-                ),
-            ),
+            (KERNELSHAP_SAMPLES,),
             _kernelshap,
         ),
         TabularMethod(
@@ -143,15 +143,7 @@ TABULAR_METHODS: dict[str, TabularMethod] = {
             "permutation_shap",
             "Permutation SHAP",
             "Strumbelj & Kononenko 2014",
-            (
-                Param(
-                    "n_permutations",
-                    10,
-                    "random orders of the features, each followed by its reverse",
-                    int,
-                    min=1,
-                ),
-            ),
+            (PERMUTATIONS,),
             _permutation,
         ),
         TabularMethod(
@@ -159,7 +151,7 @@ TABULAR_METHODS: dict[str, TabularMethod] = {
             "LIME",
             "Ribeiro et al., KDD 2016",
             (
-                Param("n_samples", 5000, "samples around the row", int, min=2),
+                LIME_SAMPLES,
                 Param(
                     "kernel_width",
                     None,
@@ -168,7 +160,7 @@ TABULAR_METHODS: dict[str, TabularMethod] = {
                     float,
                     min=1e-6,
                 ),
-                Param("alpha", 1.0, "ridge penalty of the local linear model", float, min=0),
+                RIDGE_ALPHA,
             ),
             _lime,
             shapley=False,
@@ -191,25 +183,6 @@ def _method(name: str) -> TabularMethod:
             f"Methods: {', '.join(TABULAR_METHODS)}"
         )
     return TABULAR_METHODS[name]
-
-
-def _target(target: int | str | None, score: ScoreFunction, prediction: np.ndarray) -> int:
-    """The output to explain: given by index or label, else the row's top output."""
-    outputs = len(prediction)
-    if target is None:
-        return int(np.argmax(prediction)) if outputs > 1 else 0
-    if isinstance(target, str):
-        labels = score.labels or []
-        if target in labels:
-            return labels.index(target)
-        raise UnknownClassError(f"unknown class {target!r}.{suggest(target, labels)}")
-    if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
-        raise InvalidTargetError(f"target must be an output index or a label, got {target!r}")
-    if not 0 <= int(target) < outputs:
-        raise InvalidTargetError(
-            f"target {target} is out of range: the model has {outputs} outputs"
-        )
-    return int(target)
 
 
 def explain_tabular(
@@ -283,7 +256,7 @@ def explain_tabular(
     out = []
     for i, row in enumerate(checked):
         start = time.perf_counter()
-        t = _target(target, score, predictions[i])
+        t = output_index(target, score.labels, predictions[i])
         call = Call(
             score,
             table,

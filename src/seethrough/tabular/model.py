@@ -3,12 +3,12 @@ scikit-learn estimator, with which of its outputs is explained said out loud."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ..attribution.scores import ScoreFunction
 from ..errors import InvalidParameterError, ModelOutputError
 
 __all__ = ["ScoreFunction", "as_score_function", "OUTPUTS"]
@@ -16,39 +16,6 @@ __all__ = ["ScoreFunction", "as_score_function", "OUTPUTS"]
 OUTPUTS = ("auto", "predict_proba", "decision_function", "predict")
 """What a scikit-learn estimator is asked for; ``"auto"`` takes the first it has of
 ``predict_proba``, ``decision_function``, ``predict``."""
-
-
-@dataclass
-class ScoreFunction:
-    """``fn(rows) -> (n, T)`` float64 scores, and what they are.
-
-    Attributes:
-        fn: takes the rows as the model wants them (what :class:`~seethrough.tabular.Table`
-            gives: a 2-D array or a DataFrame) and returns ``(n, T)`` scores.
-        output: which output is explained, for people (``"predict_proba"``, ``"function"``).
-        labels: the outputs' names (a classifier's classes), if known.
-    """
-
-    fn: Callable[[Any], np.ndarray]
-    output: str
-    labels: list[str] | None = None
-
-    def __call__(self, rows: Any) -> np.ndarray:
-        scores = np.asarray(self.fn(rows))
-        if scores.dtype == object or not np.issubdtype(scores.dtype, np.number):
-            raise ModelOutputError(
-                f"the model's {self.output} returned {scores.dtype} values, not numbers"
-            )
-        scores = scores.astype(np.float64, copy=False)
-        if scores.ndim == 1:
-            scores = scores[:, None]
-        n = len(rows)
-        if scores.ndim != 2 or scores.shape[0] != n:
-            raise ModelOutputError(
-                f"the model's {self.output} returned shape {scores.shape} for {n} rows; "
-                "expected (rows,) or (rows, outputs)"
-            )
-        return scores
 
 
 def _estimator(model: Any, output: str) -> ScoreFunction:
