@@ -786,6 +786,7 @@ def dashboard_cmd(
 
 # the evaluation commands register on the shared app after these, so `--help` lists them last
 from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)
+from . import tabular as _tabular  # noqa: E402, F401  (registers tabular)
 
 
 def _is_click_error(exc: BaseException) -> bool:

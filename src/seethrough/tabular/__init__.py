@@ -6,7 +6,9 @@ Tree SHAP) and LIME, on the same coalition machinery as the image methods.
 >>> print(e.table(top=5))                                            # doctest: +SKIP
 """
 
+from .audit import FeatureAudit, audit_features
 from .explain import MAX_BACKGROUND, TABULAR_METHODS, TabularMethod, explain_tabular
+from .files import TabularModel, load_tabular_model
 from .model import OUTPUTS, ScoreFunction, as_score_function
 from .table import Table
 
@@ -19,4 +21,8 @@ __all__ = [
     "as_score_function",
     "OUTPUTS",
     "Table",
+    "audit_features",
+    "FeatureAudit",
+    "load_tabular_model",
+    "TabularModel",
 ]
