@@ -107,14 +107,16 @@ class FeatureExplanation:
 
     def table(self, top: int | None = None) -> str:
         """A plain-text table of the ranked features, with the prediction and base value."""
-        rows = self.ranked(top)
-        width = max([len(f"{f} = {v}") for f, v, _ in rows] + [7])
+        rows = [  # a word is its own value: "superb", not "superb = superb"
+            (f if self.kind == "text" else f"{f} = {v}", a) for f, v, a in self.ranked(top)
+        ]
+        width = max([len(name) for name, _ in rows] + [7])
         what = self.label if self.label is not None else f"output {self.target}"
         lines = [
             f"{self.title} of {what} ({self.output}): prediction {self.prediction:.4g}, "
             f"base {self.base_value:.4g}"
         ]
-        lines += [f"  {f'{f} = {v}':<{width}}  {a:+.4g}" for f, v, a in rows]
+        lines += [f"  {name:<{width}}  {a:+.4g}" for name, a in rows]
         return "\n".join(lines)
 
     def manifest(self) -> dict[str, Any]:
