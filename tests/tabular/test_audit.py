@@ -104,3 +104,15 @@ def test_bad_arguments():
         audit_features(LogisticRegression(), x, y, method="lime")
     with pytest.raises(InvalidParameterError, match="rows"):
         audit_features(LogisticRegression(), x, y[:-1])
+
+
+def test_the_readme_example_prints_what_the_readme_shows(capsys):
+    """The README's audit example, run as written: its output is the text block below it."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Tables", 1)[1].split("\n## ", 1)[0]
+    code, shown = re.findall(r"```(?:python|text)\n(.*?)```", section, flags=re.S)[:2]
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == shown.strip()
