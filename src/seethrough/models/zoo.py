@@ -38,7 +38,7 @@ from ..errors import (
     WeightsUnavailableError,
     suggest,
 )
-from . import detection, digits, scenes
+from . import detection, digits, mtcnn, scenes
 from ._common import download_errors, first_line
 from .labels import imagenet_labels, labels_for
 from .preprocessing import Preprocessing
@@ -103,7 +103,8 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[s
     Args:
         pattern: an ``fnmatch`` pattern such as ``"resnet*"``.
         source: only names from one source: ``"bundled"``, ``"synthetic"``, ``"scenes"`` (the
-            segmenter and detector trained on synthetic scenes), ``"torchvision"``,
+            segmenter and detector trained on synthetic scenes), ``"faces"`` (the MTCNN face
+            detector, ``"mtcnn"``), ``"torchvision"``,
             ``"detection"`` (torchvision's detectors and segmenters) or ``"timm"``.
             Without it a name is listed once, under the source a plain name resolves to.
     """
@@ -437,6 +438,20 @@ _SOURCES: dict[str, Source] = {
             ),
         ),
         Source(
+            "faces",  # seethrough.models.mtcnn: MTCNN, with facenet-pytorch installed
+            names=lambda: [mtcnn.NAME],
+            knows=lambda name: name == mtcnn.NAME,
+            build=lambda arch, num_classes: mtcnn.load_mtcnn(pretrained=False).module,
+            preprocessing=lambda module: mtcnn.PREPROCESSING,
+            labels=lambda classes: list(mtcnn.LABELS),
+            pretrained=lambda arch: (lambda m: (m.module, m.preprocessing, m.labels, m.weights))(
+                mtcnn.load_mtcnn()
+            ),
+            load=lambda arch, pretrained, options: mtcnn.load_mtcnn(
+                pretrained=pretrained, **options
+            ),
+        ),
+        Source(
             "torchvision",
             names=_torchvision_names,
             knows=lambda name: name in _torchvision_names(),
@@ -630,7 +645,8 @@ def load_model(
         UnsafeModelError: a TorchScript file whose code uses more than pure tensor operators,
             a Keras file with code in it (a Lambda layer, a custom object), an ONNX file whose
             external data lies outside its folder.
-        MissingDependencyError: a Keras or ONNX model without its extra installed.
+        MissingDependencyError: a Keras or ONNX model without its extra installed, or
+            ``"mtcnn"`` without facenet-pytorch (the message gives the install command).
     """
     mode = "none" if weights is None else str(weights)
     framework = None if arch is not None else _framework_model(name_or_path, mode)
