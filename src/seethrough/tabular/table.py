@@ -83,7 +83,11 @@ class Table:
             if feature_names is not None:
                 raise InvalidParameterError("feature_names: a DataFrame's columns name them")
         else:
-            names = [f"x{i}" for i in range(d)] if feature_names is None else list(feature_names)
+            names = (
+                [f"x{i}" for i in range(d)]
+                if feature_names is None
+                else [str(n) for n in feature_names]
+            )
         if len(names) != d or len(set(names)) != d:
             raise InvalidParameterError(
                 f"feature_names: {len(names)} names ({len(set(names))} distinct) for {d} columns"
