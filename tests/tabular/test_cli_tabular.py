@@ -328,3 +328,18 @@ def test_bad_input_is_one_line(capsys, tmp_path, data, onnx_bytes, args, rows, m
         args = [*args, "--row", "0"]
     code, _, err = cli(capsys, "tabular", str(model), str(data), *args)
     assert code == 2 and message in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("broken.skops", b"not a zip", "is not a readable skops file"),
+        ("broken.onnx", b"\x08\x07garbage", "is not a readable ONNX model"),
+        ("model.txt", b"weights", "expected .onnx, .skops or a TorchScript archive"),
+    ],
+)
+def test_unreadable_model_files_are_one_line(capsys, tmp_path, data, name, content, message):
+    model = tmp_path / name
+    model.write_bytes(content)
+    code, _, err = cli(capsys, "tabular", str(model), str(data), "--row", "0")
+    assert code == 2 and message in one_error_line(err)

@@ -270,7 +270,11 @@ def _skops(path: Path) -> TabularModel:
             "a .skops model needs skops: pip install 'seethrough[tabular]'"
         ) from None
     try:
-        untrusted = sio.get_untrusted_types(file=path)
+        data = path.read_bytes()  # read once: what is checked is what is loaded
+    except OSError as exc:
+        raise InvalidParameterError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises zip, json and key errors for a file not its own
         raise InvalidParameterError(
             f"'{path}' is not a readable skops file: {_first_line(exc)}"
@@ -283,7 +287,7 @@ def _skops(path: Path) -> TabularModel:
                 f"{', '.join(TRUSTED_PACKAGES)} are trusted"
             )
     try:
-        estimator = sio.load(path, trusted=untrusted)
+        estimator = sio.loads(data, trusted=untrusted)
     except Exception as exc:
         raise InvalidParameterError(f"cannot load '{path}': {_first_line(exc)}") from None
     score = as_score_function(estimator)
