@@ -15,6 +15,12 @@ Mask``)::
 
     detector = seethrough.load_model("fasterrcnn_mobilenet_v3_large_320_fpn")
     e = seethrough.explain(detector, "sample:astronaut", "gradcam", target=seethrough.Box(index=0))
+
+Rows of a table and words of a text have their own entry points::
+
+    e = seethrough.explain_tabular(estimator, X_train, X_test[0], "kernelshap")
+    report = seethrough.audit_features(estimator, X, y)   # a random column, a leak
+    e = seethrough.explain_text(predict_proba, "a sentence to explain", "lime")
 """
 
 from . import errors, registry
@@ -31,6 +37,7 @@ from .registry import (
     list_methods,
     list_metrics,
 )
+from .tabular import audit_features, explain_tabular
 from .targets import Box, Mask
 from .text import explain_text
 
@@ -52,6 +59,8 @@ __all__ = [
     "errors",
     "explain",
     "explain_text",
+    "explain_tabular",
+    "audit_features",
     "Explanation",
     "load_model",
     "list_models",

@@ -224,11 +224,10 @@ def audit_features(
 
 
 def _default_method(fitted: Any) -> str:
-    """``tree_shap`` for a tree ensemble (when shap is installed), else ``kernelshap``."""
-    import importlib.util
-
-    trees = hasattr(fitted, "tree_") or hasattr(fitted, "estimators_")
-    return "tree_shap" if trees and importlib.util.find_spec("shap") else "kernelshap"
+    """``tree_shap`` for a tree or tree ensemble (exact and fast; the caller falls back to
+    ``kernelshap`` where it does not apply), else ``kernelshap``."""
+    trees = any(hasattr(fitted, a) for a in ("tree_", "estimators_", "_predictors"))
+    return "tree_shap" if trees else "kernelshap"
 
 
 def _below(importance: dict[str, float], random_name: str) -> list[str]:
