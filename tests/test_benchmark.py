@@ -146,3 +146,48 @@ def test_detection_speed_benchmark_runs_in_a_tiny_configuration():
     statuses = [row[11].split()[0] for row in cells if row[11] != "-"]
     assert statuses and set(statuses) <= {"PASS", "FAIL"}, out
     assert len(statuses) == 8, out  # 3 rows with a target per detector, 2 for the segmenter
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tabular_speed_benchmark_runs_in_a_tiny_configuration():
+    # 2 rows, 1 seed, 10 background rows, small models and budgets: the rows, not the speed
+    pytest.importorskip("shap")
+    pytest.importorskip("lime")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tabular_speed.py"), "--tiny", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "gb: reference = exact interventional Tree SHAP" in out, out
+    gap = re.search(r"efficiency gap (\S+)\)", out)
+    assert gap is not None and float(gap.group(1)) < 1e-6, out
+    cells = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| model")
+    ]
+    table = {(row[0], row[1]): row for row in cells if len(row) == 8}
+    assert len(table) == 12, out  # 2 models x 6 methods
+    for row in table.values():
+        assert -1 <= float(row[4]) <= 1 and float(row[5]) > 0, row
+    for model in ("mlp", "gb"):
+        # ours counts 10 background rows per coalition; shap's counter adds its own setup
+        ours = table[(model, "ours kernelshap")]
+        coalitions = int(re.search(r"coalitions=(\d+)", ours[2]).group(1))
+        assert float(ours[3].lstrip(">")) == coalitions * 10, ours
+        theirs = table[(model, "shap KernelExplainer")]
+        coalitions = int(re.search(r"coalitions=(\d+)", theirs[2]).group(1))
+        assert coalitions * 10 <= float(theirs[3].lstrip(">")) <= coalitions * 10 + 40, theirs
+    ratios = [row for row in cells if len(row) == 9]
+    assert {(row[0], row[1]) for row in ratios} == {
+        (m, f"ours {e}") for m in ("mlp", "gb") for e in ("kernelshap", "permutation_shap")
+    }, out
+    for row in ratios:
+        assert all(0 < float(c) < 100 for c in (row[4], row[6], row[7])), row
+        assert row[8].split()[0] in ("PASS", "FAIL", "?"), row
