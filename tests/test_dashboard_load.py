@@ -38,7 +38,11 @@ from tests.test_dashboard_service import tiny_vm
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
 AppTest = streamlit_testing.AppTest
 
-CNN_METHODS = [m.name for m in seethrough.list_methods() if m.family != "attention"]
+CNN_METHODS = [
+    m.name
+    for m in seethrough.list_methods()
+    if m.family != "attention" and "classification" in m.tasks
+]
 SESSIONS = 8
 LIME = {"n_samples": 12, "n_segments": 16}  # few samples: the test is about sessions, not LIME
 PEAK_GROWTH_LIMIT = 1536 * 2**20  # bytes of resident memory the 8 sessions may add

@@ -1057,3 +1057,15 @@ def test_concept_rows_list_each_concept_as_text(slot, photo):
     assert [c for _, c in views] == ["map", "concepts"]
     assert svc.concept_rows(svc.run_method(slot, photo, "gradcam", cache=None)) == []
     assert svc.ink_on("#ffffff") == "black" and svc.ink_on("#1f77b4") == "white"
+
+
+def test_methods_are_offered_for_the_models_they_explain():
+    names = {
+        task: {m.name for ms in svc.methods_by_family(task).values() for m in ms}
+        for task in ("classification", "detection", "segmentation")
+    }
+    assert "drise" in names["detection"]
+    assert "drise" not in names["classification"] | names["segmentation"]
+    assert {"gradcam", "lime", "saliency"} <= names["classification"] & names["segmentation"]
+    every = {m.name for ms in svc.methods_by_family().values() for m in ms}
+    assert every == {m.name for m in seethrough.list_methods()}

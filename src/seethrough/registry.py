@@ -343,6 +343,8 @@ class MethodInfo:
     params: tuple[Param, ...]
     cls: type[Any] = field(repr=False)
     rank: int = DEFAULT_RANK
+    tasks: tuple[str, ...] = ("classification", "detection", "segmentation")
+    """The kinds of model it explains (a model's ``task``): D-RISE explains detectors only."""
 
     def param(self, name: str) -> Param:
         """The parameter called ``name``."""
@@ -377,8 +379,9 @@ def register_method(cls: C) -> C:
     """Class decorator: add a :class:`~seethrough.methods.base.Method` subclass to the registry.
 
     Its class attributes say what the registry records: ``name``, ``title``, ``family``,
-    ``paper``, ``needs_gradients``, ``needs_layer``, ``class_specific``, ``params`` and ``rank``
-    (its place among its family's methods in listings; lower first, ties by name).
+    ``paper``, ``needs_gradients``, ``needs_layer``, ``class_specific``, ``params``, ``rank``
+    (its place among its family's methods in listings; lower first, ties by name) and, when it
+    explains only some kinds of model, ``tasks``.
     """
     doc = (cls.__doc__ or "").strip()
     info = MethodInfo(
@@ -393,6 +396,7 @@ def register_method(cls: C) -> C:
         params=tuple(cls.params),
         cls=cls,
         rank=getattr(cls, "rank", DEFAULT_RANK),
+        **({"tasks": tuple(cls.tasks)} if getattr(cls, "tasks", None) else {}),
     )
     METHODS.add(info)
     return cls

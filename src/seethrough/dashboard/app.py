@@ -394,10 +394,10 @@ def _param_widgets(method: str) -> dict[str, Any]:
     return values
 
 
-def _choose_methods() -> list[str]:
+def _choose_methods(task: str) -> list[str]:
     st.markdown("**Methods** (grouped by family)")
     chosen: list[str] = []
-    groups = svc.methods_by_family()
+    groups = svc.methods_by_family(task)
     cols = st.columns(min(len(groups), 3))
     for i, (family, infos) in enumerate(groups.items()):
         with cols[i % len(cols)]:
@@ -480,7 +480,7 @@ def explain_panel(
 ) -> None:
     """Methods, target, parameters, the Explain button, and the results side by side."""
     st.subheader("Explain")
-    methods = _choose_methods()
+    methods = _choose_methods(slot.model.task)
     try:
         target = _choose_target(slot.model, preds)
     except SeethroughError as exc:
@@ -660,7 +660,7 @@ def compare_panel(image: Image.Image, device: str) -> None:
         help="efficientnet_lite0 always uses its bundled weights. Other pretrained weights are "
         "downloaded on first use; 'none' gives random weights.",
     )
-    infos = [m for ms in svc.methods_by_family().values() for m in ms]
+    infos = [m for ms in svc.methods_by_family("classification").values() for m in ms]
     method = st.selectbox(
         "Method",
         [m.name for m in infos],

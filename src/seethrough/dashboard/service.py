@@ -668,9 +668,14 @@ def clean_params(info: MethodInfo, values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def methods_by_family() -> dict[str, list[MethodInfo]]:
-    """Registered methods grouped by family, in the registry's display order."""
-    return {f: list_methods(family=f) for f in families()}
+def methods_by_family(task: str | None = None) -> dict[str, list[MethodInfo]]:
+    """Registered methods grouped by family, in the registry's display order; with ``task``
+    (a model's ``task``) only the methods that explain such a model, and no empty family."""
+    groups = {
+        f: [m for m in list_methods(family=f) if task is None or task in m.tasks]
+        for f in families()
+    }
+    return {f: ms for f, ms in groups.items() if ms}
 
 
 # ---------------------------------------------------------------------------------------------

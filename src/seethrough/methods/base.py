@@ -233,6 +233,7 @@ class Method:
     needs_gradients: ClassVar[bool] = True
     needs_layer: ClassVar[bool] = False
     class_specific: ClassVar[bool] = True
+    tasks: ClassVar[tuple[str, ...]] = ()  # the model tasks it explains; () = every task
     swaps_modules: ClassVar[bool] = False  # replaces submodules during a call (guided backprop)
     reports_progress: ClassVar[bool] = False
     """Whether :meth:`run` reports progress itself (a :class:`Ticker` over its batches of model

@@ -71,6 +71,7 @@ class DRise(Rise):
     name = "drise"
     title = "D-RISE"
     rank = 45
+    tasks = ("detection",)
     paper = "Petsiuk et al., CVPR 2021"
     params = (replace(Rise.params[0], default=1000), *Rise.params[1:])
 
