@@ -378,9 +378,12 @@ def test_a_detector_loads_a_weights_file_of_its_architecture(tmp_path):
     for key, value in source.module.state_dict().items():
         assert torch.equal(model.module.state_dict()[key], value), key
     assert model.module.score_thresh == SCORE_THRESHOLD  # a trained net's threshold
-    assert seethrough.load_model(
-        "ssdlite320_mobilenet_v3_large", weights=str(path), score_threshold=0.0
-    ).module.score_thresh == 0.0
+    assert (
+        seethrough.load_model(
+            "ssdlite320_mobilenet_v3_large", weights=str(path), score_threshold=0.0
+        ).module.score_thresh
+        == 0.0
+    )
     wrong = tmp_path / "wrong.safetensors"
     save_file({"head.weight": torch.zeros(2, 2)}, str(wrong))
     with pytest.raises(seethrough.errors.WeightsMismatchError, match="does not fit"):

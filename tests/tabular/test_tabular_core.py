@@ -187,7 +187,9 @@ def test_targets_methods_and_parameters_are_checked():
     with pytest.raises(InvalidParameterError, match="n_permutations"):
         explain_tabular(interacting, BACKGROUND, ROW, "permutation_shap", n_permutations=0)
     with pytest.raises(InvalidParameterError, match="exact_shapley enumerates 2\\^17"):
-        explain_tabular(lambda x: np.asarray(x).sum(1), np.zeros((2, 17)), np.ones(17), "exact_shapley")
+        explain_tabular(
+            lambda x: np.asarray(x).sum(1), np.zeros((2, 17)), np.ones(17), "exact_shapley"
+        )
 
 
 @pytest.mark.parametrize("method", ["kernelshap", "permutation_shap", "lime"])

@@ -621,7 +621,9 @@ def load_torchvision(
     """
     import torchvision
 
-    default = SCORE_THRESHOLD if (pretrained if trained is None else trained) else RANDOM_SCORE_THRESHOLD
+    default = (
+        SCORE_THRESHOLD if (pretrained if trained is None else trained) else RANDOM_SCORE_THRESHOLD
+    )
     threshold = default if score_threshold is None else float(score_threshold)
     boxes = MAX_BOXES if max_boxes is None else max_boxes
     if not 0.0 <= threshold <= 1.0:
