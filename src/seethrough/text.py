@@ -22,27 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attribution.estimators import (
-    EXACT_LIMIT,
-    Attribution,
-    exact_shapley,
-    kernel_shap,
-    lime,
-    permutation_shap,
-)
+from .attribution.estimators import EXACT_LIMIT
 from .attribution.explanation import FeatureExplanation
-from .attribution.scores import (
-    KERNELSHAP_SAMPLES,
-    LIME_SAMPLES,
-    PERMUTATIONS,
-    RIDGE_ALPHA,
-    ScoreFunction,
-    kernelshap_samples,
-    output_index,
-)
+from .attribution.methods import GAME_METHODS, FeatureMethod, Run, find_method
+from .attribution.scores import ScoreFunction, output_index
 from .core.progress import Progress
-from .errors import InvalidInputError, InvalidParameterError, suggest
-from .registry import Param, validate_params
+from .errors import InvalidInputError, InvalidParameterError
+from .registry import validate_params
 
 __all__ = ["explain_text", "TextGame", "Tokens", "tokenize", "TEXT_METHODS", "TextMethod", "WORDS"]
 
@@ -168,123 +154,13 @@ class TextGame:
         return self.score(self.texts(z))
 
 
-@dataclass(frozen=True)
-class Call:
-    """One text's explanation problem, as a method sees it."""
-
-    game: TextGame
-    config: dict[str, Any]
-    generator: torch.Generator
-    batch_size: int
-    progress: Progress | None
-
-
-@dataclass(frozen=True)
-class TextMethod:
-    """A method for texts: its name, title, paper, parameters and how it runs."""
-
-    name: str
-    title: str
-    paper: str
-    params: tuple[Param, ...]
-    run: Callable[[Call], Attribution]
-    shapley: bool = True  # base_value + sum(values) == prediction
-
-
-def _kernelshap(call: Call) -> Attribution:
-    n = kernelshap_samples(call.config["n_samples"], call.game.n_features)
-    return kernel_shap(
-        call.game,
-        n_samples=n,
-        generator=call.generator,
-        batch_size=call.batch_size,
-        progress=call.progress,
-    )
-
-
-def _exact(call: Call) -> Attribution:
-    return exact_shapley(call.game, batch_size=call.batch_size, progress=call.progress)
-
-
-def _permutation(call: Call) -> Attribution:
-    return permutation_shap(
-        call.game,
-        n_permutations=call.config["n_permutations"],
-        generator=call.generator,
-        batch_size=call.batch_size,
-        progress=call.progress,
-    )
-
-
-def _lime(call: Call) -> Attribution:
-    p = call.config
-    return lime(
-        call.game,
-        n_samples=p["n_samples"],
-        generator=call.generator,
-        kernel_width=p["kernel_width"],
-        alpha=p["alpha"],
-        paired=p["paired"],
-        batch_size=call.batch_size,
-        progress=call.progress,
-    )
-
-
-TEXT_METHODS: dict[str, TextMethod] = {
-    m.name: m
-    for m in (
-        TextMethod(
-            "lime",
-            "LIME",
-            "Ribeiro et al., KDD 2016",
-            (
-                LIME_SAMPLES,
-                Param(
-                    "kernel_width",
-                    0.25,
-                    "width of the exponential kernel on the cosine distance to the text "
-                    "(lime's LimeTextExplainer: 25 on the distance times 100)",
-                    float,
-                    min=1e-6,
-                ),
-                RIDGE_ALPHA,
-                Param(
-                    "paired",
-                    True,
-                    "draw samples in complementary pairs (each word kept with probability 1/2)",
-                    bool,
-                ),
-            ),
-            _lime,
-            shapley=False,
-        ),
-        TextMethod(
-            "kernelshap",
-            "Kernel SHAP",
-            "Lundberg & Lee, NeurIPS 2017",
-            (KERNELSHAP_SAMPLES,),
-            _kernelshap,
-        ),
-        TextMethod(
-            "permutation_shap",
-            "Permutation SHAP",
-            "Strumbelj & Kononenko 2014",
-            (PERMUTATIONS,),
-            _permutation,
-        ),
-        TextMethod("exact_shapley", "Exact Shapley values", "Shapley 1953", (), _exact),
-    )
+TEXT_METHODS: dict[str, FeatureMethod] = {
+    name: GAME_METHODS[name] for name in ("lime", "kernelshap", "permutation_shap", "exact_shapley")
 }
-"""The methods :func:`explain_text` runs, by name."""
+"""The methods :func:`explain_text` runs, by name (the same as a table's Shapley methods and
+coalition LIME: :data:`~seethrough.attribution.methods.GAME_METHODS`)."""
 
-
-def _method(name: str) -> TextMethod:
-    if name not in TEXT_METHODS:
-        raise InvalidParameterError(
-            f"unknown text method {name!r}.{suggest(name, list(TEXT_METHODS))} "
-            f"Methods: {', '.join(TEXT_METHODS)}"
-        )
-    return TEXT_METHODS[name]
+TextMethod = FeatureMethod  # the name this module used first
 
 
 def _score_function(predict_fn: Any, labels: Sequence[str] | None) -> ScoreFunction:
@@ -373,7 +249,7 @@ def explain_text(
         InvalidTargetError, UnknownClassError: a target the model does not have.
     """
     start = time.perf_counter()
-    info = _method(method)
+    info = find_method(TEXT_METHODS, method, "text")
     config = validate_params(info.params, params, method)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -390,8 +266,7 @@ def explain_text(
     prediction = score([words.text])[0]
     t = output_index(target, score.labels, prediction)
     game = TextGame(score, words, mask)
-    call = Call(game, config, torch.Generator().manual_seed(seed), batch_size, progress)
-    a = info.run(call)
+    a = info.run(game, Run(config, torch.Generator().manual_seed(seed), batch_size, progress))
     tokenizer_name = "words" if tokenizer is None else getattr(tokenizer, "__name__", "custom")
     return FeatureExplanation(
         kind="text",

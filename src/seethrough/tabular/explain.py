@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..attribution.estimators import (
-    Attribution,
-    exact_shapley,
-    kernel_shap,
-    permutation_shap,
-)
+from ..attribution.estimators import Attribution, Game
 from ..attribution.explanation import FeatureExplanation, FeatureExplanations
-from ..attribution.scores import (
-    KERNELSHAP_SAMPLES,
-    LIME_SAMPLES,
-    PERMUTATIONS,
-    RIDGE_ALPHA,
-    ScoreFunction,
-    kernelshap_samples,
-    output_index,
-)
+from ..attribution.methods import GAME_METHODS, FeatureMethod, Run, find_method
+from ..attribution.scores import LIME_SAMPLES, RIDGE_ALPHA, output_index
 from ..core.progress import Progress
-from ..errors import InvalidParameterError, suggest
+from ..errors import InvalidParameterError
 from ..registry import Param, validate_params
 from .model import as_score_function
 from .sampling import BackgroundGame, lime_tabular
@@ -40,149 +27,70 @@ MAX_BACKGROUND = 100
 Shapley methods costs one model evaluation per background row."""
 
 
-@dataclass(frozen=True)
-class Call:
-    """One row's explanation problem, as a method sees it."""
-
-    score: ScoreFunction
-    table: Table
-    row: np.ndarray
-    background: np.ndarray
-    model: Any
-    config: dict[str, Any]
-    generator: torch.Generator
-    rows_per_call: int
-    progress: Progress | None
-
-    def game(self) -> BackgroundGame:
-        return BackgroundGame(self.score, self.table, self.row, self.background, self.rows_per_call)
+def _game(game: Game) -> BackgroundGame:
+    if not isinstance(game, BackgroundGame):  # pragma: no cover - explain_tabular makes it
+        raise TypeError("a table's method needs a BackgroundGame")
+    return game
 
 
-@dataclass(frozen=True)
-class TabularMethod:
-    """A method for rows of a table: its name, title, paper, parameters and how it runs."""
-
-    name: str
-    title: str
-    paper: str
-    params: tuple[Param, ...]
-    run: Callable[[Call], Attribution]
-    shapley: bool = True  # base_value + sum(values) == prediction
-
-
-def _kernelshap(call: Call) -> Attribution:
-    game = call.game()
-    n = kernelshap_samples(call.config["n_samples"], game.n_features)
-    return kernel_shap(
-        game,
-        n_samples=n,
-        generator=call.generator,
-        batch_size=game.coalitions_per_call,
-        progress=call.progress,
-    )
-
-
-def _exact(call: Call) -> Attribution:
-    game = call.game()
-    return exact_shapley(game, batch_size=game.coalitions_per_call, progress=call.progress)
-
-
-def _permutation(call: Call) -> Attribution:
-    game = call.game()
-    return permutation_shap(
-        game,
-        n_permutations=call.config["n_permutations"],
-        generator=call.generator,
-        batch_size=game.coalitions_per_call,
-        progress=call.progress,
-    )
-
-
-def _lime(call: Call) -> Attribution:
-    p = call.config
+def _lime(game: Game, run: Run) -> Attribution:
+    g, p = _game(game), run.config
     attribution, _ = lime_tabular(
-        call.score,
-        call.table,
-        call.row,
-        call.background,
+        g.score,
+        g.table,
+        g.row,
+        g.background,
         n_samples=p["n_samples"],
-        generator=call.generator,
+        generator=run.generator,
         kernel_width=p["kernel_width"],
         alpha=p["alpha"],
-        rows_per_call=call.rows_per_call,
-        progress=call.progress,
+        rows_per_call=g.rows_per_call,
+        progress=run.progress,
     )
     return attribution
 
 
-def _tree(call: Call) -> Attribution:
+def _tree(game: Game, run: Run) -> Attribution:
     from .tree import tree_shap
 
-    return tree_shap(call.model, call.score, call.table, call.row, call.background)
+    g = _game(game)
+    return tree_shap(g.model, g.score, g.table, g.row, g.background)
 
 
-_EVALUATIONS = "model evaluations"
-TABULAR_METHODS: dict[str, TabularMethod] = {
-    m.name: m
-    for m in (
-        TabularMethod(
-            "kernelshap",
-            "Kernel SHAP",
-            "Lundberg & Lee, NeurIPS 2017",
-            (KERNELSHAP_SAMPLES,),
-            _kernelshap,
-        ),
-        TabularMethod(
-            "exact_shapley",
-            "Exact Shapley values",
-            "Shapley 1953",
-            (),
-            _exact,
-        ),
-        TabularMethod(
-            "permutation_shap",
-            "Permutation SHAP",
-            "Strumbelj & Kononenko 2014",
-            (PERMUTATIONS,),
-            _permutation,
-        ),
-        TabularMethod(
-            "lime",
-            "LIME",
-            "Ribeiro et al., KDD 2016",
-            (
-                LIME_SAMPLES,
-                Param(
-                    "kernel_width",
-                    None,
-                    "width of the exponential kernel on the standardised distance "
-                    "(None: 0.75 sqrt(features))",
-                    float,
-                    min=1e-6,
-                ),
-                RIDGE_ALPHA,
+TABULAR_METHODS: dict[str, FeatureMethod] = {
+    **{name: GAME_METHODS[name] for name in ("kernelshap", "exact_shapley", "permutation_shap")},
+    "lime": FeatureMethod(
+        "lime",
+        "LIME",
+        "Ribeiro et al., KDD 2016",
+        (
+            LIME_SAMPLES,
+            Param(
+                "kernel_width",
+                None,
+                "width of the exponential kernel on the standardised distance "
+                "(None: 0.75 sqrt(features))",
+                float,
+                min=1e-6,
             ),
-            _lime,
-            shapley=False,
+            RIDGE_ALPHA,
         ),
-        TabularMethod(
-            "tree_shap",
-            "Tree SHAP",
-            "Lundberg et al., Nature Machine Intelligence 2020",
-            (),
-            _tree,
-        ),
-    )
+        _lime,
+        shapley=False,
+    ),
+    "tree_shap": FeatureMethod(
+        "tree_shap",
+        "Tree SHAP",
+        "Lundberg et al., Nature Machine Intelligence 2020",
+        (),
+        _tree,
+    ),
 }
+"""The methods :func:`explain_tabular` runs, by name: the Shapley methods on coalitions of
+columns (:data:`~seethrough.attribution.methods.GAME_METHODS`), LIME on samples of the
+background's distribution, and Tree SHAP."""
 
-
-def _method(name: str) -> TabularMethod:
-    if name not in TABULAR_METHODS:
-        raise InvalidParameterError(
-            f"unknown tabular method {name!r}.{suggest(name, list(TABULAR_METHODS))} "
-            f"Methods: {', '.join(TABULAR_METHODS)}"
-        )
-    return TABULAR_METHODS[name]
+TabularMethod = FeatureMethod  # the name this module used first
 
 
 def explain_tabular(
@@ -238,7 +146,7 @@ def explain_tabular(
         InvalidParameterError: an unknown method or parameter.
         InvalidTargetError, UnknownClassError: a target the model does not have.
     """
-    info = _method(method)
+    info = find_method(TABULAR_METHODS, method, "tabular")
     config = validate_params(info.params, params, method)
     for name, value in (("max_background", max_background), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -257,18 +165,11 @@ def explain_tabular(
     for i, row in enumerate(checked):
         start = time.perf_counter()
         t = output_index(target, score.labels, predictions[i])
-        call = Call(
-            score,
-            table,
-            row,
-            back,
-            model,
-            config,
-            torch.Generator().manual_seed(seed + i),
-            batch_size,
-            progress,
+        game = BackgroundGame(score, table, row, back, batch_size, model)
+        run = Run(
+            config, torch.Generator().manual_seed(seed + i), game.coalitions_per_call, progress
         )
-        a = info.run(call)
+        a = info.run(game, run)
         out.append(
             FeatureExplanation(
                 kind="tabular",

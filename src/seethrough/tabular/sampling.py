@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -33,9 +35,11 @@ class BackgroundGame:
         row: np.ndarray,
         background: np.ndarray,
         rows_per_call: int,
+        model: Any = None,
     ) -> None:
         self.score, self.table = score, table
         self.row, self.background = row, background
+        self.model = model  # the user's model, for methods that read it (Tree SHAP)
         self.n_features = len(table.groups)
         self.rows_per_call = rows_per_call
         self.evaluations = 0
