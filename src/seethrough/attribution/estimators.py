@@ -166,24 +166,22 @@ def permutation_shap(
     for _ in range(n_permutations):
         order = torch.randperm(f, generator=generator)
         orders += [order, order.flip(0)]
+    position = torch.stack(orders).argsort(1)  # (orders, F): where each feature comes
     # coalition k of an order keeps its first k features, k = 1 .. F-1 (the ends are shared)
-    chains = torch.zeros(len(orders), f - 1, f, dtype=torch.float64)
-    for j, order in enumerate(orders):
-        for k in range(1, f):
-            chains[j, k - 1 :, order[k - 1]] = 1.0
+    steps = torch.arange(1, f)
+    chains = (position[:, None, :] < steps[None, :, None]).double()  # (orders, F - 1, F)
     ends = torch.stack([torch.ones(f), torch.zeros(f)]).double()
     z = torch.cat([ends, chains.reshape(-1, f)])
     y = evaluate(game, z, batch_size, progress_ticker(progress, len(z)))
     full, empty = y[0], y[1]
-    inner = y[2:].reshape(len(orders), f - 1, y.shape[1])  # (f - 1 may be 0)
+    t = y.shape[1]
+    inner = y[2:].reshape(len(orders), f - 1, t)
     chain = torch.cat(
-        [empty.expand(len(orders), 1, -1), inner, full.expand(len(orders), 1, -1)], dim=1
+        [empty.expand(len(orders), 1, t), inner, full.expand(len(orders), 1, t)], dim=1
     )  # (orders, F + 1, T): values as features are added
     gains = chain[:, 1:] - chain[:, :-1]  # (orders, F, T): the k-th added feature's credit
-    phi = torch.zeros(y.shape[1], f, dtype=torch.float64)
-    for j, order in enumerate(orders):
-        phi[:, order] += gains[j].T
-    phi /= len(orders)
+    credit = gains.gather(1, position[:, :, None].expand(-1, -1, t))  # (orders, F, T) by feature
+    phi = credit.mean(0).T.contiguous()
     gap = float((phi.sum(1) - (full - empty)).abs().max())
     stats = {"efficiency_gap": gap, "permutations": float(len(orders))}
     return Attribution(phi.numpy(), empty.numpy(), full.numpy(), len(z), stats)

@@ -41,11 +41,23 @@ def kernel_shap_coalitions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Coalitions ``(M, F)`` and Shapley-kernel regression weights ``(M,)`` for Kernel SHAP.
 
-    Rows 0 and 1 keep all and no features (weight 0: the constraint uses them). When every other
-    coalition fits in ``n_samples - 2`` they are all enumerated with the kernel weight
-    ``pi(z) = (F - 1) / (C(F, s) s (F - s))`` for a coalition of size ``s``; otherwise
-    ``(n_samples - 2) // 2`` coalitions are drawn with probability proportional to ``pi`` (so
-    each enters the regression with weight 1) together with their complements.
+    Rows 0 and 1 keep all and no features (weight 0: the constraint uses them). Every other
+    coalition ``z`` of size ``s`` has the kernel weight ``pi(z) = (F - 1) / (C(F, s) s (F - s))``,
+    so the sizes ``s`` and ``F - s`` together hold a share of the total weight proportional to
+    ``1 / (s (F - s))``: most of it on the smallest and largest coalitions. Within the budget
+    of ``n_samples - 2`` coalitions:
+
+    - when every coalition fits they are all enumerated (the result is exact);
+    - otherwise whole sizes are enumerated, from the heaviest pair of sizes (1 and F - 1) on,
+      as long as the budget that their share of the remaining weight buys covers all their
+      coalitions (Lundberg & Lee's reference implementation does the same); each keeps its
+      exact kernel weight;
+    - the rest of the budget samples the sizes left, each size drawn in proportion to its
+      share of the remaining weight and a coalition of that size uniformly, with its
+      complement (antithetic pairs); a coalition drawn again is evaluated once with its weight
+      counted twice, and drawing goes on until the budget holds that many distinct coalitions
+      (or four times as many draws were made). Each draw carries an equal share of the weight
+      left, so the weighted design estimates the exact one without bias from the drawn sizes.
     """
     f, budget = n_features, n_samples - 2
     ends = torch.stack([torch.ones(f), torch.zeros(f)]).double()
@@ -57,16 +69,65 @@ def kernel_shap_coalitions(
         size = z.sum(1)
         binom = torch.tensor([math.comb(f, int(k)) for k in size], dtype=torch.float64)
         weights = (f - 1) / (binom * size * (f - size))
-    else:
-        sizes = torch.arange(1, f, dtype=torch.float64)
-        p = (f - 1) / (sizes * (f - sizes))
-        half = max(1, budget // 2)
-        k = sizes[torch.multinomial(p / p.sum(), half, replacement=True, generator=generator)]
-        ranks = torch.rand(half, f, generator=generator, dtype=torch.float64).argsort(1).argsort(1)
-        first = (ranks < k[:, None]).double()
-        z = complements(first)
-        weights = torch.ones(len(z), dtype=torch.float64)
+        return torch.cat([ends, z]), torch.cat([torch.zeros(2, dtype=torch.float64), weights])
+    mass = {s: (f - 1) / (s * (f - s)) for s in range(1, f)}  # kernel weight of all of size s
+    rows: list[torch.Tensor] = []
+    weights_: list[torch.Tensor] = []
+    left, remaining = budget, sum(mass.values())
+    low = 1
+    while low <= f - low:
+        sizes = (low,) if low == f - low else (low, f - low)
+        count = sum(math.comb(f, s) for s in sizes)
+        share = sum(mass[s] for s in sizes)
+        if count > left or left * share / remaining < count - 1e-9:
+            break
+        for s in sizes:
+            z = torch.zeros(math.comb(f, s), f, dtype=torch.float64)
+            for i, members in enumerate(itertools.combinations(range(f), s)):
+                z[i, list(members)] = 1.0
+            rows.append(z)
+            weights_.append(torch.full((len(z),), mass[s] / math.comb(f, s), dtype=torch.float64))
+        left -= count
+        remaining -= share
+        low += 1
+    if left >= 2 and low <= f - low:
+        sampled, counts = _draw_pairs(f, low, mass, left, generator)
+        rows.append(sampled)
+        weights_.append(counts * (remaining / counts.sum()))
+    z = torch.cat(rows)
+    weights = torch.cat(weights_)
     return torch.cat([ends, z]), torch.cat([torch.zeros(2, dtype=torch.float64), weights])
+
+
+def _draw_pairs(
+    f: int, low: int, mass: dict[int, float], budget: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct coalitions of sizes ``low .. F - low`` drawn in complementary pairs (sizes by
+    ``mass``), at most ``budget`` of them, and how many times each was drawn."""
+    sizes = torch.arange(low, f - low + 1, dtype=torch.float64)
+    p = torch.tensor([mass[int(s)] for s in sizes], dtype=torch.float64)
+    seen: dict[bytes, int] = {}
+    found: list[torch.Tensor] = []
+    counts: list[float] = []
+    draws, max_draws = 0, 4 * budget
+    while len(found) < budget and draws < max_draws:
+        n = max(1, (budget - len(found) + 1) // 2)
+        k = sizes[torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)]
+        ranks = torch.rand(n, f, generator=generator, dtype=torch.float64).argsort(1).argsort(1)
+        first = (ranks < k[:, None]).double()
+        pairs = torch.stack([first, 1 - first], 1).reshape(-1, f)  # z, 1 - z, next z, ...
+        for z in pairs:
+            draws += 1
+            key = z.numpy().tobytes()
+            if key in seen:
+                counts[seen[key]] += 1.0
+            else:
+                seen[key] = len(found)
+                found.append(z)
+                counts.append(1.0)
+                if len(found) == budget:
+                    break
+    return torch.stack(found), torch.tensor(counts, dtype=torch.float64)
 
 
 def kernel_shap_fit(

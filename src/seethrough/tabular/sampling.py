@@ -40,6 +40,9 @@ class BackgroundGame:
         self.score, self.table = score, table
         self.row, self.background = row, background
         self.model = model  # the user's model, for methods that read it (Tree SHAP)
+        self.feature_of_column = np.empty(len(table.columns), dtype=np.int64)
+        for f, cols in enumerate(table.groups):
+            self.feature_of_column[cols] = f
         self.n_features = len(table.groups)
         self.rows_per_call = rows_per_call
         self.evaluations = 0
@@ -51,11 +54,10 @@ class BackgroundGame:
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         b = len(self.background)
-        rows = np.tile(self.background, (len(z), 1))  # (M * B, d), coalition-major
-        for f, cols in enumerate(self.table.groups):
-            kept = np.repeat(z[:, f], b)
-            if kept.any():
-                rows[np.ix_(kept, cols)] = self.row[cols]
+        kept = np.asarray(z, dtype=bool)[:, self.feature_of_column]  # (M, d)
+        rows = np.where(  # (M * B, d), coalition-major
+            np.repeat(kept, b, axis=0), self.row, np.tile(self.background, (len(z), 1))
+        )
         scores = self.score(self.table.to_model(rows))
         self.evaluations += len(rows)
         return scores.reshape(len(z), b, -1).mean(1)

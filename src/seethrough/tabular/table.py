@@ -98,7 +98,11 @@ class Table:
                 j
                 for j in range(d)
                 if (frame and not _numeric_dtype(background.dtypes.iloc[j]))
-                or (not frame and any(not _is_number(v) for v in array[:, j]))
+                or (
+                    not frame
+                    and array.dtype.kind not in "biuf"
+                    and any(not _is_number(v) for v in array[:, j])
+                )
             }
         else:
             cats = {table.position(c) for c in categorical}
@@ -186,6 +190,14 @@ class Table:
         out = np.empty(rows.shape, dtype=np.float64 if self.numeric else object)
         for j, name in enumerate(self.columns):
             column = rows[:, j]
+            if column.dtype.kind in "biuf" and j not in self.categorical:  # numbers already
+                numbers = column.astype(np.float64)
+                bad = ~np.isfinite(numbers)
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    raise InvalidInputError(f"{what}: column {name!r} is {numbers[i]} in row {i}")
+                out[:, j] = numbers
+                continue
             if j in self.categorical:
                 for i, v in enumerate(column):
                     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -248,10 +260,14 @@ def _text(value: Any) -> str:
 
 
 def _as_2d(data: Any, what: str) -> np.ndarray:
-    try:
-        array = np.asarray(data, dtype=object)
-    except Exception as exc:  # ragged lists
-        raise InvalidInputError(f"{what}: not a table of rows ({exc})") from None
+    """``data`` as a 2-D array: numeric arrays keep their dtype, anything else is ``object``."""
+    if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
+        array = data
+    else:
+        try:
+            array = np.asarray(data, dtype=object)
+        except Exception as exc:  # ragged lists
+            raise InvalidInputError(f"{what}: not a table of rows ({exc})") from None
     if array.ndim == 1:
         array = array[None, :]
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
