@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -11,7 +12,9 @@ from torch.utils.hooks import RemovableHandle
 
 from ..errors import MethodNotApplicableError
 
-__all__ = ["Recorder", "count_hooks"]
+__all__ = ["Recorder", "RunnerRecorder", "count_hooks"]
+
+R = TypeVar("R", bound="RunnerRecorder")
 
 
 class Recorder:
@@ -94,6 +97,54 @@ class Recorder:
         if name not in self.outputs:
             raise MethodNotApplicableError(
                 f"layer '{name}' was not called during the forward pass: pick a layer the model uses"
+            )
+        return self.outputs[name]
+
+
+class _Recording(Protocol):
+    recorders: list[Any]
+
+
+class RunnerRecorder:
+    """The :class:`Recorder` of a runner that computes layer values itself instead of through
+    torch hooks (a graph run by onnxruntime, a Keras model in TensorFlow).
+
+    Entering the block adds the recorder to ``runner.recorders`` and leaving removes it, whatever
+    happens inside; while it is there, the runner's forwards fill ``outputs`` (and, when
+    ``inputs`` is set, ``inputs``) by name, the last forward's values winning.
+
+    Args:
+        runner: the runner, which keeps its active recorders in a list ``recorders``.
+        modules: name -> layer to record.
+        inputs: also record each layer's input (``rec.inputs[name]``).
+    """
+
+    def __init__(
+        self, runner: _Recording, modules: Mapping[str, nn.Module], *, inputs: bool
+    ) -> None:
+        self.runner = runner
+        self.modules = dict(modules)
+        self.record_inputs = inputs
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, torch.Tensor] = {}
+
+    def __enter__(self: R) -> R:
+        self.runner.recorders.append(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.runner.recorders.remove(self)
+
+    def output(self, name: str) -> torch.Tensor:
+        """The recorded output of ``name``; a clear error if no forward ran in the block."""
+        if name not in self.outputs:
+            raise MethodNotApplicableError(
+                f"layer '{name}' was not computed: no forward ran while it was recorded"
             )
         return self.outputs[name]
 

@@ -41,13 +41,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.hooks import RunnerRecorder
 from ..core.layers import LayerRef
 from ..core.runner import ModelRunner
 from ..errors import (
@@ -398,38 +399,16 @@ def _nchw(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 3, 1, 2) if t.dim() == 4 else t
 
 
-class TFRecorder:
+class TFRecorder(RunnerRecorder):
     """The outputs (and inputs) of layers of a Keras model running in TensorFlow during the
     forwards of a block, as ``(N, C, H, W)``: the :class:`~seethrough.core.hooks.Recorder` of
     a :class:`TFRunner`."""
 
+    runner: TFRunner
+
     def __init__(self, runner: TFRunner, modules: Mapping[str, nn.Module], *, inputs: bool):
-        self.runner = runner
-        self.modules = dict(modules)
-        self.record_inputs = inputs
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.inputs: dict[str, torch.Tensor] = {}
+        super().__init__(runner, modules, inputs=inputs)
         self.names = {n: runner.layer_name(m) for n, m in self.modules.items()}
-
-    def __enter__(self) -> TFRecorder:
-        self.runner.recorders.append(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.runner.recorders.remove(self)
-
-    def output(self, name: str) -> torch.Tensor:
-        """The recorded output of ``name``; a clear error if no forward ran in the block."""
-        if name not in self.outputs:
-            raise MethodNotApplicableError(
-                f"layer '{name}' was not computed: no forward ran while it was recorded"
-            )
-        return self.outputs[name]
 
 
 class TFRunner(ModelRunner):

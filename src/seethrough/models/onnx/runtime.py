@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from types import TracebackType
 
 import numpy as np
 import onnx
@@ -22,6 +21,7 @@ import torch
 from onnx import ModelProto, NodeProto, TensorProto, numpy_helper
 from torch import nn
 
+from ...core.hooks import RunnerRecorder
 from ...core.layers import LayerRef
 from ...core.runner import ModelRunner
 from ...errors import (
@@ -294,18 +294,16 @@ class OnnxModule(nn.Module):
         return repr(self.graph.name)
 
 
-class OnnxRecorder:
+class OnnxRecorder(RunnerRecorder):
     """The outputs (and inputs) of tensors of the graph during the forwards of a block: the
     :class:`~seethrough.core.hooks.Recorder` of an :class:`OnnxRunner`."""
+
+    runner: OnnxRunner
 
     def __init__(
         self, runner: OnnxRunner, modules: Mapping[str, nn.Module], *, inputs: bool
     ) -> None:
-        self.runner = runner
-        self.modules = dict(modules)
-        self.record_inputs = inputs
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.inputs: dict[str, torch.Tensor] = {}
+        super().__init__(runner, modules, inputs=inputs)
         for name, module in self.modules.items():
             if getattr(module, "tensor", None) not in runner.graph.layers:
                 raise MethodNotApplicableError(
@@ -326,26 +324,6 @@ class OnnxRecorder:
             source = getattr(module, "source", None)
             if self.record_inputs and source in values:
                 self.inputs[name] = values[source]
-
-    def __enter__(self) -> OnnxRecorder:
-        self.runner.recorders.append(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.runner.recorders.remove(self)
-
-    def output(self, name: str) -> torch.Tensor:
-        """The recorded value of ``name``; a clear error if no forward ran in the block."""
-        if name not in self.outputs:
-            raise MethodNotApplicableError(
-                f"layer '{name}' was not computed: no forward ran while it was recorded"
-            )
-        return self.outputs[name]
 
 
 class OnnxRunner(ModelRunner):
