@@ -1,0 +1,31 @@
+"""Explanations across training: watch what a model learns to look at, epoch by epoch.
+
+In a plain training loop::
+
+    rec = seethrough.ExplanationRecorder(probe_images, methods=("gradcam",), masks=masks,
+                                         labels=labels, out="runs/exp1")
+    for epoch in range(epochs):
+        train_one_epoch(model)
+        rec.record(model, epoch, loss=loss, accuracy=accuracy)
+    rec.settled_epoch()                          # the "attention settled" stopping hint
+    seethrough.training.build_report("runs/exp1")  # GIF strips, contact sheets, plots, HTML
+
+:func:`read_run` reads a run directory back (the layout is in :mod:`seethrough.training.run`).
+"""
+
+from typing import Any
+
+from .run import Row, Run, read_run, settled_epoch
+
+__all__ = ["ExplanationRecorder", "Row", "Run", "build_report", "read_run", "settled_epoch"]
+
+_LAZY = {"ExplanationRecorder": "recorder", "build_report": "report"}
+
+
+def __getattr__(name: str) -> Any:
+    """The recorder and the report, imported on first use (the report needs the plotting stack)."""
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
