@@ -23,6 +23,8 @@ Rows of a table and words of a text have their own entry points::
     e = seethrough.explain_text(predict_proba, "a sentence to explain", "lime")
 """
 
+from typing import Any
+
 from . import errors, registry
 from ._version import __version__
 from .api import explain
@@ -50,6 +52,15 @@ def _builtin_metrics() -> None:
     from . import metrics  # noqa: F401  (importing registers every built-in metric)
 
 
+def __getattr__(name: str) -> Any:
+    """``ExplanationRecorder``, from :mod:`seethrough.training`, imported on first use."""
+    if name == "ExplanationRecorder":
+        from .training import ExplanationRecorder
+
+        return ExplanationRecorder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # the registry imports none of what it lists: this package fills it, on the first lookup
 registry.METHODS.fill_with(_builtin_methods)
 registry.METRICS.fill_with(_builtin_metrics)
@@ -75,4 +86,5 @@ __all__ = [
     "MetricInfo",
     "Box",
     "Mask",
+    "ExplanationRecorder",
 ]
