@@ -21,10 +21,18 @@ Typical use::
 
     timings = run_interleaved([Candidate("a", fa), Candidate("b", fb)], repeats=5, warmup=1)
     print(timings["a"].median, paired_ratio(timings["a"], timings["b"]))
+
+The scaffolding every speed script shares lives here too, in one copy: :func:`frozen` runs a
+floor with the parameters frozen as ``explain`` runs the model; :func:`ratios` and
+:func:`verdict` turn two timings into the three ratios and a PASS/FAIL (``?`` where the
+cross-checks disagree); :func:`parser`, :func:`add_threads` and :func:`begin_run` are the
+command line and the start of a run; :func:`timed` logs an interleaved run's progress;
+:func:`seconds`, :func:`markdown_table` and :func:`status_line` format the report.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import gc
 import json
@@ -33,9 +41,15 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "status_line",
@@ -43,9 +57,20 @@ __all__ = [
     "Candidate",
     "Timing",
     "run_interleaved",
+    "timed",
     "paired_ratio",
+    "ratios",
+    "ratio_columns",
+    "verdict",
     "environment",
     "markdown_table",
+    "seconds",
+    "frozen",
+    "frozen_parameters",
+    "parser",
+    "THREADS_HELP",
+    "add_threads",
+    "begin_run",
 ]
 
 
@@ -178,6 +203,24 @@ def run_interleaved(
     return timings
 
 
+def timed(
+    label: str, candidates: Sequence[Candidate], repeats: int, warmup: int = 1
+) -> dict[str, Timing]:
+    """:func:`run_interleaved` with its progress on stderr: what it times, each round, the total.
+
+    Args:
+        label: what the run is about, at the head of the first progress line.
+        candidates: what to time.
+        repeats: number of rounds.
+        warmup: untimed calls per candidate (unless the candidate sets its own).
+    """
+    log(f"{label}: {len(candidates)} candidates, {repeats} rounds")
+    begun = time.perf_counter()
+    timings = run_interleaved(candidates, repeats, warmup, progress=lambda m: log(f"  {m}"))
+    log(f"  done in {time.perf_counter() - begun:.1f} s")
+    return timings
+
+
 def paired_ratio(a: Timing, b: Timing, *, cpu: bool = False) -> float:
     """Median over the rounds both took part in of ``a / b`` (``nan`` if none in common).
 
@@ -190,6 +233,29 @@ def paired_ratio(a: Timing, b: Timing, *, cpu: bool = False) -> float:
     bs = dict(zip(b.rounds, b_samples, strict=True))
     ratios = [s / bs[r] for r, s in zip(a.rounds, a_samples, strict=True) if r in bs]
     return statistics.median(ratios) if ratios else float("nan")
+
+
+def ratios(a: Timing, b: Timing) -> tuple[float, float, float]:
+    """``a / b`` three ways: the paired wall-time median, min over min, the paired CPU median."""
+    return paired_ratio(a, b), a.min / b.min, paired_ratio(a, b, cpu=True)
+
+
+def ratio_columns(a: Timing, b: Timing) -> dict[str, float]:
+    """:func:`ratios` as a result row's ``ratio``, ``ratio_at_min`` and ``cpu_ratio``."""
+    return dict(zip(("ratio", "ratio_at_min", "cpu_ratio"), ratios(a, b), strict=True))
+
+
+def verdict(ratio: float, checks: Sequence[float], target: float, *, strict: bool = False) -> str:
+    """``PASS`` when ``ratio`` meets ``target`` (``<=``, or ``<`` if ``strict``), else ``FAIL``;
+    `` ?`` added when one of ``checks`` (ratio@min, CPU ratio) gives the other verdict."""
+
+    def ok(value: float) -> bool:
+        return value < target if strict else value <= target
+
+    status = "PASS" if ok(ratio) else "FAIL"
+    if any(ok(other) != ok(ratio) for other in checks):
+        status += " ?"
+    return status
 
 
 def _cpu_name() -> str:
@@ -281,6 +347,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
+def seconds(s: float) -> str:
+    """A table cell for ``s`` seconds: 4 decimals, or scientific notation below 1 ms."""
+    return f"{s:.4f}" if s >= 0.001 else f"{s:.2e}"
+
+
 def status_line(statuses: Sequence[str]) -> str:
     """``N PASS, M FAIL (K marked ?...)`` for a list of PASS/FAIL cells."""
     passed = sum(s.startswith("PASS") for s in statuses)
@@ -304,3 +375,61 @@ def save_json(
     }
     path.write_text(json.dumps(payload, indent=2))
     print(f"raw numbers saved to {path}", file=sys.stderr)
+
+
+@contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """Every parameter of ``module`` frozen for the block (restored after), as ``explain`` runs
+    the model."""
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def frozen(module: nn.Module, fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` run with every parameter of ``module`` frozen (restored after each call)."""
+
+    def run() -> None:
+        with frozen_parameters(module):
+            fn()
+
+    return run
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A script's argument parser: the first paragraph of its docstring, defaults in ``--help``."""
+    return argparse.ArgumentParser(
+        description=(doc or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+THREADS_HELP = (
+    "call torch.set_num_threads(N) first (default: leave torch's default); 1 makes "
+    "CPU-time ratios robust on a machine shared with other jobs"
+)
+
+
+def add_threads(p: argparse.ArgumentParser, text: str = THREADS_HELP) -> None:
+    """The ``--threads N`` option (``None``: torch's default), with the help ``text``;
+    :func:`begin_run` applies it."""
+    p.add_argument("--threads", type=int, help=text)
+
+
+def begin_run(
+    threads: int | None, ignore: type[Warning] = UserWarning
+) -> tuple[dict[str, str], float]:
+    """Set torch's thread count (unless ``None``), silence ``ignore`` warnings, and return the
+    :func:`environment` and the wall clock the run's total time is counted from."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", category=ignore)
+    return environment(), time.perf_counter()

@@ -58,27 +58,12 @@ import resource
 import subprocess
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import _timing as bench
 import torch
-from _timing import (
-    Candidate,
-    Timing,
-    environment,
-    markdown_table,
-    paired_ratio,
-    print_header,
-    run_interleaved,
-    save_json,
-    status_line,
-)
-from _timing import (
-    log as _log,
-)
 from torch import nn
 
 import seethrough
@@ -101,27 +86,13 @@ SIZE = 224
 # ------------------------------------------------------------------------------- the work
 
 
-@contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Every parameter frozen for the block (restored after), as ``explain`` runs the model."""
-    params = list(module.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
-
-
 def _chunks(total: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, total)) for s in range(0, total, size)]
 
 
 def _floor(family: str, module: nn.Module, layer: nn.Module, x: torch.Tensor) -> None:
     """The network's own work for ``family`` on ``x`` (see the module docstring)."""
-    with _frozen(module):
+    with bench.frozen_parameters(module):
         if family == "perturbation":
             size = batching.auto_batch_size(x, batching.PERTURBATION)
             with torch.no_grad():
@@ -228,7 +199,7 @@ def _memory(family: str, n: int, way: str, args: argparse.Namespace) -> dict[str
 # --------------------------------------------------------------------------------- timing
 
 
-def _timings(family: str, args: argparse.Namespace) -> dict[str, Timing]:
+def _timings(family: str, args: argparse.Namespace) -> dict[str, bench.Timing]:
     """One interleaved run of every way and size of ``family``."""
     vm, layer, x = _setup(max(args.sizes), args.seed)
     nhwc = copy.deepcopy(vm.module).to(memory_format=torch.channels_last)
@@ -242,32 +213,25 @@ def _timings(family: str, args: argparse.Namespace) -> dict[str, Timing]:
         warmup = None if n <= chunk else 0
         for way in WAYS:
             fn = _work(family, way, vm, layer, x[:n])
-            candidates.append(Candidate(f"{way}@{n}", fn, units=n, warmup=warmup))
+            candidates.append(bench.Candidate(f"{way}@{n}", fn, units=n, warmup=warmup))
         candidates.append(
-            Candidate(
+            bench.Candidate(
                 f"floor-nhwc@{n}",
                 lambda n=n: _floor(family, nhwc, nhwc_layer, x_nhwc[:n]),
                 units=n,
                 warmup=warmup,
             )
         )
-    return run_interleaved(
-        candidates, args.rounds, args.warmup, progress=lambda s: _log(f"  {family}: {s}")
+    return bench.run_interleaved(
+        candidates, args.rounds, args.warmup, progress=lambda s: bench.log(f"  {family}: {s}")
     )
 
 
 # ------------------------------------------------------------------------------ reporting
 
 
-def _verdict(ratio: float, others: Sequence[float], target: float) -> str:
-    status = "PASS" if ratio <= target else "FAIL"
-    if any((o <= target) != (ratio <= target) for o in others):
-        status += " ?"
-    return status
-
-
 def _row(
-    family: str, n: int, t: dict[str, Timing], mem: dict[str, dict[str, float]]
+    family: str, n: int, t: dict[str, bench.Timing], mem: dict[str, dict[str, float]]
 ) -> dict[str, Any]:
     """The numbers and verdicts of one family at one size."""
     call, loop, floor = t[f"call@{n}"], t[f"loop@{n}"], t[f"floor@{n}"]
@@ -279,34 +243,19 @@ def _row(
         "loop": loop.median,
         "floor": floor.median,
         "floor_nhwc": t[f"floor-nhwc@{n}"].median,
-        "call_over_loop": paired_ratio(call, loop),
-        "call_over_loop_at_min": call.min / loop.min,
-        "call_over_loop_cpu": paired_ratio(call, loop, cpu=True),
-        "call_over_floor": paired_ratio(call, floor),
-        "call_over_floor_at_min": call.min / floor.min,
-        "call_over_floor_cpu": paired_ratio(call, floor, cpu=True),
-        "memory": mem,
-        "memory_ratio": mem["call"]["peak_mb"] / mem["loop"]["peak_mb"],
     }
+    over_loop, over_floor = bench.ratios(call, loop), bench.ratios(call, floor)
+    for key, (ratio, at_min, cpu) in (
+        ("call_over_loop", over_loop),
+        ("call_over_floor", over_floor),
+    ):
+        row |= {key: ratio, f"{key}_at_min": at_min, f"{key}_cpu": cpu}
+    row["memory"] = mem
+    row["memory_ratio"] = mem["call"]["peak_mb"] / mem["loop"]["peak_mb"]
     row["mem_status"] = "PASS" if row["memory_ratio"] <= MEMORY_TARGET else "FAIL"
-    row["list_status"] = (
-        "-"
-        if n == 1
-        else _verdict(
-            row["call_over_loop"],
-            (row["call_over_loop_at_min"], row["call_over_loop_cpu"]),
-            LIST_TARGET,
-        )
-    )
-    row["floor_status"] = (
-        _verdict(
-            row["call_over_floor"],
-            (row["call_over_floor_at_min"], row["call_over_floor_cpu"]),
-            FLOOR_TARGET,
-        )
-        if family == "cam"
-        else "-"
-    )
+    row["list_status"] = "-" if n == 1 else bench.verdict(over_loop[0], over_loop[1:], LIST_TARGET)
+    cam = family == "cam"
+    row["floor_status"] = bench.verdict(over_floor[0], over_floor[1:], FLOOR_TARGET) if cam else "-"
     return row
 
 
@@ -379,10 +328,7 @@ def _slopes(rows: list[dict[str, Any]], family: str, chunk: int) -> str | None:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = bench.parser(__doc__)
     p.add_argument("--sizes", nargs="+", type=int, default=[1, 8, 32, 128], help="images")
     p.add_argument(
         "--families",
@@ -394,12 +340,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
     p.add_argument("--quick", action="store_true", help="2 rounds (sizes unchanged)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="call torch.set_num_threads(N) first, here and in every child (default: leave "
-        "torch's default); 1 makes CPU-time ratios robust on a machine shared with other jobs",
-    )
+    bench.add_threads(p, bench.THREADS_HELP.replace(" first", " first, here and in every child"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--json", type=Path, metavar="PATH", help="also save the raw numbers here")
     p.add_argument(
@@ -426,15 +367,11 @@ def _size(policy: batching.BatchPolicy) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the environment header and the Markdown table."""
     args = _parse(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    env, wall = bench.begin_run(args.threads)
     if args.child is not None:
         family, n, way = args.child
         _child(family, int(n), way, args.seed)
         return 0
-    env = environment()
-    wall = time.perf_counter()
     chunk = _size(batching.ONE_PASS)
     rows: list[dict[str, Any]] = []
     for family in args.families:
@@ -443,17 +380,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             memory[n] = {}
             for way in WAYS:
                 memory[n][way] = _memory(family, n, way, args)
-                _log(
+                bench.log(
                     f"{family} {n} {way}: peak {memory[n][way]['peak_mb']:.0f} MB "
                     f"(setup {memory[n][way]['setup_mb']:.0f} MB)"
                 )
         start = time.perf_counter()
         timings = _timings(family, args)
-        _log(f"  {family}: timed in {time.perf_counter() - start:.0f} s")
+        bench.log(f"  {family}: timed in {time.perf_counter() - start:.0f} s")
         rows += [_row(family, n, timings, memory[n]) for n in args.sizes]
     total = time.perf_counter() - wall
 
-    print_header("Memory and time of one call on many images", env)
+    bench.print_header("Memory and time of one call on many images", env)
     print(
         f"- bundled efficientnet_lite0, {SIZE}x{SIZE} random inputs (seed {args.seed}); "
         f"images per pass: {chunk} (Grad-CAM), {_size(batching.ONE_PASS_INPUT_GRADIENTS)} "
@@ -462,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"children with {args.threads or 'default'} threads"
     )
     print(f"- total benchmark time: {total:.0f} s\n")
-    print(markdown_table(HEADERS, [_cells(r) for r in rows]))
+    print(bench.markdown_table(HEADERS, [_cells(r) for r in rows]))
     statuses = [
         r[key]
         for r in rows
@@ -470,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if r[key] != "-"
     ]
     print(
-        f"\n{status_line(statuses)}. s/img = seconds per image; call/loop and call/floor = "
+        f"\n{bench.status_line(statuses)}. s/img = seconds per image; call/loop and call/floor = "
         "median over rounds of the paired ratio; peak MB = peak RSS of a fresh process; +MB = "
         "peak minus the process before the work (model and inputs loaded)."
     )
@@ -479,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line is not None:
             print(line)
     if args.json is not None:
-        save_json(args.json, env, args, total, rows)
+        bench.save_json(args.json, env, args, total, rows)
     return 0
 
 

@@ -57,28 +57,13 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _timing as bench
 import torch
-from _timing import (
-    FLOOR_HEADERS,
-    Candidate,
-    Timing,
-    environment,
-    markdown_table,
-    paired_ratio,
-    print_header,
-    run_interleaved,
-    save_json,
-    status_line,
-)
-from _timing import (
-    log as _log,
-)
 from torch import nn
 
 import seethrough
@@ -110,7 +95,7 @@ class Config:
     batch: int
     layer: str
     layer_shape: tuple[int, ...]
-    timings: dict[str, Timing] = field(default_factory=dict)
+    timings: dict[str, bench.Timing] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ candidates
@@ -122,24 +107,7 @@ def _load(name: str) -> VisionModel:
     return seethrough.load_model(name, weights=weights)
 
 
-def _frozen(module: nn.Module, fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` run with every parameter frozen (restored after), as ``explain`` runs the model."""
-    params = list(module.parameters())
-
-    def run() -> None:
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            fn()
-        finally:
-            for p, flag in zip(params, flags, strict=True):
-                p.requires_grad_(flag)
-
-    return run
-
-
-def _floors(module: nn.Module, x: torch.Tensor) -> list[Candidate]:
+def _floors(module: nn.Module, x: torch.Tensor) -> list[bench.Candidate]:
     """The plain forward and the forward + backward of the top-class score to the input."""
 
     def forward() -> None:
@@ -154,21 +122,21 @@ def _floors(module: nn.Module, x: torch.Tensor) -> list[Candidate]:
 
     n = x.shape[0]
     return [
-        Candidate(FORWARD, _frozen(module, forward), units=n),
-        Candidate(BACKWARD, _frozen(module, forward_backward), units=n),
+        bench.Candidate(FORWARD, bench.frozen(module, forward), units=n),
+        bench.Candidate(BACKWARD, bench.frozen(module, forward_backward), units=n),
     ]
 
 
-def _ours(vm: VisionModel, x: torch.Tensor, method: str) -> Candidate:
+def _ours(vm: VisionModel, x: torch.Tensor, method: str) -> bench.Candidate:
     """``seethrough.explain`` on the whole batch."""
 
     def run() -> None:
         seethrough.explain(vm, x, method)
 
-    return Candidate(f"ours:{method}", run, units=x.shape[0])
+    return bench.Candidate(f"ours:{method}", run, units=x.shape[0])
 
 
-def _theirs(module: nn.Module, layer: nn.Module, x: torch.Tensor, method: str) -> Candidate:
+def _theirs(module: nn.Module, layer: nn.Module, x: torch.Tensor, method: str) -> bench.Candidate:
     """pytorch-grad-cam's class for ``method``, built and released inside the timed call."""
     import pytorch_grad_cam
 
@@ -184,7 +152,7 @@ def _theirs(module: nn.Module, layer: nn.Module, x: torch.Tensor, method: str) -
     def cleanup() -> None:  # drop the parameter gradients its loss.backward() left behind
         module.zero_grad(set_to_none=True)
 
-    return Candidate(f"theirs:{method}", run, cleanup=cleanup, units=x.shape[0])
+    return bench.Candidate(f"theirs:{method}", run, cleanup=cleanup, units=x.shape[0])
 
 
 def _path(name: str) -> str:
@@ -197,7 +165,7 @@ def _path(name: str) -> str:
 
 def _candidates(
     vm: VisionModel, layer: nn.Module, x: torch.Tensor, args: argparse.Namespace
-) -> tuple[list[Candidate], int]:
+) -> tuple[list[bench.Candidate], int]:
     """Everything timed for one model and batch, and the number of rounds."""
     batch = x.shape[0]
     methods = set(args.methods) | ({"scorecam"} if args.scorecam and batch == 1 else set())
@@ -254,18 +222,13 @@ def _rows(cfg: Config, forward_b1: float | None) -> list[dict[str, Any]]:
         floor = t[BACKWARD] if name in GRADIENT_METHODS else t[FORWARD]
         if name in GRADIENT_METHODS or name in FORWARD_METHODS:
             target = GRADIENT_TARGET if name in GRADIENT_METHODS else FORWARD_TARGET
-            ratio, at_min = paired_ratio(ours, floor), ours.min / floor.min
-            cpu = paired_ratio(ours, floor, cpu=True)
-            status = "PASS" if ratio <= target else "FAIL"
-            if any((other <= target) != (ratio <= target) for other in (at_min, cpu)):
-                status += " ?"
+            columns = bench.ratio_columns(ours, floor)
+            checks = (columns["ratio_at_min"], columns["cpu_ratio"])
             row |= {
                 "floor": "fwd+bwd" if name in GRADIENT_METHODS else "forward",
-                "ratio": ratio,
-                "ratio_at_min": at_min,
-                "cpu_ratio": cpu,
+                **columns,
                 "target": target,
-                "status": status,
+                "status": bench.verdict(columns["ratio"], checks, target),
             }
         elif name == "scorecam" and forward_b1 is not None:
             channels = cfg.layer_shape[1]
@@ -282,14 +245,10 @@ def _rows(cfg: Config, forward_b1: float | None) -> list[dict[str, Any]]:
 
 
 HEADERS = (
-    *FLOOR_HEADERS,
+    *bench.FLOOR_HEADERS,
     "grad-cam s/img",
     "ours/grad-cam",
 )
-
-
-def _seconds(s: float) -> str:
-    return f"{s:.4f}" if s >= 0.001 else f"{s:.2e}"
 
 
 def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
@@ -303,8 +262,8 @@ def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
         cfg.model,
         str(cfg.batch),
         row["method"],
-        _seconds(row["median"]),
-        _seconds(row["min"]),
+        bench.seconds(row["median"]),
+        bench.seconds(row["min"]),
         f"{row['spread']:.0%}",
         row.get("floor", "-"),
         f"{row['ratio']:.2f}" if "ratio" in row else "-",
@@ -312,7 +271,7 @@ def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
         f"{row['cpu_ratio']:.2f}" if "cpu_ratio" in row else "-",
         f"<= {row['target']:.2f}" if "target" in row else "-",
         row.get("status", "-"),
-        _seconds(row["theirs"]) if "theirs" in row else "-",
+        bench.seconds(row["theirs"]) if "theirs" in row else "-",
         versus,
     ]
 
@@ -321,10 +280,7 @@ def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = bench.parser(__doc__)
     p.add_argument(
         "--models",
         nargs="+",
@@ -356,12 +312,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="timed pytorch-grad-cam calls at batches > 1",
     )
     p.add_argument("--no-theirs", action="store_true", help="skip pytorch-grad-cam")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="call torch.set_num_threads(N) first (default: leave torch's default); 1 makes "
-        "CPU-time ratios robust on a machine shared with other jobs",
-    )
+    bench.add_threads(p)
     p.add_argument("--size", type=int, default=224, help="input height and width")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     p.add_argument("--json", type=Path, metavar="PATH", help="also save the raw numbers here")
@@ -377,11 +328,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the environment header and the Markdown table."""
     args = _parse(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    env = environment()
-    wall = time.perf_counter()
+    env, wall = bench.begin_run(args.threads)
     configs: list[Config] = []
     forward_b1: dict[str, float] = {}
     for model_name in args.models:
@@ -392,21 +339,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             layer_name, layer = resolve_layer(vm.module, None, x, vm.default_layer)
             cfg = Config(model_name, batch, layer_name, _layer_shape(vm.module, layer, x))
             candidates, rounds = _candidates(vm, layer, x, args)
-            _log(
-                f"{model_name} batch {batch}, layer {layer_name} {cfg.layer_shape}: "
-                f"{len(candidates)} candidates, {rounds} rounds"
-            )
-            start = time.perf_counter()
-            cfg.timings = run_interleaved(
-                candidates, rounds, args.warmup, progress=lambda s: _log(f"  {s}")
-            )
-            _log(f"  done in {time.perf_counter() - start:.1f} s")
+            label = f"{model_name} batch {batch}, layer {layer_name} {cfg.layer_shape}"
+            cfg.timings = bench.timed(label, candidates, rounds, args.warmup)
             if batch == 1:
                 forward_b1[model_name] = cfg.timings[FORWARD].median
             configs.append(cfg)
     total = time.perf_counter() - wall
 
-    print_header("CAM speed", env)
+    bench.print_header("CAM speed", env)
     print(
         f"- rounds: {args.repeats} at batch 1, {args.large_batch_repeats} at larger batches "
         f"(pytorch-grad-cam: {args.theirs_large_batch_repeats}); warm-up {args.warmup}; "
@@ -431,14 +371,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "timings": {k: v.to_dict() for k, v in cfg.timings.items()},
             }
         )
-    print(markdown_table(HEADERS, table))
+    print(bench.markdown_table(HEADERS, table))
     statuses = [r["status"] for res in results for r in res["rows"] if "status" in r]
     print(
-        f"\n{status_line(statuses)}. s/img = seconds per image; ratio = median over rounds of "
+        f"\n{bench.status_line(statuses)}. s/img = seconds per image; ratio = median over rounds of "
         "method / floor."
     )
     if args.json is not None:
-        save_json(args.json, env, args, total, results)
+        bench.save_json(args.json, env, args, total, results)
     return 0
 
 

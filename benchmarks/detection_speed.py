@@ -58,26 +58,14 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _timing as bench
 import numpy as np
 import torch
-from _timing import (
-    Candidate,
-    Timing,
-    environment,
-    markdown_table,
-    paired_ratio,
-    print_header,
-    run_interleaved,
-    save_json,
-    status_line,
-)
-from _timing import log as _log
 from torch import nn
 
 import seethrough
@@ -100,27 +88,10 @@ class Setup:
     x: torch.Tensor
     layer: str
     note: str = ""
-    timings: dict[str, Timing] = field(default_factory=dict)
+    timings: dict[str, bench.Timing] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _frozen(module: nn.Module, fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` run with every parameter frozen (restored after), as ``explain`` runs the model."""
-    params = list(module.parameters())
-
-    def run() -> None:
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            fn()
-        finally:
-            for p, flag in zip(params, flags, strict=True):
-                p.requires_grad_(flag)
-
-    return run
 
 
 def _no_grads(module: nn.Module) -> Callable[[], None]:
@@ -155,7 +126,7 @@ def _detector(name: str, args: argparse.Namespace) -> Setup:
     return Setup(name, vm, x, vm.default_layer)
 
 
-def _detector_candidates(s: Setup, args: argparse.Namespace) -> list[Candidate]:
+def _detector_candidates(s: Setup, args: argparse.Namespace) -> list[bench.Candidate]:
     """Floors, our calls and pytorch-grad-cam's for one detector."""
     module, x, k = s.vm.module, s.x, args.boxes
     boxes = s.vm.predict(x)
@@ -177,19 +148,23 @@ def _detector_candidates(s: Setup, args: argparse.Namespace) -> list[Candidate]:
 
     targets = [Box(index=j) for j in range(k)]
     out = [
-        Candidate(FORWARD, _frozen(module, forward)),
-        Candidate(BACKWARD, _frozen(module, backward(1))),
-        Candidate(BACKWARDS, _frozen(module, backward(k))),
-        Candidate("ours:box", lambda: seethrough.explain(s.vm, x, "gradcam", target=targets[0])),
-        Candidate("ours:k boxes", lambda: seethrough.explain(s.vm, x, "gradcam", target=targets)),
-        Candidate(
+        bench.Candidate(FORWARD, bench.frozen(module, forward)),
+        bench.Candidate(BACKWARD, bench.frozen(module, backward(1))),
+        bench.Candidate(BACKWARDS, bench.frozen(module, backward(k))),
+        bench.Candidate(
+            "ours:box", lambda: seethrough.explain(s.vm, x, "gradcam", target=targets[0])
+        ),
+        bench.Candidate(
+            "ours:k boxes", lambda: seethrough.explain(s.vm, x, "gradcam", target=targets)
+        ),
+        bench.Candidate(
             "ours:k calls",
             lambda: [seethrough.explain(s.vm, x, "gradcam", target=t) for t in targets],
         ),
     ]
     if not args.no_drise:
         out.append(
-            Candidate(
+            bench.Candidate(
                 "ours:drise",
                 lambda: seethrough.explain(
                     s.vm, x, "drise", target=targets[0], n_samples=args.drise_samples
@@ -203,7 +178,7 @@ def _detector_candidates(s: Setup, args: argparse.Namespace) -> list[Candidate]:
     return out
 
 
-def _theirs_box(s: Setup, top: Any) -> Candidate:
+def _theirs_box(s: Setup, top: Any) -> bench.Candidate:
     """pytorch-grad-cam's GradCAM with ``FasterRCNNBoxScoreTarget`` on the top box."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
@@ -221,7 +196,7 @@ def _theirs_box(s: Setup, top: Any) -> Candidate:
         finally:  # not `with cam`: its __exit__ swallows IndexError
             cam.activations_and_grads.release()
 
-    return Candidate("theirs:box", run, cleanup=_no_grads(module))
+    return bench.Candidate("theirs:box", run, cleanup=_no_grads(module))
 
 
 # ---------------------------------------------------------------------------- segmenter
@@ -255,7 +230,7 @@ def _segmenter(args: argparse.Namespace) -> tuple[Setup, int, torch.Tensor]:
 
 def _segmenter_candidates(
     s: Setup, cls: int, pixels: torch.Tensor, args: argparse.Namespace
-) -> list[Candidate]:
+) -> list[bench.Candidate]:
     module, x = s.vm.module, s.x
     weights = pixels.float()
 
@@ -270,9 +245,9 @@ def _segmenter_candidates(
 
     target = Mask(cls)
     out = [
-        Candidate(FORWARD, _frozen(module, forward)),
-        Candidate(BACKWARD, _frozen(module, forward_backward)),
-        Candidate("ours:mask", lambda: seethrough.explain(s.vm, x, "gradcam", target=target)),
+        bench.Candidate(FORWARD, bench.frozen(module, forward)),
+        bench.Candidate(BACKWARD, bench.frozen(module, forward_backward)),
+        bench.Candidate("ours:mask", lambda: seethrough.explain(s.vm, x, "gradcam", target=target)),
     ]
     if not args.no_theirs:
         from pytorch_grad_cam import GradCAM
@@ -289,35 +264,28 @@ def _segmenter_candidates(
             finally:
                 cam.activations_and_grads.release()
 
-        out.append(Candidate("theirs:mask", theirs, cleanup=_no_grads(module)))
+        out.append(bench.Candidate("theirs:mask", theirs, cleanup=_no_grads(module)))
     return out
 
 
 # ------------------------------------------------------------------------------ reporting
 
 
-def _verdict(ours: Timing, floor: Timing, target: float, strict: bool = False) -> dict[str, Any]:
+def _verdict(
+    ours: bench.Timing, floor: bench.Timing, target: float, strict: bool = False
+) -> dict[str, Any]:
     """Ratio, ratio at min, CPU ratio, target and PASS/FAIL (``?`` where they disagree)."""
-    ratio, at_min = paired_ratio(ours, floor), ours.min / floor.min
-    cpu = paired_ratio(ours, floor, cpu=True)
-
-    def ok(value: float) -> bool:
-        return value < target if strict else value <= target
-
-    status = "PASS" if ok(ratio) else "FAIL"
-    if any(ok(other) != ok(ratio) for other in (at_min, cpu)):
-        status += " ?"
-    return {
-        "ratio": ratio,
-        "ratio_at_min": at_min,
-        "cpu_ratio": cpu,
+    row: dict[str, Any] = bench.ratio_columns(ours, floor)
+    return row | {
         "target": f"{'<' if strict else '<='} {target:.2f}",
-        "status": status,
+        "status": bench.verdict(
+            row["ratio"], (row["ratio_at_min"], row["cpu_ratio"]), target, strict=strict
+        ),
     }
 
 
 def _row(
-    what: str, ours: Timing, floor_name: str, floor: Timing | None = None, **extra: Any
+    what: str, ours: bench.Timing, floor_name: str, floor: bench.Timing | None = None, **extra: Any
 ) -> dict[str, Any]:
     row = {
         "row": what,
@@ -352,9 +320,7 @@ def _detector_rows(s: Setup, args: argparse.Namespace) -> list[dict[str, Any]]:
             t["ours:k boxes"],
             f"{k} calls (ours)",
             t["ours:k calls"],
-            ratio=paired_ratio(t["ours:k boxes"], t["ours:k calls"]),
-            ratio_at_min=t["ours:k boxes"].min / t["ours:k calls"].min,
-            cpu_ratio=paired_ratio(t["ours:k boxes"], t["ours:k calls"], cpu=True),
+            **bench.ratio_columns(t["ours:k boxes"], t["ours:k calls"]),
         ),
     ]
     if "ours:drise" in t:
@@ -422,10 +388,6 @@ HEADERS = (
 )
 
 
-def _seconds(s: float) -> str:
-    return f"{s:.4f}" if s >= 0.001 else f"{s:.2e}"
-
-
 def _cells(model: str, row: dict[str, Any]) -> list[str]:
     def num(key: str) -> str:
         return f"{row[key]:.2f}" if key in row else "-"
@@ -433,11 +395,11 @@ def _cells(model: str, row: dict[str, Any]) -> list[str]:
     return [
         model,
         row["row"],
-        _seconds(row["ours"]),
-        _seconds(row["ours_min"]),
+        bench.seconds(row["ours"]),
+        bench.seconds(row["ours_min"]),
         f"{row['spread']:.0%}",
         row["floor"],
-        _seconds(row["floor_s"]),
+        bench.seconds(row["floor_s"]),
         num("ratio"),
         num("ratio_at_min"),
         num("cpu_ratio"),
@@ -450,10 +412,7 @@ def _cells(model: str, row: dict[str, Any]) -> list[str]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = bench.parser(__doc__)
     p.add_argument("--detectors", nargs="*", default=list(DETECTORS), help="torchvision detectors")
     p.add_argument("--no-segmenter", action="store_true", help=f"skip {SEGMENTER}")
     p.add_argument("--boxes", type=int, default=4, help="k: boxes explained in one call")
@@ -465,12 +424,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
     p.add_argument("--size", type=int, default=320, help="detector image height and width")
     p.add_argument("--seg-size", type=int, default=520, help="segmenter input height and width")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="call torch.set_num_threads(N) first (default: leave torch's default); 1 makes "
-        "CPU-time ratios robust on a machine shared with other jobs",
-    )
+    bench.add_threads(p)
     p.add_argument(
         "--tiny",
         action="store_true",
@@ -489,23 +443,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _time(s: Setup, candidates: list[Candidate], args: argparse.Namespace) -> None:
-    _log(f"{s.name}: {len(candidates)} candidates, {args.repeats} rounds")
-    start = time.perf_counter()
-    s.timings = run_interleaved(
-        candidates, args.repeats, args.warmup, progress=lambda m: _log(f"  {m}")
-    )
-    _log(f"  done in {time.perf_counter() - start:.1f} s")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the environment header and the Markdown table."""
     args = _parse(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    env = environment()
-    wall = time.perf_counter()
+    env, wall = bench.begin_run(args.threads)
     done: list[tuple[Setup, list[dict[str, Any]]]] = []
     checks: list[str] = []
     for name in args.detectors:
@@ -513,16 +454,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         calls = _forwards(s.vm.module)
         seethrough.explain(s.vm, s.x, "gradcam", target=[Box(index=j) for j in range(args.boxes)])
         checks.append(f"{name}: {args.boxes} boxes in one call ran {calls[0]} forward(s)")
-        _time(s, _detector_candidates(s, args), args)
+        s.timings = bench.timed(s.name, _detector_candidates(s, args), args.repeats, args.warmup)
         done.append((s, _detector_rows(s, args)))
     if not args.no_segmenter:
         s, cls, pixels = _segmenter(args)
         s.note += f", {int(pixels.sum())} of {pixels.numel()} pixels"
-        _time(s, _segmenter_candidates(s, cls, pixels, args), args)
+        cands = _segmenter_candidates(s, cls, pixels, args)
+        s.timings = bench.timed(s.name, cands, args.repeats, args.warmup)
         done.append((s, _segmenter_rows(s)))
     total = time.perf_counter() - wall
 
-    print_header("Detection and segmentation speed", env)
+    bench.print_header("Detection and segmentation speed", env)
     print(
         f"- rounds: {args.repeats}, warm-up {args.warmup}; detector images {args.size}x"
         f"{args.size}, segmenter {args.size if args.tiny else args.seg_size} (random, seed "
@@ -534,10 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"- {line}")
     print(f"- total benchmark time: {total:.0f} s\n")
     table = [_cells(s.name, r) for s, rows in done for r in rows]
-    print(markdown_table(HEADERS, table))
+    print(bench.markdown_table(HEADERS, table))
     statuses = [r["status"] for _, rows in done for r in rows if "status" in r]
     print(
-        f"\n{status_line(statuses)}. Seconds per call; ratio = median over rounds of ours / the "
+        f"\n{bench.status_line(statuses)}. Seconds per call; ratio = median over rounds of ours / the "
         "other candidate in the same round."
     )
     if args.json is not None:
@@ -550,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for s, rows in done
         ]
-        save_json(args.json, env, args, total, results)
+        bench.save_json(args.json, env, args, total, results)
     return 0
 
 

@@ -59,28 +59,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _timing as bench
 import numpy as np
 import torch
-from _timing import (
-    Candidate,
-    Timing,
-    environment,
-    markdown_table,
-    paired_ratio,
-    print_header,
-    run_interleaved,
-    save_json,
-    status_line,
-)
-from _timing import (
-    log as _log,
-)
 from torch import nn
 
 import seethrough
@@ -114,7 +100,7 @@ class Pair:
     evals: dict[str, int] = field(default_factory=dict)  # framework -> counted evaluations
     batches: dict[str, list[int]] = field(default_factory=dict)  # their batch sizes
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # occlusion maps
-    timings: dict[str, Timing] = field(default_factory=dict)
+    timings: dict[str, bench.Timing] = field(default_factory=dict)
     tf: dict[str, Any] | None = None  # the child's medians, or None
 
     def models(self) -> dict[str, VisionModel]:
@@ -144,7 +130,7 @@ def load_pair(spec: str, folder: Path) -> Pair:
     path = folder / f"{name}.onnx"
     start = time.perf_counter()
     export_onnx(torch_vm, path)
-    _log(f"{name}: exported to ONNX in {time.perf_counter() - start:.1f} s")
+    bench.log(f"{name}: exported to ONNX in {time.perf_counter() - start:.1f} s")
     pair = Pair(name, keras_name, torch_vm, seethrough.load_model(str(path)), path)
     if keras_name is not None:
         pair.keras_vm = seethrough.load_model(keras_name, weights="none")
@@ -182,7 +168,7 @@ def _layer_module(vm: VisionModel, layer: str) -> nn.Module:
     return getattr(module, "keras_layer", module)
 
 
-def _floors(pair: Pair, fw: str) -> list[Candidate]:
+def _floors(pair: Pair, fw: str) -> list[bench.Candidate]:
     """Forward at batch 1, forward + backward to the Grad-CAM layer and to the input."""
     vm = pair.models()[fw]
     x, module = pair.x[fw], vm.module
@@ -214,15 +200,15 @@ def _floors(pair: Pair, fw: str) -> list[Candidate]:
         torch.autograd.grad(out.gather(1, top).sum(), xi)
 
     out = [
-        Candidate(f"{fw}:forward", _protected(vm, forward)),
-        Candidate(f"{fw}:fwd+bwd>layer", _protected(vm, to_layer)),
+        bench.Candidate(f"{fw}:forward", _protected(vm, forward)),
+        bench.Candidate(f"{fw}:fwd+bwd>layer", _protected(vm, to_layer)),
     ]
     if fw == "keras":
-        out.append(Candidate(f"{fw}:fwd+bwd>input", _protected(vm, to_input)))
+        out.append(bench.Candidate(f"{fw}:fwd+bwd>input", _protected(vm, to_input)))
     return out
 
 
-def _session_floors(pair: Pair, threads: int) -> list[Candidate]:
+def _session_floors(pair: Pair, threads: int) -> list[bench.Candidate]:
     """The exported file on a session of its own, fed numpy directly: batch 1 and the
     occlusion's batch (seconds per image)."""
     import onnxruntime as ort
@@ -234,7 +220,7 @@ def _session_floors(pair: Pair, threads: int) -> list[Candidate]:
         str(pair.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
     )
     name = session.get_inputs()[0].name
-    out: list[Candidate] = []
+    out: list[bench.Candidate] = []
     for batch in sorted({1, pair.batch}):
         feed = {name: np.ascontiguousarray(pair.x["onnx"].expand(batch, -1, -1, -1).numpy())}
         calls = max(1, pair.batch // batch)  # about as many images per call at either batch
@@ -243,11 +229,11 @@ def _session_floors(pair: Pair, threads: int) -> list[Candidate]:
             for _ in range(calls):
                 session.run(None, feed)
 
-        out.append(Candidate(f"ort:forward@{batch}", run, units=calls * batch))
+        out.append(bench.Candidate(f"ort:forward@{batch}", run, units=calls * batch))
     return out
 
 
-def _torch_batch_floor(pair: Pair) -> Candidate:
+def _torch_batch_floor(pair: Pair) -> bench.Candidate:
     """The PyTorch network at the occlusion's batch, as loaded (seconds per image)."""
     module, xb = pair.torch_vm.module, pair.x["pytorch"].expand(pair.batch, -1, -1, -1)
     xb = xb.contiguous()
@@ -256,14 +242,14 @@ def _torch_batch_floor(pair: Pair) -> Candidate:
         with torch.no_grad():
             module(xb)
 
-    return Candidate(
+    return bench.Candidate(
         f"pytorch:forward@{pair.batch}", _protected(pair.torch_vm, run), units=pair.batch
     )
 
 
-def candidates(pair: Pair, args: argparse.Namespace) -> list[Candidate]:
+def candidates(pair: Pair, args: argparse.Namespace) -> list[bench.Candidate]:
     """Everything timed for one pair."""
-    out: list[Candidate] = []
+    out: list[bench.Candidate] = []
     for fw, vm in pair.models().items():
         x = pair.x[fw]
         for method in ("gradcam", "occlusion"):
@@ -271,7 +257,7 @@ def candidates(pair: Pair, args: argparse.Namespace) -> list[Candidate]:
             def run(vm: VisionModel = vm, x: torch.Tensor = x, method: str = method) -> None:
                 _explain(vm, x, method, args)
 
-            out.append(Candidate(f"{fw}:{method}", run))
+            out.append(bench.Candidate(f"{fw}:{method}", run))
         if fw != "onnx":
             out += _floors(pair, fw)
     out += _session_floors(pair, torch.get_num_threads())
@@ -359,7 +345,7 @@ def run_tf_child(pair: Pair, args: argparse.Namespace) -> dict[str, Any] | None:
         os.unlink(fh.name)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        _log(f"TF child failed: {tail}")
+        bench.log(f"TF child failed: {tail}")
         return {"error": tail}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -405,11 +391,11 @@ def tf_child(path: str) -> int:
         for i in range(0, len(masks), job["batch"]):
             forward(x * masks[i : i + job["batch"]])[:, top].numpy()
 
-    timings = run_interleaved(
+    timings = bench.run_interleaved(
         [
-            Candidate("gradcam", lambda: gradcam(x).numpy()),
-            Candidate("occlusion", occlusion),
-            Candidate("forward", lambda: forward(x).numpy()),
+            bench.Candidate("gradcam", lambda: gradcam(x).numpy()),
+            bench.Candidate("occlusion", occlusion),
+            bench.Candidate("forward", lambda: forward(x).numpy()),
         ],
         job["repeats"],
         max(job["warmup"], 1),  # the first call traces the function
@@ -419,10 +405,6 @@ def tf_child(path: str) -> int:
 
 
 # ------------------------------------------------------------------------------- reporting
-
-
-def _seconds(s: float) -> str:
-    return f"{s:.4f}" if s >= 0.001 else f"{s:.2e}"
 
 
 def _cell(pair: Pair, fw: str, key: str, base: float | None) -> str:
@@ -441,8 +423,8 @@ def _cell(pair: Pair, fw: str, key: str, base: float | None) -> str:
     if value is None:
         return "-"
     if base is None or fw == "pytorch":
-        return _seconds(value)
-    return f"{_seconds(value)} ({value / base:.2f}x)"
+        return bench.seconds(value)
+    return f"{bench.seconds(value)} ({value / base:.2f}x)"
 
 
 def main_table(pairs: Sequence[Pair]) -> str:
@@ -465,14 +447,22 @@ def main_table(pairs: Sequence[Pair]) -> str:
                 name = "ort:forward@1" if (fw, key) == ("onnx", "forward") else key
                 cells.append(_cell(pair, fw, name, base))
             rows.append([pair.name, title, *cells])
-    return markdown_table(headers, rows)
+    return bench.markdown_table(headers, rows)
 
 
-def _status(ratio: float, checks: Sequence[float], target: float) -> str:
-    status = "PASS" if ratio <= target else "FAIL"
-    if any((c <= target) != (ratio <= target) for c in checks):
-        status += " ?"
-    return status
+def _target_row(
+    what: str, ratio: float, at_min: float, cpu: float, target: float | None = None
+) -> dict[str, Any]:
+    """A ratio row; with a ``target``, its verdict (the cross-checks that were measured)."""
+    checks = [c for c in (at_min, cpu) if c == c]
+    return {
+        "what": what,
+        "ratio": ratio,
+        "at_min": at_min,
+        "cpu": cpu,
+        "target": "-" if target is None else f"<= {target}",
+        "status": "-" if target is None else bench.verdict(ratio, checks, target),
+    }
 
 
 def target_rows(pair: Pair) -> list[dict[str, Any]]:
@@ -481,73 +471,25 @@ def target_rows(pair: Pair) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if pair.keras_vm is not None:
         for floor in ("fwd+bwd>layer", "fwd+bwd>input"):
-            a, b = t["keras:gradcam"], t[f"keras:{floor}"]
-            ratio = paired_ratio(a, b)
-            checks = (a.min / b.min, paired_ratio(a, b, cpu=True))
-            rows.append(
-                {
-                    "what": f"Keras gradcam / Keras {floor}",
-                    "ratio": ratio,
-                    "at_min": checks[0],
-                    "cpu": checks[1],
-                    "target": f"<= {KERAS_TARGET}" if floor == "fwd+bwd>layer" else "-",
-                    "status": _status(ratio, checks, KERAS_TARGET)
-                    if floor == "fwd+bwd>layer"
-                    else "-",
-                }
-            )
+            target = KERAS_TARGET if floor == "fwd+bwd>layer" else None
+            measured = bench.ratios(t["keras:gradcam"], t[f"keras:{floor}"])
+            rows.append(_target_row(f"Keras gradcam / Keras {floor}", *measured, target))
         if pair.tf is not None and "gradcam" in pair.tf:
             ratio = t["keras:gradcam"].median / pair.tf["gradcam"]
-            rows.append(
-                {
-                    "what": "Keras gradcam / TF tf.function gradcam (other process)",
-                    "ratio": ratio,
-                    "at_min": float("nan"),
-                    "cpu": float("nan"),
-                    "target": f"<= {KERAS_TARGET}",
-                    "status": _status(ratio, (), KERAS_TARGET),
-                }
-            )
+            what = "Keras gradcam / TF tf.function gradcam (other process)"
+            rows.append(_target_row(what, ratio, float("nan"), float("nan"), KERAS_TARGET))
     evals, floor = pair.evals["onnx"], t[f"ort:forward@{pair.batch}"]
     occ = t["onnx:occlusion"]
-    ratio = paired_ratio(occ, floor) / evals
-    checks = (occ.min / (evals * floor.min), paired_ratio(occ, floor, cpu=True) / evals)
-    rows.append(
-        {
-            "what": f"ONNX occlusion / ({evals} evals x session forward@{pair.batch})",
-            "ratio": ratio,
-            "at_min": checks[0],
-            "cpu": checks[1],
-            "target": f"<= {ONNX_TARGET}",
-            "status": _status(ratio, checks, ONNX_TARGET),
-        }
-    )
+    ratio = bench.paired_ratio(occ, floor) / evals
+    checks = (occ.min / (evals * floor.min), bench.paired_ratio(occ, floor, cpu=True) / evals)
+    what = f"ONNX occlusion / ({evals} evals x session forward@{pair.batch})"
+    rows.append(_target_row(what, ratio, *checks, ONNX_TARGET))
     for batch in sorted({1, pair.batch}):
-        a, b = (
-            t[f"pytorch:forward@{batch}" if batch > 1 else "pytorch:forward"],
-            t[f"ort:forward@{batch}"],
-        )
-        rows.append(
-            {
-                "what": f"torch forward@{batch} / onnxruntime forward@{batch} (>1: ort faster)",
-                "ratio": paired_ratio(a, b),
-                "at_min": a.min / b.min,
-                "cpu": paired_ratio(a, b, cpu=True),
-                "target": "-",
-                "status": "-",
-            }
-        )
-    a, b = t["pytorch:gradcam"], t["pytorch:fwd+bwd>layer"]
-    rows.append(
-        {
-            "what": "PyTorch gradcam / PyTorch fwd+bwd>layer",
-            "ratio": paired_ratio(a, b),
-            "at_min": a.min / b.min,
-            "cpu": paired_ratio(a, b, cpu=True),
-            "target": "-",
-            "status": "-",
-        }
-    )
+        torch_forward = t[f"pytorch:forward@{batch}" if batch > 1 else "pytorch:forward"]
+        what = f"torch forward@{batch} / onnxruntime forward@{batch} (>1: ort faster)"
+        rows.append(_target_row(what, *bench.ratios(torch_forward, t[f"ort:forward@{batch}"])))
+    measured = bench.ratios(t["pytorch:gradcam"], t["pytorch:fwd+bwd>layer"])
+    rows.append(_target_row("PyTorch gradcam / PyTorch fwd+bwd>layer", *measured))
     return rows
 
 
@@ -599,10 +541,7 @@ def detail_lines(pair: Pair) -> list[str]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = bench.parser(__doc__)
     p.add_argument(
         "--pairs",
         nargs="+",
@@ -615,10 +554,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--stride", type=int, default=32, help="occlusion stride")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="call torch.set_num_threads(N) first (onnxruntime sessions take the same count; "
+    bench.add_threads(
+        p,
+        "call torch.set_num_threads(N) first (onnxruntime sessions take the same count; "
         "default: leave torch's default); 1 for stable ratios on a shared machine",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also save the raw numbers here")
@@ -638,13 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.tf_child:
         return tf_child(args.tf_child)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    env = environment()
+    env, wall = bench.begin_run(args.threads, Warning)
     env["onnxruntime"] = importlib.import_module("onnxruntime").__version__
     env["tensorflow"] = "installed" if tensorflow_available() else "not installed"
-    wall = time.perf_counter()
     pairs: list[Pair] = []
     with tempfile.TemporaryDirectory() as folder:
         for spec in args.pairs:
@@ -655,18 +589,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else env.get("keras", "-")
             )
             count(pair, args)
-            cands = candidates(pair, args)
-            _log(f"{pair.name}: {len(cands)} candidates, {args.repeats} rounds")
-            start = time.perf_counter()
-            pair.timings = run_interleaved(
-                cands, args.repeats, args.warmup, progress=lambda s: _log(f"  {s}")
-            )
-            _log(f"  done in {time.perf_counter() - start:.1f} s")
+            pair.timings = bench.timed(pair.name, candidates(pair, args), args.repeats, args.warmup)
             pair.tf = run_tf_child(pair, args)
             pairs.append(pair)
     total = time.perf_counter() - wall
 
-    print_header("Frameworks: Grad-CAM and occlusion per image", env)
+    bench.print_header("Frameworks: Grad-CAM and occlusion per image", env)
     print(
         f"- rounds: {args.repeats}, warm-up {args.warmup}; sample photo `chelsea`, batch 1; "
         f"occlusion window {args.window} stride {args.stride}"
@@ -678,9 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(main_table(pairs))
     print("\nTargets and ratios (paired median over rounds):\n")
     rows = [(pair, row) for pair in pairs for row in target_rows(pair)]
-    print(markdown_table(TARGET_HEADERS, [_target_cells(p, r) for p, r in rows]))
+    print(bench.markdown_table(TARGET_HEADERS, [_target_cells(p, r) for p, r in rows]))
     statuses = [r["status"] for _, r in rows if r["status"] != "-"]
-    print(f"\n{status_line(statuses)}.")
+    print(f"\n{bench.status_line(statuses)}.")
     if args.json is not None:
         results = [
             {
@@ -695,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for p in pairs
         ]
-        save_json(args.json, env, args, total, results)
+        bench.save_json(args.json, env, args, total, results)
     return 0
 
 

@@ -84,28 +84,13 @@ import argparse
 import copy
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _timing as bench
 import torch
-from _timing import (
-    FLOOR_HEADERS,
-    Candidate,
-    Timing,
-    environment,
-    markdown_table,
-    paired_ratio,
-    print_header,
-    run_interleaved,
-    save_json,
-    status_line,
-)
-from _timing import (
-    log as _log,
-)
 from torch import nn
 
 import seethrough
@@ -130,7 +115,7 @@ def _floor(b: int, layout: str = "nchw") -> str:
     return f"{FLOOR if layout == 'nchw' else NHWC_FLOOR}{b}"
 
 
-def _faster(floors: Iterable[Timing]) -> Timing:
+def _faster(floors: Iterable[bench.Timing]) -> bench.Timing:
     """The floor with the lowest median (of one batch, over the layouts)."""
     return min(floors, key=lambda f: f.median)
 
@@ -144,7 +129,7 @@ class Config:
     sigma: float
     guided_relus: int
     relu6: int
-    timings: dict[str, Timing] = field(default_factory=dict)
+    timings: dict[str, bench.Timing] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ candidates
@@ -158,24 +143,7 @@ def _load(name: str) -> VisionModel:
     return vm
 
 
-def _frozen(module: nn.Module, fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` run with every parameter frozen (restored after), as ``explain`` runs the model."""
-    params = list(module.parameters())
-
-    def run() -> None:
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            fn()
-        finally:
-            for p, flag in zip(params, flags, strict=True):
-                p.requires_grad_(flag)
-
-    return run
-
-
-def _fwd_bwd(module: nn.Module, x: torch.Tensor, target: int, layout: str) -> Candidate:
+def _fwd_bwd(module: nn.Module, x: torch.Tensor, target: int, layout: str) -> bench.Candidate:
     """One forward and one backward of the target's score down to the input, batch ``len(x)``:
     ``layout`` "nchw" is the model as loaded, "nhwc" a channels-last copy fed channels-last
     input (what ``explain`` switches to on the CPU for calls that run many inputs)."""
@@ -187,34 +155,40 @@ def _fwd_bwd(module: nn.Module, x: torch.Tensor, target: int, layout: str) -> Ca
         out = module(xi)
         torch.autograd.grad(out[:, target].sum(), xi)
 
-    return Candidate(_floor(x.shape[0], layout), _frozen(module, run), units=x.shape[0])
+    return bench.Candidate(_floor(x.shape[0], layout), bench.frozen(module, run), units=x.shape[0])
 
 
-def _ours(name: str, vm: VisionModel, x: torch.Tensor, method: str, **params: Any) -> Candidate:
+def _ours(
+    name: str, vm: VisionModel, x: torch.Tensor, method: str, **params: Any
+) -> bench.Candidate:
     """``seethrough.explain`` on the whole batch."""
 
     def run() -> None:
         seethrough.explain(vm, x, method, **params)
 
-    return Candidate(f"ours:{name}", run, units=x.shape[0])
+    return bench.Candidate(f"ours:{name}", run, units=x.shape[0])
 
 
 def _captum(
     name: str, module: nn.Module, x: torch.Tensor, frozen: bool, make: Callable[[], Any], **kw: Any
-) -> Candidate:
+) -> bench.Candidate:
     """Captum's attribution class built inside the timed call, as ``explain`` builds ours."""
 
     def run() -> None:
         make().attribute(x, **kw)
 
-    return Candidate(f"captum:{name}", _frozen(module, run) if frozen else run, units=x.shape[0])
+    return bench.Candidate(
+        f"captum:{name}", bench.frozen(module, run) if frozen else run, units=x.shape[0]
+    )
 
 
 def _ig_name(rule: str, ib: int) -> str:
     return f"ig {rule} ib={ib}"
 
 
-def _candidates(vm: VisionModel, args: argparse.Namespace) -> tuple[list[Candidate], int, float]:
+def _candidates(
+    vm: VisionModel, args: argparse.Namespace
+) -> tuple[list[bench.Candidate], int, float]:
     """Everything timed for one model, the explicit target class and SmoothGrad's sigma."""
     from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 
@@ -317,11 +291,11 @@ def _candidates(vm: VisionModel, args: argparse.Namespace) -> tuple[list[Candida
 # ------------------------------------------------------------------------------- reporting
 
 
-def _scaled(t: Timing, k: float, rounds: int | None = None) -> Timing:
+def _scaled(t: bench.Timing, k: float, rounds: int | None = None) -> bench.Timing:
     """``t`` with every sample multiplied by ``k`` (a floor of ``k`` passes per image), keeping
     only the samples of the first ``rounds`` rounds (all if ``None``)."""
     keep = [i for i, r in enumerate(t.rounds) if rounds is None or r < rounds]
-    return Timing(
+    return bench.Timing(
         t.name,
         [t.samples[i] * k for i in keep],
         [t.cpu[i] * k for i in keep],
@@ -329,42 +303,30 @@ def _scaled(t: Timing, k: float, rounds: int | None = None) -> Timing:
     )
 
 
-def _verdict(ratio: float, at_min: float, cpu: float, target: float) -> str:
-    status = "PASS" if ratio <= target else "FAIL"
-    if any((other <= target) != (ratio <= target) for other in (at_min, cpu)):
-        status += " ?"
-    return status
-
-
-def _versus_floor(ours: Timing, floor: Timing, label: str, target: float | None) -> dict[str, Any]:
-    ratio, at_min = paired_ratio(ours, floor), ours.min / floor.min
-    cpu = paired_ratio(ours, floor, cpu=True)
-    row: dict[str, Any] = {
-        "floor": label,
-        "floor_median": floor.median,
-        "ratio": ratio,
-        "ratio_at_min": at_min,
-        "cpu_ratio": cpu,
-    }
+def _versus_floor(
+    ours: bench.Timing, floor: bench.Timing, label: str, target: float | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"floor": label, "floor_median": floor.median}
+    row |= bench.ratio_columns(ours, floor)
     if target is not None:
-        row |= {"target": target, "status": _verdict(ratio, at_min, cpu, target)}
+        checks = (row["ratio_at_min"], row["cpu_ratio"])
+        row |= {"target": target, "status": bench.verdict(row["ratio"], checks, target)}
     return row
 
 
-def _versus_captum(ours: Timing, theirs: Timing, equal: bool) -> dict[str, Any]:
-    ratio, at_min = paired_ratio(ours, theirs), ours.min / theirs.min
-    cpu = paired_ratio(ours, theirs, cpu=True)
+def _versus_captum(ours: bench.Timing, theirs: bench.Timing, equal: bool) -> dict[str, Any]:
+    ratio, at_min, cpu = bench.ratios(ours, theirs)
     row: dict[str, Any] = {
         "captum": theirs.median,
         "ours_over_captum": ratio,
         "ours_over_captum_at_min": at_min,
         "ours_over_captum_cpu": cpu,
     }
-    row["vs_captum"] = _verdict(ratio, at_min, cpu, CAPTUM_TARGET) if equal else "n/a"
+    row["vs_captum"] = bench.verdict(ratio, (at_min, cpu), CAPTUM_TARGET) if equal else "n/a"
     return row
 
 
-def _timed(name: str, t: Timing, batch: int, **extra: Any) -> dict[str, Any]:
+def _timed(name: str, t: bench.Timing, batch: int, **extra: Any) -> dict[str, Any]:
     return {
         "method": name,
         "batch": batch,
@@ -375,7 +337,7 @@ def _timed(name: str, t: Timing, batch: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _best(timings: dict[str, Timing], keys: dict[int, str]) -> tuple[int, Timing]:
+def _best(timings: dict[str, bench.Timing], keys: dict[int, str]) -> tuple[int, bench.Timing]:
     """The ``(b, timing)`` with the lowest median among ``keys`` (``b -> candidate name``)."""
     b = min(keys, key=lambda k: timings[keys[k]].median)
     return b, timings[keys[b]]
@@ -440,17 +402,13 @@ def _rows(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 HEADERS = (
-    *FLOOR_HEADERS,
+    *bench.FLOOR_HEADERS,
     "captum s/img",
     "ours/captum",
     "@min",
     "cpu",
     "vs captum",
 )
-
-
-def _seconds(s: float) -> str:
-    return f"{s:.4f}" if s >= 0.001 else f"{s:.2e}"
 
 
 def _num(row: dict[str, Any], key: str) -> str:
@@ -463,8 +421,8 @@ def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
         cfg.model,
         str(row["batch"]),
         row["method"],
-        _seconds(row["median"]),
-        _seconds(row["min"]),
+        bench.seconds(row["median"]),
+        bench.seconds(row["min"]),
         f"{row['spread']:.0%}",
         row.get("floor", "-"),
         _num(row, "ratio"),
@@ -472,7 +430,7 @@ def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
         _num(row, "cpu_ratio"),
         f"<= {row['target']:.2f}" if "target" in row else "-",
         row.get("status", "-"),
-        _seconds(row["captum"]) if "captum" in row else "-",
+        bench.seconds(row["captum"]) if "captum" in row else "-",
         _num(row, "ours_over_captum"),
         _num(row, "ours_over_captum_at_min"),
         _num(row, "ours_over_captum_cpu"),
@@ -484,10 +442,7 @@ def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = bench.parser(__doc__)
     p.add_argument(
         "--models",
         nargs="+",
@@ -520,12 +475,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="smoke run (~2-3 min on a quiet 2-core machine): 2 rounds, 1 IG round, IG internal "
         "batches 8 and 50",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="call torch.set_num_threads(N) first (default: leave torch's default); 1 makes "
-        "CPU-time ratios robust on a machine shared with other jobs",
-    )
+    bench.add_threads(p)
     p.add_argument("--size", type=int, default=224, help="input height and width")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input and weights")
     p.add_argument("--json", type=Path, metavar="PATH", help="also save the raw numbers here")
@@ -552,11 +502,7 @@ def _count(module: nn.Module, cls: type) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the environment header and the Markdown table."""
     args = _parse(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    env = environment()
-    wall = time.perf_counter()
+    env, wall = bench.begin_run(args.threads)
     configs: list[Config] = []
     for model_name in args.models:
         torch.manual_seed(args.seed)  # reproducible random weights, hence target class
@@ -565,16 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         relus, relu6 = _count(vm.module, nn.ReLU), _count(vm.module, nn.ReLU6)
         cfg = Config(model_name, target, sigma, relus, relu6)
         rounds = max(args.repeats, args.ig_repeats)
-        _log(f"{model_name}: target class {target}, {len(candidates)} candidates, {rounds} rounds")
-        start = time.perf_counter()
-        cfg.timings = run_interleaved(
-            candidates, rounds, args.warmup, progress=lambda s: _log(f"  {s}")
-        )
-        _log(f"  done in {time.perf_counter() - start:.1f} s")
+        label = f"{model_name}: target class {target}"
+        cfg.timings = bench.timed(label, candidates, rounds, args.warmup)
         configs.append(cfg)
     total = time.perf_counter() - wall
 
-    print_header("Gradient methods speed", env)
+    bench.print_header("Gradient methods speed", env)
     print(f"- command: {' '.join(sys.argv)}")
     import captum
 
@@ -614,17 +556,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "timings": {k: v.to_dict() for k, v in cfg.timings.items()},
             }
         )
-    print(markdown_table(HEADERS, table))
+    print(bench.markdown_table(HEADERS, table))
     for column, label in (("status", "floor targets"), ("vs_captum", "vs Captum")):
         statuses = [r[column] for res in results for r in res["rows"] if column in r]
         statuses = [s for s in statuses if s != "n/a"]
-        print(f"\n{label}: {status_line(statuses)}.")
+        print(f"\n{label}: {bench.status_line(statuses)}.")
     print(
         "\ns/img = seconds per image; ratio = median over rounds of method / floor; "
         "ours/captum = median over rounds of ours / Captum (below 1: ours faster)."
     )
     if args.json is not None:
-        save_json(args.json, env, args, total, results)
+        bench.save_json(args.json, env, args, total, results)
     return 0
 
 

@@ -102,20 +102,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import _timing as bench
 import numpy as np
 import torch
-from _timing import (
-    Candidate,
-    Timing,
-    environment,
-    markdown_table,
-    paired_ratio,
-    print_header,
-    run_interleaved,
-)
-from _timing import (
-    log as _log,
-)
 
 import seethrough
 from seethrough.core.batching import PERTURBATION, auto_batch_size
@@ -367,14 +356,14 @@ class SpeedResult:
     """One model's interleaved run: timings, evaluation counts, outputs at the table's n."""
 
     setup: Setup
-    timings: dict[str, Timing] = field(default_factory=dict)
+    timings: dict[str, bench.Timing] = field(default_factory=dict)
     evals: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _floor_candidate(
     s: Setup, layout: str, batch: int, images: int, nhwc: torch.nn.Module
-) -> Candidate:
+) -> bench.Candidate:
     """``images`` images (rounded to whole batches) through the network at batch ``batch``:
     the model as loaded (``nchw``) or ``nhwc``, its channels-last copy fed channels-last input."""
     xb = s.x.expand(batch, -1, -1, -1).contiguous()
@@ -388,12 +377,12 @@ def _floor_candidate(
             for _ in range(calls):
                 net(xb)
 
-    return Candidate(f"floor:{layout}:{batch}", run, units=calls * batch, warmup=0)
+    return bench.Candidate(f"floor:{layout}:{batch}", run, units=calls * batch, warmup=0)
 
 
 def _method_candidate(
     s: Setup, result: SpeedResult, method: str, impl: str, n: int, seed: int
-) -> Candidate:
+) -> bench.Candidate:
     """One explanation per call; records the counted evaluations and the output."""
     run = explainer(s, method, impl)
     key = f"{impl}:{method}"
@@ -403,7 +392,7 @@ def _method_candidate(
         result.outputs[key] = run(n, seed)
         result.evals[key] = s.counter.n - start
 
-    return Candidate(key, call, warmup=0)
+    return bench.Candidate(key, call, warmup=0)
 
 
 def speed(s: Setup, args: argparse.Namespace) -> SpeedResult:
@@ -427,18 +416,18 @@ def speed(s: Setup, args: argparse.Namespace) -> SpeedResult:
         _method_candidate(s, result, method, impl, args.n_samples, args.seed)
         for method, impl in pairs
     ]
-    _log(f"{s.name}: {len(candidates)} candidates, {args.repeats} rounds (ABBA order)")
+    bench.log(f"{s.name}: {len(candidates)} candidates, {args.repeats} rounds (ABBA order)")
     start = time.perf_counter()
-    result.timings = {c.name: Timing(c.name) for c in candidates}
+    result.timings = {c.name: bench.Timing(c.name) for c in candidates}
     for r in range(args.repeats):
         order = candidates if r % 2 == 0 else candidates[::-1]
-        one = run_interleaved(order, 1, warmup=0)
+        one = bench.run_interleaved(order, 1, warmup=0)
         for name, t in one.items():
             merged = result.timings[name]
             merged.samples += t.samples
             merged.cpu += t.cpu
             merged.rounds += [r] * len(t.samples)
-        _log(f"  round {r + 1}/{args.repeats} done at {time.perf_counter() - start:.1f} s")
+        bench.log(f"  round {r + 1}/{args.repeats} done at {time.perf_counter() - start:.1f} s")
     return result
 
 
@@ -463,7 +452,11 @@ def _best_floor(r: SpeedResult) -> tuple[float, tuple[str, int]]:
 
 
 def _paired_floor_ratio(
-    t: Timing, evals: int, floor: dict[int, tuple[float, tuple[str, int]]], *, cpu: bool = False
+    t: bench.Timing,
+    evals: int,
+    floor: dict[int, tuple[float, tuple[str, int]]],
+    *,
+    cpu: bool = False,
 ) -> float:
     """Median over rounds of (time / (evals x that round's floor))."""
     samples = t.cpu if cpu else t.samples
@@ -504,9 +497,9 @@ def speed_rows(r: SpeedResult) -> list[dict[str, Any]]:
                 checks = [row[k] <= RATIO_TARGET for k in ("ratio", "ratio_at_min", "cpu_ratio")]
                 row["target"] = f"ratio <= {RATIO_TARGET:.2f}"
             else:
-                row["ours_faster"] = paired_ratio(t, mine)
+                row["ours_faster"] = bench.paired_ratio(t, mine)
                 row["ours_faster_at_min"] = t.min / mine.min
-                row["ours_faster_cpu"] = paired_ratio(t, mine, cpu=True)
+                row["ours_faster_cpu"] = bench.paired_ratio(t, mine, cpu=True)
                 checks = [
                     row[k] >= 1.0 for k in ("ours_faster", "ours_faster_at_min", "ours_faster_cpu")
                 ]
@@ -624,7 +617,7 @@ def quality(
         start = time.perf_counter()
         before = s.counter.n
         ref = ours(s, method)(args.reference_samples, args.reference_seed)
-        _log(
+        bench.log(
             f"quality {method}: reference ({s.counter.n - before} evals) in "
             f"{time.perf_counter() - start:.1f} s"
         )
@@ -650,7 +643,7 @@ def quality(
                 results[key][n] = QualityCell(
                     *(float(np.mean(c)) for c in zip(*cells, strict=True))
                 )
-            _log(f"  {key} done ({time.perf_counter() - start:.1f} s)")
+            bench.log(f"  {key} done ({time.perf_counter() - start:.1f} s)")
     return results
 
 
@@ -666,9 +659,9 @@ def _quality_tables(results: dict[str, dict[int, QualityCell]], ns: Sequence[int
         for key in results
     ]
     return (
-        markdown_table(headers, rows)
+        bench.markdown_table(headers, rows)
         + "\n\nModel evaluations per cell:\n\n"
-        + markdown_table(["method", "implementation", *(f"n={n}" for n in ns)], evals)
+        + bench.markdown_table(["method", "implementation", *(f"n={n}" for n in ns)], evals)
     )
 
 
@@ -765,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = environment()
+    env = bench.environment()
     wall = time.perf_counter()
     setups: dict[str, Setup] = {}
 
@@ -781,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quality_results = quality(setup(args.quality_model), args, reuse)
     total = time.perf_counter() - wall
 
-    print_header("Perturbation methods: speed and quality per model call", env)
+    bench.print_header("Perturbation methods: speed and quality per model call", env)
     print(f"- command: {' '.join(sys.argv)}")
     print(f"- total run time: {total:.0f} s")
     out: dict[str, Any] = {"environment": env, "args": vars(args), "seconds": total}
@@ -798,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if check:
                 print(check)
         print()
-        print(markdown_table(SPEED_HEADERS, [_speed_cells(row) for row in rows]))
+        print(bench.markdown_table(SPEED_HEADERS, [_speed_cells(row) for row in rows]))
         failed = [f"{r['model']} {r['method']} {r['impl']}" for r in rows if "FAIL" in r["status"]]
         print(f"\nTable 1: {'FAIL: ' + '; '.join(failed) if failed else 'PASS'}")
         out["speed"] = rows
@@ -819,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2, default=str)
-        _log(f"saved {args.json}")
+        bench.log(f"saved {args.json}")
     return 0
 
 
