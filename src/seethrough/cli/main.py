@@ -787,7 +787,7 @@ def dashboard_cmd(
 # the evaluation commands register on the shared app after these, so `--help` lists them last
 from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)
 from . import tabular as _tabular  # noqa: E402, F401  (registers tabular)
-from . import training as _training  # noqa: E402, F401  (registers report)
+from . import training as _training  # noqa: E402, F401  (registers report, train-demo)
 
 
 def _is_click_error(exc: BaseException) -> bool:
