@@ -119,14 +119,15 @@ def test_framework_speed_benchmark_runs_in_a_tiny_configuration():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_detection_speed_benchmark_runs_in_a_tiny_configuration():
-    # 64-pixel images, 8 D-RISE masks, one round: the script's rows, not its speed
+    # 64-pixel images, 8 D-RISE masks, one round: the script's rows, not its speed (it builds
+    # three torchvision models: minutes on a loaded 2-core machine)
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "detection_speed.py"), "--tiny"],
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=880,
         cwd=ROOT,
         check=False,
     )
@@ -191,3 +192,40 @@ def test_tabular_speed_benchmark_runs_in_a_tiny_configuration():
     for row in ratios:
         assert all(0 < float(c) < 100 for c in (row[4], row[6], row[7])), row
         assert row[8].split()[0] in ("PASS", "FAIL", "?"), row
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_recorder_speed_benchmark_runs_in_a_tiny_configuration():
+    # 256 training images, 4 probes, 50 LIME samples, one round: the rows, not the speed
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "recorder_speed.py"),
+            "--tiny",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "one epoch: 256 generated digits" in out, out
+    cells = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| method")
+    ]
+    table = {row[0]: row for row in cells}
+    assert set(table) == {"gradcam", "lime"}, out
+    for row in table.values():
+        assert row[1] == "4" and 0 < float(row[2]) < float(row[4]) * 100, row
+        assert 0 < float(row[5]) < 100 and 0 < float(row[7]) < 100, row
+    assert table["gradcam"][9] == "< 0.05" and table["gradcam"][10].split()[0] in ("PASS", "FAIL")
+    assert table["lime"][9:] == ["-", "-"], out
+    # LIME evaluates 50 perturbed images per probe, Grad-CAM one forward and backward
+    assert float(table["lime"][2]) > float(table["gradcam"][2]), out
