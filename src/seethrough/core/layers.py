@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -10,9 +11,17 @@ from torch import nn
 from ..errors import UnknownLayerError, suggest
 from .tokens import transformer_default_layer
 
-__all__ = ["LayerRef", "named_modules", "resolve_layer", "default_layer", "spatial_layers"]
+__all__ = [
+    "LayerRef",
+    "named_modules",
+    "resolve_layer",
+    "default_layer",
+    "spatial_layers",
+    "finishing_order",
+]
 
 LayerRef = str | nn.Module | None
+Shapes = list[tuple[str, tuple[int, ...]]]
 
 # Modules that only resample or pass on a representation (VGG's AdaptiveAvgPool2d(7) is one):
 # never a default layer.
@@ -99,25 +108,53 @@ def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, t
     Listed in the order the modules *finish* during one forward of ``example`` (a container
     finishes after its children), each with its output shape.
     """
-    order: list[tuple[str, tuple[int, ...]]] = []
+
+    def spatial(name: str, module: nn.Module, output: object) -> Shapes:
+        if isinstance(module, _NOT_A_REPRESENTATION):
+            return []
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            if output.shape[2] * output.shape[3] > 1:
+                return [(name, tuple(output.shape))]
+        return []
+
+    def run() -> None:
+        with torch.no_grad():
+            model(example[:1])
+
+    return finishing_order(((n, m) for n, m in model.named_modules() if n), run, spatial)
+
+
+def finishing_order(
+    modules: Iterable[tuple[str, nn.Module]],
+    run: Callable[[], object],
+    entries: Callable[[str, nn.Module, object], Shapes],
+) -> Shapes:
+    """The ``(name, shape)`` entries of the outputs of ``modules`` in the order the modules
+    finish during ``run`` (one forward).
+
+    A forward hook on each module hands ``entries(name, module, output)`` the module's output
+    and keeps what it returns (nothing, or one entry per map of the output); every hook is
+    removed afterwards, whatever happens. An entry that comes again (a module called twice)
+    keeps its last place and shape.
+
+    Args:
+        modules: ``(name, module)`` pairs to hook.
+        run: runs the forward.
+        entries: the entries of one output.
+    """
+    order: Shapes = []
     handles = []
 
     def make(name: str):  # noqa: ANN202
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            if isinstance(module, _NOT_A_REPRESENTATION):
-                return
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
-                if output.shape[2] * output.shape[3] > 1:
-                    order.append((name, tuple(output.shape)))
+            order.extend(entries(name, module, output))
 
         return hook
 
     try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make(name)))
-        with torch.no_grad():
-            model(example[:1])
+        for name, module in modules:
+            handles.append(module.register_forward_hook(make(name)))
+        run()
     finally:
         for h in handles:
             h.remove()

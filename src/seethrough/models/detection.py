@@ -39,7 +39,7 @@ from torch import nn
 
 from ..core.detection import Detections, DetectorAdapter, pack, unpack
 from ..core.hooks import Recorder
-from ..core.layers import LayerRef
+from ..core.layers import LayerRef, finishing_order
 from ..core.runner import TorchRunner
 from ..errors import InvalidParameterError, MethodNotApplicableError, UnknownLayerError, suggest
 from ..targets import Box, Mask
@@ -179,32 +179,23 @@ class KeyedLayersRunner(TorchRunner):
     def spatial_layers(self, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
         """Layers with an ``(N, C, H, W)`` output, and ``"name:key"`` for each such map of a
         dict output, in the order they finish during a forward of ``example``."""
-        order: list[tuple[str, tuple[int, ...]]] = []
 
-        def make(name: str):  # noqa: ANN202
-            def hook(module: nn.Module, args: tuple, output: object) -> None:
-                items = output.items() if isinstance(output, Mapping) else [(None, output)]
-                for key, value in items:
-                    if isinstance(value, torch.Tensor) and value.dim() == 4:
-                        if value.shape[0] == 1 and value.shape[2] * value.shape[3] > 1:
-                            order.append(
-                                (name if key is None else f"{name}:{key}", tuple(value.shape))
-                            )
+        def maps(name: str, module: nn.Module, output: object) -> list[tuple[str, tuple[int, ...]]]:
+            items = output.items() if isinstance(output, Mapping) else [(None, output)]
+            return [
+                (name if key is None else f"{name}:{key}", tuple(value.shape))
+                for key, value in items
+                if isinstance(value, torch.Tensor)
+                and value.dim() == 4
+                and value.shape[0] == 1
+                and value.shape[2] * value.shape[3] > 1
+            ]
 
-            return hook
-
-        handles = [m.register_forward_hook(make(n)) for n, m in self.named_modules.items() if n]
-        try:
+        def run() -> None:
             with self.protected(parameters=False), torch.no_grad():
                 self.forward(example[:1].to(self.device, self.dtype))
-        finally:
-            for h in handles:
-                h.remove()
-        seen: dict[str, tuple[int, ...]] = {}
-        for name, shape in order:
-            seen.pop(name, None)
-            seen[name] = shape
-        return list(seen.items())
+
+        return finishing_order(((n, m) for n, m in self.named_modules.items() if n), run, maps)
 
 
 @contextmanager

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..core.hooks import Recorder
-from ..core.layers import LayerRef
+from ..core.layers import LayerRef, finishing_order
 from ..core.runner import TorchRunner, _freeze, graph_from
 from ..core.state import preserved_state
 from ..errors import (
@@ -439,33 +439,25 @@ class KerasRunner(TorchRunner):
         """The layers with a spatial output and their shapes as ``(N, C, H, W)``, in the order
         they finish during one forward of ``example[:1]`` (a nested model after its layers);
         padding, dropout, resampling and preprocessing layers are left out."""
-        order: list[tuple[str, tuple[int, ...]]] = []
 
-        def make(name: str):  # noqa: ANN202
-            def hook(module: nn.Module, args: tuple, output: object) -> None:
-                if isinstance(output, torch.Tensor) and output.dim() == 4:
-                    n, h, w, c = output.shape
-                    if h * w > 1:
-                        order.append((name, (n, c, h, w)))
+        def spatial(
+            name: str, layer: nn.Module, output: object
+        ) -> list[tuple[str, tuple[int, ...]]]:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                n, h, w, c = output.shape
+                if h * w > 1:
+                    return [(name, (n, c, h, w))]
+            return []
 
-            return hook
-
-        handles = [
-            _keras_layer(m).register_forward_hook(make(name))
-            for name, m in self._named.items()
-            if type(_keras_layer(m)).__name__ not in _NOT_A_REPRESENTATION
-        ]
-        try:
+        def run() -> None:
             with torch.no_grad():
                 self.module(example[:1].to(self.device, self.dtype))
-        finally:
-            for handle in handles:
-                handle.remove()
-        seen: dict[str, tuple[int, ...]] = {}
-        for name, shape in order:
-            seen.pop(name, None)
-            seen[name] = shape
-        return list(seen.items())
+
+        layers = [(name, _keras_layer(m)) for name, m in self._named.items()]
+        kept = [
+            (n, layer) for n, layer in layers if type(layer).__name__ not in _NOT_A_REPRESENTATION
+        ]
+        return finishing_order(kept, run, spatial)
 
     def record(self, modules: Mapping[str, nn.Module], *, inputs: bool = False) -> Recorder:
         """A :class:`KerasRecorder` on ``modules``: outputs as ``(N, C, H, W)``."""
