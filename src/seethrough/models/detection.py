@@ -417,12 +417,18 @@ def _one_at_a_time(predict: Callable[..., Any]) -> Callable[..., Any]:
     return each
 
 
-@_one_at_a_time
-def _predict_detections(model: VisionModel, images: object, k: int | None = None) -> Any:
+def _outputs(model: VisionModel, images: object) -> tuple[Any, bool]:
+    """The model's outputs on ``images`` (preprocessed, its state left as it was), and whether
+    ``images`` was one image."""
     batch, _, single = prepare_inputs(model, images, display=False)
     runner = model.make_runner()
     with runner.protected(parameters=False):
-        packed = runner.outputs(batch.to(model.device))
+        return runner.outputs(batch.to(model.device)), single
+
+
+@_one_at_a_time
+def _predict_detections(model: VisionModel, images: object, k: int | None = None) -> Any:
+    packed, single = _outputs(model, images)
     results = [
         [
             BoxPrediction(
@@ -439,10 +445,7 @@ def _predict_detections(model: VisionModel, images: object, k: int | None = None
 
 @_one_at_a_time
 def _predict_masks(model: VisionModel, images: object, k: int | None = None) -> Any:
-    batch, _, single = prepare_inputs(model, images, display=False)
-    runner = model.make_runner()
-    with runner.protected(parameters=False):
-        logits = runner.outputs(batch.to(model.device))
+    logits, single = _outputs(model, images)
     results = []
     for classes in logits.argmax(dim=1).cpu().numpy():
         counts = np.bincount(classes.ravel(), minlength=logits.shape[1])
