@@ -8,9 +8,7 @@ its weights cache: ``load_model("synthetic_digits")`` loads it.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
 import time
 from collections import OrderedDict
@@ -22,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import write_atomically
 from ..core.threads import torch_threads
 from ..datasets.synthetic import LABEL_NAMES, SyntheticDigits, make_digits
-from ..errors import InvalidParameterError, WeightsMismatchError, WeightsUnavailableError
+from ._trained import check_training, fit, load_or_train, to_input
 from .preprocessing import Preprocessing
 
 __all__ = [
@@ -103,8 +100,7 @@ class DigitsNet(nn.Module):
 
 def _to_input(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` images to a normalised float batch ``(N, 3, H, W)``."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    return PREPROCESSING.normalize(x)
+    return to_input(images, PREPROCESSING)
 
 
 def accuracy(model: nn.Module, data: SyntheticDigits, batch: int = 500) -> float:
@@ -158,49 +154,16 @@ def train_digits_model(
     Returns:
         The model in eval mode, and ``{"test_accuracy", "background_accuracy", "seconds", ...}``.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    if min(n_train, epochs, batch, n_test) < 1 or not lr > 0:
-        raise InvalidParameterError("n_train, epochs, batch and n_test must be >= 1, lr > 0")
+    check_training(n_train, epochs, batch, lr, n_test)
     start = time.perf_counter()
     with torch_threads(threads):
         torch.manual_seed(seed)
         data = make_digits(n_train, seed=seed, split="train")
-        labels = torch.from_numpy(data.labels)
-        model = DigitsNet().to(memory_format=torch.channels_last)  # faster convolutions on CPU
-        steps = epochs * -(-n_train // batch)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, steps, pct_start=0.2)
-        order = torch.Generator().manual_seed(seed)
-        bar = Progress(
-            TextColumn("training synthetic digits"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            disable=not progress,
-        )
-        with bar:
-            task = bar.add_task("train", total=steps, loss=float("nan"))
-            for epoch in range(epochs):
-                model.train()
-                total = 0.0
-                for idx in torch.randperm(n_train, generator=order).split(batch):
-                    x = _to_input(data.images[idx.numpy()]).to(memory_format=torch.channels_last)
-                    loss = F.cross_entropy(model(x), labels[idx])
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    schedule.step()
-                    total += loss.item() * len(idx)
-                    bar.update(task, advance=1, loss=loss.item())
-                if progress:
-                    bar.console.print(
-                        f"epoch {epoch + 1}/{epochs}: mean loss {total / n_train:.4f}"
-                    )
-        model = model.to(memory_format=torch.contiguous_format).eval()
+        model = fit(
+            DigitsNet(), data.images, torch.from_numpy(data.labels), F.cross_entropy, _to_input,
+            epochs=epochs, batch=batch, lr=lr, seed=seed, label="training synthetic digits",
+            progress=progress, epoch_lines=True,
+        )  # fmt: skip
         test = make_digits(n_test, seed=seed + 1, split="test")
         background = make_digits(n_test, seed=seed + 1, split="test", with_digit=False)
         info = {
@@ -236,22 +199,6 @@ def cache_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache_dir).expanduser() / f"synthetic_digits-{CACHE_VERSION}.safetensors"
 
 
-def _save(model: nn.Module, info: dict[str, Any], path: Path) -> None:
-    """Write the weights (safetensors) and their JSON sidecar, each atomically."""
-    import sklearn
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    versions = {"torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}
-    meta = {"version": CACHE_VERSION, **info, **versions, "python": platform.python_version()}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    # the sidecar first: weights present means the sidecar is too
-    sidecar = json.dumps(meta, indent=2)
-    write_atomically(path.with_suffix(".json"), lambda p: p.write_text(sidecar), mode=0o600)
-    weights = {"version": CACHE_VERSION}
-    write_atomically(path, lambda p: save_file(state, str(p), metadata=weights), mode=0o600)
-
-
 def load_digits_model(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -275,33 +222,15 @@ def load_digits_model(
         WeightsUnavailableError: the cache file cannot be read.
         WeightsMismatchError: its tensors do not fit :class:`DigitsNet`.
     """
-    from safetensors.torch import load_file
-
     path = cache_path(cache_dir)
-    if retrain or not path.is_file():
-        print(
-            f"training the synthetic digits model once (~1 min); cached in {path.parent}",
-            file=sys.stderr,
-        )
-        model, info = train_digits_model(progress=progress)
-        _save(model, info, path)
-        return model
-    remedy = "delete it or call load_digits_model(retrain=True) to train again (~1 min)"
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:
-        raise WeightsUnavailableError(
-            f"cannot read the cached synthetic digits weights '{path}' ({type(exc).__name__}): "
-            f"{remedy}"
-        ) from None
-    model = DigitsNet()
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if found != expected:
-        wrong = sorted(k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k))
-        raise WeightsMismatchError(
-            f"the cached synthetic digits weights '{path}' do not fit DigitsNet "
-            f"({len(wrong)} missing, unexpected or mis-shaped: {', '.join(wrong[:5])}): {remedy}"
-        )
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_or_train(
+        path,
+        build=DigitsNet,
+        train=lambda: train_digits_model(progress=progress),
+        retrain=retrain,
+        announce=f"training the synthetic digits model once (~1 min); cached in {path.parent}",
+        what="synthetic digits",
+        remedy="delete it or call load_digits_model(retrain=True) to train again (~1 min)",
+        version=CACHE_VERSION,
+        libraries=("sklearn",),
+    )

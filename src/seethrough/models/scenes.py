@@ -20,26 +20,24 @@ of box k lies on object k" be checked.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import write_atomically
 from ..core.threads import torch_threads
 from ..datasets.synthetic import LABEL_NAMES, SyntheticScenes, make_scenes
-from ..errors import InvalidParameterError, WeightsMismatchError, WeightsUnavailableError
+from ..errors import InvalidParameterError
 from . import digits
+from ._trained import check_training, fit, load_or_train, to_input
 from .preprocessing import Preprocessing
 
 __all__ = [
@@ -73,6 +71,7 @@ SEGMENTER_LAYER = "features.block4"
 DETECTOR_LAYER = "features.block4"
 CACHE_VERSION = "v2"  # bump when the generator, an architecture or a training recipe changes
 Kind = Literal["segmenter", "detector"]
+M = TypeVar("M", bound=nn.Module)
 
 
 # ------------------------------------------------------------------------------------- models
@@ -212,8 +211,7 @@ def decode(
 
 def _to_input(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` images to a normalised float batch ``(N, 3, H, W)``."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    return PREPROCESSING.normalize(x)
+    return to_input(images, PREPROCESSING)
 
 
 def _segmentation_targets(data: SyntheticScenes) -> torch.Tensor:
@@ -336,57 +334,41 @@ def detection_recall(
 # ----------------------------------------------------------------------------------- training
 
 
-def _train(
+def _train_scene(
     kind: Kind,
-    model: nn.Module,
+    build: Callable[[], M],
+    targets_of: Callable[[SyntheticScenes], torch.Tensor],
     loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    targets: torch.Tensor,
-    data: SyntheticScenes,
+    score: Callable[[M, SyntheticScenes], dict[str, Any]],
     *,
+    n_train: int,
     epochs: int,
     batch: int,
     lr: float,
+    n_test: int,
     seed: int,
+    threads: int | None,
     progress: bool,
-) -> None:
-    """AdamW with a one-cycle learning rate over ``data`` in one seeded order (the digits
-    model's recipe), in channels-last memory."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    n = len(data)
-    model.to(memory_format=torch.channels_last)
-    steps = epochs * -(-n // batch)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, steps, pct_start=0.2)
-    order = torch.Generator().manual_seed(seed)
-    bar = Progress(
-        TextColumn(f"training the scene {kind}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
-    with bar:
-        task = bar.add_task("train", total=steps, loss=float("nan"))
-        for _ in range(epochs):
-            model.train()
-            for idx in torch.randperm(n, generator=order).split(batch):
-                x = _to_input(data.images[idx.numpy()]).to(memory_format=torch.channels_last)
-                loss = loss_of(model(x), targets[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                bar.update(task, advance=1, loss=loss.item())
-    model.to(memory_format=torch.contiguous_format).eval()
-
-
-def _check_training(n_train: int, epochs: int, batch: int, lr: float, n_test: int) -> None:
-    if min(n_train, epochs, batch, n_test) < 1 or not lr > 0:
-        raise InvalidParameterError("n_train, epochs, batch and n_test must be >= 1, lr > 0")
+    data: SyntheticScenes | None,
+) -> tuple[M, dict[str, Any]]:
+    """Train a fresh ``build()`` on ``data`` (:func:`~seethrough.models._trained.fit`: the
+    digits model's recipe) and ``score`` it on ``n_test`` scenes of the test split (clutter of
+    seed ``seed + 1``); the info holds the scores, the seconds, the threads and the recipe."""
+    check_training(n_train, epochs, batch, lr, n_test)
+    start = time.perf_counter()
+    with torch_threads(threads):
+        torch.manual_seed(seed)
+        data = make_scenes(n_train, seed=seed, split="train") if data is None else data
+        model = fit(
+            build(), data.images, targets_of(data), loss_of, _to_input,
+            epochs=epochs, batch=batch, lr=lr, seed=seed, label=f"training the scene {kind}",
+            progress=progress,
+        )  # fmt: skip
+        info = score(model, make_scenes(n_test, seed=seed + 1, split="test"))
+        info |= {"seconds": round(time.perf_counter() - start, 1)}
+        info |= {"threads": torch.get_num_threads()}
+    info |= {"seed": seed, "n_train": len(data), "epochs": epochs, "batch": batch, "lr": lr}
+    return model, info
 
 
 def train_segmenter(
@@ -422,27 +404,20 @@ def train_segmenter(
     Returns:
         The model in eval mode, and ``{"test_miou", "test_iou", "seconds", ...}``.
     """
-    _check_training(n_train, epochs, batch, lr, n_test)
-    start = time.perf_counter()
-    with torch_threads(threads):
-        torch.manual_seed(seed)
-        data = make_scenes(n_train, seed=seed, split="train") if data is None else data
-        model = SceneSegmenter()
-        _train(
-            "segmenter", model, F.cross_entropy, _segmentation_targets(data), data,
-            epochs=epochs, batch=batch, lr=lr, seed=seed, progress=progress,
-        )  # fmt: skip
-        miou, per_class = mean_iou(model, make_scenes(n_test, seed=seed + 1, split="test"))
-        info = {
-            "test_miou": miou,
-            "test_iou": per_class,
-            "seconds": round(time.perf_counter() - start, 1),
-            "threads": torch.get_num_threads(),
-        }
-    info |= {"seed": seed, "n_train": len(data), "epochs": epochs, "batch": batch, "lr": lr}
+
+    def score(model: SceneSegmenter, test: SyntheticScenes) -> dict[str, Any]:
+        miou, per_class = mean_iou(model, test)
+        return {"test_miou": miou, "test_iou": per_class}
+
+    model, info = _train_scene(
+        "segmenter", SceneSegmenter, _segmentation_targets, F.cross_entropy, score,
+        n_train=n_train, epochs=epochs, batch=batch, lr=lr, n_test=n_test, seed=seed,
+        threads=threads, progress=progress, data=data,
+    )  # fmt: skip
     if progress:
         print(
-            f"scene segmenter: held-out mean IoU {miou:.3f} in {info['seconds']:.0f} s",
+            f"scene segmenter: held-out mean IoU {info['test_miou']:.3f} in "
+            f"{info['seconds']:.0f} s",
             file=sys.stderr,
         )
     return model, info
@@ -480,21 +455,15 @@ def train_detector(
     Returns:
         The model in eval mode, and ``{"test_recall", "test_precision", "seconds", ...}``.
     """
-    _check_training(n_train, epochs, batch, lr, n_test)
-    start = time.perf_counter()
-    with torch_threads(threads):
-        torch.manual_seed(seed)
-        data = make_scenes(n_train, seed=seed, split="train") if data is None else data
-        model = SceneDetector()
-        _train(
-            "detector", model, _detection_loss, _detection_targets(data), data,
-            epochs=epochs, batch=batch, lr=lr, seed=seed, progress=progress,
-        )  # fmt: skip
-        scores = detection_recall(model, make_scenes(n_test, seed=seed + 1, split="test"))
-        info = {f"test_{key}": value for key, value in scores.items()}
-        info |= {"seconds": round(time.perf_counter() - start, 1)}
-        info |= {"threads": torch.get_num_threads()}
-    info |= {"seed": seed, "n_train": len(data), "epochs": epochs, "batch": batch, "lr": lr}
+
+    def score(model: SceneDetector, test: SyntheticScenes) -> dict[str, Any]:
+        return {f"test_{key}": value for key, value in detection_recall(model, test).items()}
+
+    model, info = _train_scene(
+        "detector", SceneDetector, _detection_targets, _detection_loss, score,
+        n_train=n_train, epochs=epochs, batch=batch, lr=lr, n_test=n_test, seed=seed,
+        threads=threads, progress=progress, data=data,
+    )  # fmt: skip
     if progress:
         print(
             f"scene detector: held-out recall {info['test_recall']:.3f} (precision "
@@ -537,20 +506,6 @@ def cache_path(kind: Kind, cache_dir: str | os.PathLike[str] | None = None) -> P
     return folder / f"synthetic_scene_{_kind(kind)}-{CACHE_VERSION}.safetensors"
 
 
-def _save(model: nn.Module, info: dict[str, Any], path: Path) -> None:
-    """Write the weights (safetensors) and their JSON sidecar, each atomically."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    versions = {"torch": torch.__version__, "numpy": np.__version__}
-    meta = {"version": CACHE_VERSION, **info, **versions, "python": platform.python_version()}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    sidecar = json.dumps(meta, indent=2)  # first: weights present means the sidecar is too
-    write_atomically(path.with_suffix(".json"), lambda p: p.write_text(sidecar), mode=0o600)
-    weights = {"version": CACHE_VERSION}
-    write_atomically(path, lambda p: save_file(state, str(p), metadata=weights), mode=0o600)
-
-
 def _load(
     kind: Kind,
     cache_dir: str | os.PathLike[str] | None,
@@ -559,35 +514,19 @@ def _load(
     threads: int | None,
 ) -> nn.Module:
     """The trained model of ``kind``: from the cache, else trained once and cached."""
-    from safetensors.torch import load_file
-
     path = cache_path(kind, cache_dir)
-    if retrain or not path.is_file():
-        print(
-            f"training the synthetic scene {kind} once ({_MINUTES[kind]}); cached in {path.parent}",
-            file=sys.stderr,
-        )
-        model, info = _TRAIN[kind](progress=progress, threads=threads)
-        _save(model, info, path)
-        return model
-    remedy = f"delete it or pass retrain=True to train again ({_MINUTES[kind]})"
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:
-        raise WeightsUnavailableError(
-            f"cannot read the cached scene {kind} weights '{path}' ({type(exc).__name__}): {remedy}"
-        ) from None
-    model = _BUILD[kind]()
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if found != expected:
-        wrong = sorted(k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k))
-        raise WeightsMismatchError(
-            f"the cached scene {kind} weights '{path}' do not fit {type(model).__name__} "
-            f"({len(wrong)} missing, unexpected or mis-shaped: {', '.join(wrong[:5])}): {remedy}"
-        )
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_or_train(
+        path,
+        build=_BUILD[kind],
+        train=lambda: _TRAIN[kind](progress=progress, threads=threads),
+        retrain=retrain,
+        announce=(
+            f"training the synthetic scene {kind} once ({_MINUTES[kind]}); cached in {path.parent}"
+        ),
+        what=f"scene {kind}",
+        remedy=f"delete it or pass retrain=True to train again ({_MINUTES[kind]})",
+        version=CACHE_VERSION,
+    )
 
 
 def load_segmenter(
