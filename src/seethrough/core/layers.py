@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -18,6 +19,8 @@ __all__ = [
     "default_layer",
     "spatial_layers",
     "finishing_order",
+    "last_spatial_layer",
+    "unknown_layer",
 ]
 
 LayerRef = str | nn.Module | None
@@ -92,11 +95,30 @@ def resolve_layer(
     if layer in named and layer != "":
         return layer, named[layer]
     candidates = [n for n in named if n]
-    hint = suggest(layer, candidates)
+    raise unknown_layer(layer, candidates, shown=[n for n in candidates if n.count(".") <= 1])
+
+
+def unknown_layer(
+    layer: str,
+    names: Sequence[str],
+    *,
+    shown: Sequence[str] | None = None,
+    model: str = "this model",
+) -> UnknownLayerError:
+    """The error for a layer name that ``model`` lacks: the close ones among ``names``
+    (:func:`~seethrough.errors.suggest`), else the last eight of ``shown`` (default ``names``).
+
+    Args:
+        layer: the name asked for.
+        names: every layer name of the model.
+        shown: the names to list when none is close.
+        model: how the message names the model.
+    """
+    hint = suggest(layer, names)
     if not hint:
-        tail = [n for n in candidates if n.count(".") <= 1][-8:]
+        tail = list(names if shown is None else shown)[-8:]
         hint = f" Some layers of this model: {', '.join(tail)}."
-    raise UnknownLayerError(f"no layer named '{layer}' in this model.{hint}")
+    return UnknownLayerError(f"no layer named '{layer}' in {model}.{hint}")
 
 
 def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
@@ -179,13 +201,35 @@ def default_layer(model: nn.Module, example: torch.Tensor | None) -> str:
     if transformer is not None:
         _DEFAULT_CACHE[model] = transformer
         return transformer
-    if example is None:
-        raise UnknownLayerError("no layer given and no example input to find a default layer")
-    layers = spatial_layers(model, example)
-    if not layers:
-        raise UnknownLayerError(
-            "this model has no layer with a spatial (N, C, H, W) output; give layer= explicitly"
-        )
-    name = layers[-1][0]
+    name = last_spatial_layer(partial(spatial_layers, model), example)
     _DEFAULT_CACHE[model] = name
     return name
+
+
+def last_spatial_layer(
+    spatial: Callable[[torch.Tensor], Shapes],
+    example: torch.Tensor | None,
+    *,
+    model: str = "this model",
+    layout: str = "(N, C, H, W)",
+) -> str:
+    """The default layer: the last of ``spatial(example)``, a model's layers with a spatial
+    output in the order they finish (:func:`spatial_layers` for a torch model).
+
+    Args:
+        spatial: lists those layers for an example input.
+        example: the input; without one no default can be found.
+        model: how the messages name the model.
+        layout: the layout of its spatial outputs, in the messages.
+
+    Raises:
+        UnknownLayerError: no example, or no layer with a spatial output.
+    """
+    if example is None:
+        raise UnknownLayerError("no layer given and no example input to find a default layer")
+    layers = spatial(example)
+    if not layers:
+        raise UnknownLayerError(
+            f"{model} has no layer with a spatial {layout} output; give layer= explicitly"
+        )
+    return layers[-1][0]

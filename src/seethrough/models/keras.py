@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..core.hooks import Recorder
-from ..core.layers import LayerRef, finishing_order
+from ..core.layers import LayerRef, finishing_order, last_spatial_layer, unknown_layer
 from ..core.runner import TorchRunner, _freeze, graph_from
 from ..core.state import preserved_state
 from ..errors import (
@@ -414,25 +414,14 @@ class KerasRunner(TorchRunner):
         nested = [n for n in self._named if n.endswith(f"/{layer}")]
         if len(nested) == 1:
             return nested[0], self._named[nested[0]]
-        hint = suggest(layer, self._named) or (
-            f" Some layers of this model: {', '.join(list(self._named)[-8:])}."
-        )
-        raise UnknownLayerError(f"no layer named '{layer}' in this Keras model.{hint}")
+        raise unknown_layer(layer, list(self._named), model="this Keras model")
 
     def default_layer(self, example: torch.Tensor | None) -> str:
         """The last layer to finish with a spatial output (found once per model)."""
         if self.adapter.default_layer is None:
-            if example is None:
-                raise UnknownLayerError(
-                    "no layer given and no example input to find a default layer"
-                )
-            layers = self.spatial_layers(example)
-            if not layers:
-                raise UnknownLayerError(
-                    "this Keras model has no layer with a spatial (N, H, W, C) output; give "
-                    "layer= explicitly"
-                )
-            self.adapter.default_layer = layers[-1][0]
+            self.adapter.default_layer = last_spatial_layer(
+                self.spatial_layers, example, model="this Keras model", layout="(N, H, W, C)"
+            )
         return self.adapter.default_layer
 
     def spatial_layers(self, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:

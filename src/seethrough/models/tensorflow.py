@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from ..core.hooks import RunnerRecorder
-from ..core.layers import LayerRef
+from ..core.layers import LayerRef, last_spatial_layer, unknown_layer
 from ..core.runner import ModelRunner
 from ..errors import (
     InvalidParameterError,
@@ -58,7 +58,6 @@ from ..errors import (
     ModelOutputError,
     UnknownLayerError,
     UnsafeModelError,
-    suggest,
 )
 
 __all__ = [
@@ -466,25 +465,14 @@ class TFRunner(ModelRunner):
                 "TensorFlow seethrough reaches the model's top-level layers (the nested model "
                 "itself is one); run Keras on its torch backend to explain inner layers"
             )
-        hint = (
-            suggest(layer, named) or f" Some layers of this model: {', '.join(list(named)[-8:])}."
-        )
-        raise UnknownLayerError(f"no layer named '{layer}' in this Keras model.{hint}")
+        raise unknown_layer(layer, list(named), model="this Keras model")
 
     def default_layer(self, example: torch.Tensor | None) -> str:
         """The last layer with a spatial output (found once per model)."""
         if self.module.default_layer is None:
-            if example is None:
-                raise UnknownLayerError(
-                    "no layer given and no example input to find a default layer"
-                )
-            layers = self.spatial_layers(example)
-            if not layers:
-                raise UnknownLayerError(
-                    "this Keras model has no layer with a spatial (N, H, W, C) output; give "
-                    "layer= explicitly"
-                )
-            self.module.default_layer = layers[-1][0]
+            self.module.default_layer = last_spatial_layer(
+                self.spatial_layers, example, model="this Keras model", layout="(N, H, W, C)"
+            )
         return self.module.default_layer
 
     def spatial_layers(self, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
