@@ -77,7 +77,22 @@ def digit_sources(split: Split = "train") -> np.ndarray:
 
 
 @dataclass
-class SyntheticDigits:
+class _Rendered:
+    """What every rendered data set holds, indexed by image first: the images and their masks,
+    boxes and labels (their shapes are given by each data set)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        """The number of images."""
+        return len(self.images)
+
+
+@dataclass
+class SyntheticDigits(_Rendered):
     """A rendered data set; arrays are indexed by image.
 
     Attributes:
@@ -93,18 +108,10 @@ class SyntheticDigits:
         seed: the seed it was rendered from.
     """
 
-    images: np.ndarray
-    masks: np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
     sources: np.ndarray
     label_names: tuple[str, ...] = LABEL_NAMES
     split: str = "train"
     seed: int = 0
-
-    def __len__(self) -> int:
-        """The number of images."""
-        return len(self.labels)
 
 
 def _sources(rng: np.random.Generator, pool: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
@@ -321,7 +328,7 @@ _GAP = 3.0  # pixels kept free between the warped cells of two digits (masks are
 
 
 @dataclass
-class SyntheticScenes:
+class SyntheticScenes(_Rendered):
     """Rendered scenes of several digits each; arrays are indexed by image, then by object.
 
     Object ``k < counts[i]`` of image ``i`` is real; the slots beyond hold an empty mask, a zero
@@ -340,18 +347,10 @@ class SyntheticScenes:
         seed: the seed it was rendered from.
     """
 
-    images: np.ndarray
-    masks: np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
     counts: np.ndarray
     label_names: tuple[str, ...] = LABEL_NAMES
     split: str = "train"
     seed: int = 0
-
-    def __len__(self) -> int:
-        """The number of images."""
-        return len(self.counts)
 
     def segmentation(self) -> np.ndarray:
         """int64 ``(N, size, size)`` class maps: ``0`` on the background, ``label + 1`` on each
