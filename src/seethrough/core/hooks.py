@@ -92,12 +92,12 @@ class Recorder:
 
         return hook
 
+    _missing = "was not called during the forward pass: pick a layer the model uses"
+
     def output(self, name: str) -> torch.Tensor:
         """The recorded output of ``name``; a clear error if the module never ran."""
         if name not in self.outputs:
-            raise MethodNotApplicableError(
-                f"layer '{name}' was not called during the forward pass: pick a layer the model uses"
-            )
+            raise MethodNotApplicableError(f"layer '{name}' {self._missing}")
         return self.outputs[name]
 
 
@@ -105,7 +105,7 @@ class _Recording(Protocol):
     recorders: list[Any]
 
 
-class RunnerRecorder:
+class RunnerRecorder(Recorder):
     """The :class:`Recorder` of a runner that computes layer values itself instead of through
     torch hooks (a graph run by onnxruntime, a Keras model in TensorFlow).
 
@@ -119,34 +119,22 @@ class RunnerRecorder:
         inputs: also record each layer's input (``rec.inputs[name]``).
     """
 
+    _missing = "was not computed: no forward ran while it was recorded"
+
     def __init__(
         self, runner: _Recording, modules: Mapping[str, nn.Module], *, inputs: bool
     ) -> None:
+        super().__init__(modules, inputs=inputs)
         self.runner = runner
-        self.modules = dict(modules)
-        self.record_inputs = inputs
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.inputs: dict[str, torch.Tensor] = {}
 
     def __enter__(self: R) -> R:
         self.runner.recorders.append(self)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.runner.recorders.remove(self)
-
-    def output(self, name: str) -> torch.Tensor:
-        """The recorded output of ``name``; a clear error if no forward ran in the block."""
-        if name not in self.outputs:
-            raise MethodNotApplicableError(
-                f"layer '{name}' was not computed: no forward ran while it was recorded"
-            )
-        return self.outputs[name]
+    def remove(self) -> None:
+        """Take this recorder off the runner's list (idempotent)."""
+        if self in self.runner.recorders:
+            self.runner.recorders.remove(self)
 
 
 def count_hooks(model: nn.Module) -> int:
