@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -59,11 +60,9 @@ def _tree(game: Game, run: Run) -> Attribution:
 
 TABULAR_METHODS: dict[str, FeatureMethod] = {
     **{name: GAME_METHODS[name] for name in ("kernelshap", "exact_shapley", "permutation_shap")},
-    "lime": FeatureMethod(
-        "lime",
-        "LIME",
-        "Ribeiro et al., KDD 2016",
-        (
+    "lime": replace(  # LIME on samples of the background's distribution, not on coalitions
+        GAME_METHODS["lime"],
+        params=(
             LIME_SAMPLES,
             Param(
                 "kernel_width",
@@ -75,8 +74,7 @@ TABULAR_METHODS: dict[str, FeatureMethod] = {
             ),
             RIDGE_ALPHA,
         ),
-        _lime,
-        shapley=False,
+        run=_lime,
     ),
     "tree_shap": FeatureMethod(
         "tree_shap",

@@ -190,14 +190,6 @@ class Table:
         out = np.empty(rows.shape, dtype=np.float64 if self.numeric else object)
         for j, name in enumerate(self.columns):
             column = rows[:, j]
-            if column.dtype.kind in "biuf" and j not in self.categorical:  # numbers already
-                numbers = column.astype(np.float64)
-                bad = ~np.isfinite(numbers)
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    raise InvalidInputError(f"{what}: column {name!r} is {numbers[i]} in row {i}")
-                out[:, j] = numbers
-                continue
             if j in self.categorical:
                 for i, v in enumerate(column):
                     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -210,11 +202,12 @@ class Table:
                         )
                 out[:, j] = column
                 continue
-            for i, v in enumerate(column):
-                if not _is_number(v) and not isinstance(v, (bool, np.bool_)):
-                    raise InvalidInputError(
-                        f"{what}: column {name!r} holds {v!r} in row {i}, not a number"
-                    )
+            if column.dtype.kind not in "biuf":  # objects: each must be a number
+                for i, v in enumerate(column):
+                    if not _is_number(v) and not isinstance(v, (bool, np.bool_)):
+                        raise InvalidInputError(
+                            f"{what}: column {name!r} holds {v!r} in row {i}, not a number"
+                        )
             numbers = column.astype(np.float64)
             bad = ~np.isfinite(numbers)
             if bad.any():
