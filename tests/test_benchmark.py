@@ -21,6 +21,30 @@ from tests.test_cli import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(script: str, *args: str, timeout: int) -> str:
+    """Run ``benchmarks/SCRIPT`` with ``args`` in a child process; its output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def table_rows(out: str, header: str) -> list[list[str]]:
+    """The cells of the Markdown table rows in ``out``, less the header rows (starting with
+    ``header``) and the rules."""
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith(f"| {header}")
+    ]
+
+
 @pytest.fixture
 def digits_vm(digits_cache, monkeypatch):
     monkeypatch.setenv("SEETHROUGH_CACHE", str(digits_cache))
@@ -78,22 +102,13 @@ def test_randomization_drops_for_gradcam_on_the_trained_model(digits_vm):
 @pytest.mark.slow
 def test_framework_speed_benchmark_runs_in_a_tiny_configuration():
     # 4 windows of 112 on a 224x224 input, in one batch, and the clean forward, per framework
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "framework_speed.py"),
-            *("--pairs", "mobilenet_v3_small=keras:MobileNetV3Small"),
-            *("--repeats", "1", "--warmup", "0", "--threads", "1"),
-            *("--window", "112", "--stride", "112"),
-        ],
-        capture_output=True,
-        text=True,
+    out = run_benchmark(
+        "framework_speed.py",
+        *("--pairs", "mobilenet_v3_small=keras:MobileNetV3Small"),
+        *("--repeats", "1", "--warmup", "0", "--threads", "1"),
+        *("--window", "112", "--stride", "112"),
         timeout=240,
-        cwd=ROOT,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
     for title in ("PyTorch", "onnxruntime", "Keras on torch"):
         assert (
             f"mobilenet_v3_small {title}: occlusion ran 5 images in 2 forwards (batches [4, 1])"
@@ -123,23 +138,10 @@ def test_framework_speed_benchmark_runs_in_a_tiny_configuration():
 def test_detection_speed_benchmark_runs_in_a_tiny_configuration():
     # 64-pixel images, 8 D-RISE masks, one round: the script's rows, not its speed (it builds
     # three torchvision models: minutes on a loaded 2-core machine)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "detection_speed.py"), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=880,
-        cwd=ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
+    out = run_benchmark("detection_speed.py", "--tiny", timeout=880)
     for name in ("fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320_mobilenet_v3_large"):
         assert f"{name}: 4 boxes in one call ran 1 forward(s)" in out, out
-    cells = [
-        [c.strip() for c in line.strip().strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith("| ") and not line.startswith("| model")
-    ]
+    cells = table_rows(out, header="model")
     found = {(row[0], row[1], row[5]) for row in cells}
     assert ("deeplabv3_mobilenet_v3_large", "gradcam, class mask", "fwd+bwd") in found, out
     assert ("ssdlite320_mobilenet_v3_large", "drise, 8 masks", "8 x forward") in found, out
@@ -155,24 +157,11 @@ def test_tabular_speed_benchmark_runs_in_a_tiny_configuration():
     # 2 rows, 1 seed, 10 background rows, small models and budgets: the rows, not the speed
     pytest.importorskip("shap")
     pytest.importorskip("lime")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tabular_speed.py"), "--tiny", "--threads", "1"],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        cwd=ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
+    out = run_benchmark("tabular_speed.py", "--tiny", "--threads", "1", timeout=280)
     assert "gb: reference = exact interventional Tree SHAP" in out, out
     gap = re.search(r"efficiency gap (\S+)\)", out)
     assert gap is not None and float(gap.group(1)) < 1e-6, out
-    cells = [
-        [c.strip() for c in line.strip().strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith("| ") and not line.startswith("| model")
-    ]
+    cells = table_rows(out, header="model")
     table = {(row[0], row[1]): row for row in cells if len(row) == 8}
     assert len(table) == 12, out  # 2 models x 6 methods
     for row in table.values():
@@ -198,28 +187,9 @@ def test_tabular_speed_benchmark_runs_in_a_tiny_configuration():
 @pytest.mark.timeout(300)
 def test_recorder_speed_benchmark_runs_in_a_tiny_configuration():
     # 256 training images, 4 probes, 50 LIME samples, one round: the rows, not the speed
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "recorder_speed.py"),
-            "--tiny",
-            "--threads",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        cwd=ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
+    out = run_benchmark("recorder_speed.py", "--tiny", "--threads", "1", timeout=280)
     assert "one epoch: 256 generated digits" in out, out
-    cells = [
-        [c.strip() for c in line.strip().strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith("| ") and not line.startswith("| method")
-    ]
+    cells = table_rows(out, header="method")
     table = {row[0]: row for row in cells}
     assert set(table) == {"gradcam", "lime"}, out
     for row in table.values():
