@@ -29,7 +29,7 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -74,6 +74,8 @@ __all__ = [
     "load_keras_application",
     "load_keras_file",
     "load_saved_model",
+    "softmax_removed",
+    "vision_model_of",
 ]
 
 MIN_KERAS = (3, 8)
@@ -695,6 +697,85 @@ def _vision_model(
         default_layer=default,
         framework="keras",
         runner=make_runner,
+    )
+
+
+@contextmanager
+def softmax_removed(model: Any) -> Iterator[tuple[Any, bool]]:
+    """A block in which ``model``'s final softmax is removed (:func:`_without_softmax`), so
+    that its scores are logits, ``softmax(logits)`` the probabilities it gives: yields
+    ``(scoring model, whether a softmax was removed)``. A softmax activation set to linear is
+    set back on exit, also after an exception: a model in training is left as it was."""
+    layer = _output_layer(model)
+    activation = getattr(layer, "activation", None)
+    try:
+        yield _without_softmax(model)
+    finally:
+        if activation is not None:
+            layer.activation = activation
+
+
+def vision_model_of(
+    model: Any,
+    *,
+    preprocessing: Preprocessing | Mode | None = None,
+    labels: Sequence[str] | None = None,
+    name: str | None = None,
+    weights: str = "in memory",
+) -> VisionModel:
+    """The :class:`VisionModel` of a built Keras classifier in memory (one being trained, for
+    instance), run as it is: its output is taken as the class scores (remove a final softmax
+    first, e.g. within :func:`softmax_removed`).
+
+    Args:
+        model: a built Keras model of one ``(N, H, W, 1 or 3)`` image input and one
+            ``(N, classes)`` output.
+        preprocessing: how raw images become its input: a :class:`Preprocessing`, a Keras mode
+            (``"tf"``, ``"caffe"``, ``"torch"``, ``"raw"``; :class:`KerasPreprocessing`), or
+            ``None`` for [0, 1] pixels (mean 0, std 1), each at the model's input size (224
+            where it takes any size).
+        labels: class names in output order (default: ``class 0`` ... ``class K-1``).
+        name: the model's name (default: the Keras model's own).
+        weights: what the weights are, for the model's description.
+
+    Raises:
+        ModelOutputError: not a classifier of one image input to one score output.
+        InvalidParameterError: an unknown mode, or labels that do not match the classes.
+    """
+    keras_module(tensorflow=True)
+    source = f"'{model.name}'"
+    size, classes = _check_classifier(model, source)
+    if preprocessing is None:
+        preprocessing = KerasPreprocessing(
+            size=_input_size(size), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
+        )
+    elif isinstance(preprocessing, str):
+        if preprocessing not in _MODE_TEXT:
+            raise InvalidParameterError(
+                f"unknown Keras preprocessing mode {preprocessing!r}: one of "
+                f"{', '.join(_MODE_TEXT)}, or a Preprocessing"
+            )
+        preprocessing = KerasPreprocessing.of_mode(preprocessing, _input_size(size))
+    elif not isinstance(preprocessing, Preprocessing):
+        raise InvalidParameterError(
+            f"preprocessing must be a Preprocessing or a Keras mode name, not "
+            f"{type(preprocessing).__name__}"
+        )
+    if not isinstance(preprocessing, KerasPreprocessing):
+        preprocessing = KerasPreprocessing(
+            **{f.name: getattr(preprocessing, f.name) for f in fields(Preprocessing)}
+        )
+    if labels is not None and len(labels) != classes:
+        raise InvalidParameterError(
+            f"{len(labels)} labels given for the {classes} classes of Keras model {source}"
+        )
+    return _vision_model(
+        model,
+        preprocessing,
+        list(labels) if labels is not None else generic_labels(classes),
+        name=name or model.name,
+        source="keras",
+        weights=weights,
     )
 
 

@@ -8,6 +8,7 @@ In a plain training loop::
         train_one_epoch(model)
         rec.record(model, epoch, loss=loss, accuracy=accuracy)
     rec.settled_epoch()                          # the "attention settled" stopping hint
+    # with Keras: model.fit(..., callbacks=[seethrough.training.keras_callback(rec)])
     seethrough.training.build_report("runs/exp1")  # GIF strips, contact sheets, plots, HTML
 
 :func:`read_run` reads a run directory back (the layout is in :mod:`seethrough.training.run`).
@@ -17,9 +18,17 @@ from typing import Any
 
 from .run import Row, Run, read_run, settled_epoch
 
-__all__ = ["ExplanationRecorder", "Row", "Run", "build_report", "read_run", "settled_epoch"]
+__all__ = [
+    "ExplanationRecorder",
+    "Row",
+    "Run",
+    "build_report",
+    "keras_callback",
+    "read_run",
+    "settled_epoch",
+]
 
-_LAZY = {"ExplanationRecorder": "recorder", "build_report": "report"}
+_LAZY = {"ExplanationRecorder": "recorder", "build_report": "report", "keras_callback": "keras"}
 
 
 def __getattr__(name: str) -> Any:
