@@ -758,11 +758,22 @@ def dashboard_cmd(
             "user on their own machine.",
         ),
     ] = False,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            "--runs",
+            help="A folder of training runs (ExplanationRecorder outputs) for the Training run "
+            "view: visitors pick a run folder under it by name, nothing outside it.",
+        ),
+    ] = None,
 ) -> None:
-    """Start the web dashboard (Streamlit): model, image, predictions, explanations, compare."""
+    """Start the web dashboard (Streamlit): model, image, predictions, explanations, compare,
+    training runs."""
     from .. import dashboard
 
     dashboard.check_port(host, port)  # free and ours, before anything is printed or started
+    if runs is not None:
+        runs = dashboard.check_runs(runs)
     if host not in dashboard.LOOPBACK:
         err_console.print(
             f"warning: serving on {host}: anyone who reaches this address can use the dashboard",
@@ -781,7 +792,7 @@ def dashboard_cmd(
         markup=False,
         soft_wrap=True,
     )
-    raise typer.Exit(dashboard.launch(host, port, allow_torchscript=allow_torchscript))
+    raise typer.Exit(dashboard.launch(host, port, allow_torchscript=allow_torchscript, runs=runs))
 
 
 # the evaluation commands register on the shared app after these, so `--help` lists them last

@@ -24,9 +24,11 @@ from ..errors import InvalidParameterError, SeethroughError
 __all__ = [
     "APP_PATH",
     "LOOPBACK",
+    "RUNS_ENV",
     "TORCHSCRIPT_ENV",
     "DashboardUnavailableError",
     "check_port",
+    "check_runs",
     "command",
     "launch",
     "serve",
@@ -40,6 +42,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 TORCHSCRIPT_ENV = "SEETHROUGH_DASHBOARD_TORCHSCRIPT"
 """Set to ``1`` for the server by ``seethrough dashboard --allow-torchscript`` (and only then)."""
+
+RUNS_ENV = "SEETHROUGH_DASHBOARD_RUNS"
+"""The folder of training runs the "Training run" view lists, set for the server by
+``seethrough dashboard --runs DIR`` (and only then): visitors pick a run by its name under it."""
 
 FORWARDED_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)
@@ -97,6 +103,18 @@ def check_port(host: str = "127.0.0.1", port: int = 8501) -> None:
         raise InvalidParameterError(f"cannot serve on {host}:{port}: {reason}")
 
 
+def check_runs(runs: str | os.PathLike[str]) -> Path:
+    """The ``--runs`` folder as an absolute path, checked to be an existing directory.
+
+    Raises:
+        InvalidParameterError: ``runs`` is not a directory.
+    """
+    path = Path(runs).expanduser().resolve()
+    if not path.is_dir():
+        raise InvalidParameterError(f"--runs {runs}: not a folder")
+    return path
+
+
 def command(host: str = "127.0.0.1", port: int = 8501) -> list[str]:
     """The command line that serves the dashboard on ``host:port``."""
     _check_port_range(port)
@@ -123,16 +141,28 @@ def command(host: str = "127.0.0.1", port: int = 8501) -> list[str]:
     ]
 
 
-def server_environment(allow_torchscript: bool = False) -> dict[str, str]:
-    """The server's environment: this one, with TorchScript uploads allowed only when asked."""
+def server_environment(
+    allow_torchscript: bool = False, runs: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
+    """The server's environment: this one, with TorchScript uploads allowed only when asked and
+    the training runs folder (:func:`check_runs`) only when given."""
     env = dict(os.environ, STREAMLIT_CLIENT_TOOLBAR_MODE="minimal")
     env.pop(TORCHSCRIPT_ENV, None)
+    env.pop(RUNS_ENV, None)
     if allow_torchscript:
         env[TORCHSCRIPT_ENV] = "1"
+    if runs is not None:
+        env[RUNS_ENV] = str(check_runs(runs))
     return env
 
 
-def launch(host: str = "127.0.0.1", port: int = 8501, *, allow_torchscript: bool = False) -> int:
+def launch(
+    host: str = "127.0.0.1",
+    port: int = 8501,
+    *,
+    allow_torchscript: bool = False,
+    runs: str | os.PathLike[str] | None = None,
+) -> int:
     """Serve the dashboard until it stops or is stopped; returns the server's exit code.
 
     The server runs in a child process, stopped with this one (see :func:`serve`).
@@ -142,6 +172,8 @@ def launch(host: str = "127.0.0.1", port: int = 8501, *, allow_torchscript: bool
         port: port to serve on.
         allow_torchscript: accept TorchScript uploads (a TorchScript file is a program: only for
             a single user on their own machine).
+        runs: a folder of training runs for the "Training run" view (visitors pick a run
+            folder under it by name; nothing outside it is read).
 
     Raises:
         DashboardUnavailableError: streamlit is not installed.
@@ -150,7 +182,7 @@ def launch(host: str = "127.0.0.1", port: int = 8501, *, allow_torchscript: bool
         raise DashboardUnavailableError(
             "the dashboard needs streamlit: pip install 'seethrough[dashboard]'"
         )
-    return serve(command(host, port), server_environment(allow_torchscript))
+    return serve(command(host, port), server_environment(allow_torchscript, runs))
 
 
 def serve(cmd: list[str], env: dict[str, str] | None = None) -> int:

@@ -1,6 +1,9 @@
 """The seethrough dashboard page (Streamlit). Start it with ``seethrough dashboard``.
 
-Model panel (sidebar) -> image -> predictions -> explain, plus a compare view. The page calls
+Model panel (sidebar) -> image -> predictions -> explain, plus a compare view; and, chosen in
+the sidebar, a training run view (the runs an ExplanationRecorder wrote under the folder given
+to ``seethrough dashboard --runs DIR``: an epoch slider, each probe's maps at that epoch, the
+metrics vs epoch), which loads no model. The page calls
 the public library through :mod:`seethrough.dashboard.service`; nothing typed on the page is
 evaluated as code. The model panel asks for the framework first (PyTorch, Keras, ONNX), and each
 takes only what its safe loader reads: PyTorch weights as safetensors or ``weights_only`` state
@@ -692,12 +695,90 @@ def compare_panel(image: Image.Image, device: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# training run
+
+EXPLAIN_VIEW = "Explain an image"
+TRAINING_VIEW = "Training run"
+
+
+def training_panel() -> None:
+    """A run under the runs folder, picked by name: an epoch slider, each probe's maps at that
+    epoch per method, and the metrics vs epoch with the epoch the maps settled."""
+    st.subheader("Training run")
+    root = svc.runs_root()
+    if root is None:
+        st.info(
+            "No runs folder on this server. Start the dashboard with `seethrough dashboard "
+            "--runs DIR` to look at the runs an ExplanationRecorder wrote under DIR."
+        )
+        return
+    names = svc.list_runs(root)
+    if not names:
+        st.info(
+            "No training run in the runs folder yet: a run is a folder with the run.json "
+            "that seethrough.ExplanationRecorder writes."
+        )
+        return
+    name = st.selectbox("Run", names, key="run", help="The run folders in the runs folder.")
+    try:
+        run = svc.open_run(root, name)
+        epochs = run.map_epochs
+        if not epochs:
+            st.info("This run has no maps yet: its first recorded epoch will show here.")
+            return
+        epoch = epochs[0]
+        if len(epochs) > 1:
+            epoch = st.select_slider(
+                "Epoch", epochs, value=epochs[-1], key=f"epoch.{name}", help="A recorded epoch."
+            )
+        shown = svc.load_epoch(run, epoch)
+        settled = svc.settled_text(run)
+    except Exception as exc:
+        _fail(exc)
+        return
+    for probe in shown.probes:
+        st.image(
+            [probe.image] + [picture for _, picture in probe.overlays],
+            caption=[probe.caption]
+            + [f"{svc.method_title(m)} · epoch {shown.epoch}" for m, _ in probe.overlays],
+        )
+    st.subheader("Metrics vs epoch")
+    st.caption(settled)
+    panels = svc.metric_panels(run)
+    if not panels:
+        st.info("No metrics in this run's table yet.")
+    cols = st.columns(min(len(panels), 3) or 1)
+    for i, (title, lines) in enumerate(panels):
+        with cols[i % len(cols)]:
+            st.markdown(f"**{title}**")
+            st.line_chart(_frame(lines), x_label="epoch")
+
+
+def _frame(lines: dict[str, dict[int, float]]) -> Any:
+    """``{line: {epoch: value}}`` as a table indexed by epoch, one column per line."""
+    import pandas as pd
+
+    return pd.DataFrame(lines).sort_index()
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     st.set_page_config(page_title="seethrough", layout="wide")
     st.title("seethrough")
     st.caption(f"what the model looks at, and why · version {__version__}")
+    view = st.sidebar.radio(
+        "View",
+        [EXPLAIN_VIEW, TRAINING_VIEW],
+        key="view",
+        horizontal=True,
+        help="Explain an image with a model, or look at a training run's explanations epoch "
+        "by epoch (needs no model).",
+    )
+    if view == TRAINING_VIEW:
+        training_panel()
+        return
     loaded = model_panel()
     image = image_panel()
     if loaded is None or image is None:

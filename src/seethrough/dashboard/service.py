@@ -22,6 +22,10 @@ imports no streamlit. The page (:mod:`seethrough.dashboard.app`) only lays these
   parameters); :func:`run_method` goes through it.
 - :func:`render` draws what the page shows for a result (:func:`result_views`) and its
   downloads (:func:`downloads`: PNG, ``.npz``, JSON manifest) once, for every rerun of the page.
+- The "Training run" view: :func:`runs_root` is the folder ``seethrough dashboard --runs DIR``
+  was started with, :func:`list_runs` the run folders under it, :func:`open_run` reads one by
+  its name (never a path outside the folder), :func:`load_epoch` an epoch's map overlays per
+  probe, :func:`metric_panels` the metrics vs epoch and :func:`settled_text` the stopping hint.
 """
 
 from __future__ import annotations
@@ -59,8 +63,10 @@ from ..images import load_image
 from ..models import Prediction, VisionModel, load_model
 from ..models.torchscript import is_torchscript
 from ..models.zoo import require_extra
-from ..registry import MethodInfo, Param, families, list_methods
-from . import TORCHSCRIPT_ENV
+from ..registry import MethodInfo, Param, families, get_method, list_methods
+from ..training.report import _epoch_pictures, _panels, picture
+from ..training.run import DEFAULT_SETTLE, INFO_FILE, Run, maps_path, read_run
+from . import RUNS_ENV, TORCHSCRIPT_ENV
 
 __all__ = [
     "FRAMEWORKS",
@@ -105,6 +111,17 @@ __all__ = [
     "downloads",
     "MODELS",
     "RESULTS",
+    "RUNS_ENV",
+    "MAX_RUN_DEPTH",
+    "runs_root",
+    "list_runs",
+    "open_run",
+    "ProbeView",
+    "EpochView",
+    "load_epoch",
+    "metric_panels",
+    "method_title",
+    "settled_text",
 ]
 
 FRAMEWORKS: tuple[str, ...] = ("PyTorch", "Keras", "ONNX")
@@ -1065,3 +1082,180 @@ def downloads(e: Explanation, stem: str | None = None) -> dict[str, bytes]:
         paths = e.save(tmp, stem)
         order = [k for k in ("png", "npz", "json") if k in paths]
         return {kind: paths[kind].read_bytes() for kind in order}
+
+
+# ---------------------------------------------------------------------------------------------
+# training runs (the "Training run" view)
+
+MAX_RUN_DEPTH = 3
+"""How deep under the runs folder run folders are looked for (``team/exp1/seed0`` is 3)."""
+MAX_RUNS = 500
+"""At most this many run folders are listed."""
+
+
+def runs_root() -> Path | None:
+    """The folder of training runs this dashboard shows (``seethrough dashboard --runs DIR``,
+    passed to the server as :data:`RUNS_ENV`), or ``None`` when it was started without one."""
+    value = os.environ.get(RUNS_ENV, "").strip()
+    return Path(value).resolve() if value else None
+
+
+def list_runs(root: str | os.PathLike[str]) -> list[str]:
+    """The run folders under ``root``: their names relative to it (``/``-separated, ``"."`` for
+    ``root`` itself), sorted.
+
+    A run folder holds the ``run.json`` an :class:`~seethrough.ExplanationRecorder` writes;
+    folders are looked for at most :data:`MAX_RUN_DEPTH` deep, hidden folders and links to
+    folders are not entered, nor the inside of a run, and at most :data:`MAX_RUNS` are listed.
+    """
+    base = Path(root).resolve()
+    if not base.is_dir():
+        return []
+    found: list[str] = []
+    for folder, dirs, files in os.walk(base):  # does not follow links to folders
+        here = Path(folder)
+        depth = len(here.relative_to(base).parts)
+        if (
+            INFO_FILE in files
+            and (here / INFO_FILE).is_file()
+            and not (here / INFO_FILE).is_symlink()
+        ):
+            found.append(here.relative_to(base).as_posix())
+            dirs.clear()  # a run's own folders (maps) are not runs
+        elif depth >= MAX_RUN_DEPTH:
+            dirs.clear()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if len(found) >= MAX_RUNS:
+            break
+    return sorted(found)
+
+
+def _run_folder(root: str | os.PathLike[str], name: str) -> Path:
+    """The folder of the run called ``name`` under ``root``, refusing any other path."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise InvalidParameterError(f"run {name!r}: not a run name")
+    if name.startswith("/") or Path(name).is_absolute() or re.match(r"^[A-Za-z]:", name):
+        raise InvalidParameterError(f"run {name!r}: a path, not the name of a run in the list")
+    if ".." in name.split("/"):
+        raise InvalidParameterError(f"run {name!r}: '..' leads out of the runs folder")
+    base = Path(root).resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise InvalidParameterError(f"run {name!r}: outside the runs folder")
+    if name not in list_runs(base):
+        raise InvalidParameterError(f"run {name!r}: no such run in the runs folder")
+    return path
+
+
+def open_run(root: str | os.PathLike[str], name: str) -> Run:
+    """Read the run called ``name`` (one of :func:`list_runs`) under the runs folder ``root``.
+
+    Only a name from the list is read: an absolute path, a name with ``..``, or one that leads
+    outside ``root`` (through a link, say) is refused before anything is read.
+
+    Raises:
+        InvalidParameterError: ``name`` is not a run under ``root``, or its files are not a
+            training run this version reads.
+    """
+    return read_run(_run_folder(root, name))
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """One probe at one epoch, as the view shows it.
+
+    Attributes:
+        name: the probe's name (``run.json``).
+        image: the probe as the model sees it, at display size.
+        overlays: ``(method, picture)`` per method: its map laid over the probe
+            (:func:`seethrough.training.report.picture`, the map's recorded values in [0, 1]).
+        caption: the probe's label and what the model predicted at this epoch.
+    """
+
+    name: str
+    image: np.ndarray
+    overlays: list[tuple[str, np.ndarray]]
+    caption: str
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """An epoch of a run: every probe's :class:`ProbeView`."""
+
+    epoch: int
+    probes: list[ProbeView]
+
+
+_EPOCHS = _LRU(32)
+
+
+def _stamp(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def load_epoch(run: Run, epoch: int) -> EpochView:
+    """The overlays of ``epoch``'s maps on every probe, per method, with each probe's label,
+    prediction and confidence at that epoch; kept for the page's reruns until the epoch's file
+    changes (a resumed run may record it again).
+
+    Raises:
+        InvalidParameterError: ``epoch`` has no maps, or its file lacks a method's maps.
+    """
+    files = (maps_path(run.path, epoch), run.path / "probes.npz")
+    key = (str(run.path), int(epoch), *(_stamp(f) for f in files))
+    cached = _EPOCHS.get(key)
+    if cached is not None:
+        return cached
+    images = run.probe_images()
+    pictures = _epoch_pictures(run, images, int(epoch))
+    arrays = run.maps(int(epoch))
+    probes = []
+    for i, (name, label) in enumerate(zip(run.probes, run.labels, strict=True)):
+        parts = [name]
+        if label is not None:
+            parts.append(f"label {label}")
+        if "predicted" in arrays and "confidence" in arrays:
+            parts.append(
+                f"predicted {int(arrays['predicted'][i])} ({float(arrays['confidence'][i]):.2f})"
+            )
+        overlays = list(zip(run.methods, pictures[i], strict=True))
+        probes.append(ProbeView(name, picture(images[i]), overlays, " · ".join(parts)))
+    view = EpochView(int(epoch), probes)
+    _EPOCHS.put(key, view)
+    return view
+
+
+def metric_panels(run: Run) -> list[tuple[str, dict[str, dict[int, float]]]]:
+    """The metrics vs epoch as the report plots them: ``(title, {line: {epoch: value}})`` per
+    chart (per method the mean pointing game, IoU and energy in the mask; the probes' mean
+    confidence and accuracy; each metric the user recorded)."""
+    return _panels(run)
+
+
+def method_title(name: str) -> str:
+    """A method's title (``gradcam``: Grad-CAM), its name when this server does not know it."""
+    try:
+        return get_method(name).title
+    except SeethroughError:  # a method this server does not know: its name
+        return name
+
+
+def settled_text(run: Run) -> str:
+    """One line: the epoch from which the maps stopped moving (:meth:`Run.settled_epoch`:
+    consecutive maps of the first method correlate above the run's threshold), or that they
+    have not yet."""
+    settle = float(run.info.get("settle", DEFAULT_SETTLE))
+    method = method_title(run.methods[0]) if run.methods else "the first method"
+    settled = run.settled_epoch()
+    if settled is None:
+        return (
+            f"Attention has not settled yet: consecutive {method} maps do not correlate above "
+            f"{settle:g} up to the last recorded epoch."
+        )
+    return (
+        f"Attention settled at epoch {settled}: from there on, consecutive {method} maps "
+        f"correlate above {settle:g} (Pearson, mean over the probes)."
+    )
