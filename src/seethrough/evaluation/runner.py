@@ -357,6 +357,31 @@ def evaluate(
     return result
 
 
+def _maps(
+    vm: VisionModel,
+    x: Any,
+    target: Any,
+    methods: Sequence[str],
+    params: Mapping[str, Mapping[str, Any]],
+    shape: tuple[int, ...],
+    seed: int,
+    baselines: bool,
+) -> list[tuple[str, np.ndarray | None, float, str | None]]:
+    """``(method, map or None, seconds, error or None)`` for each method explaining ``target``
+    (an error's first line instead of a map), then the baselines at ``shape``."""
+    maps: list[tuple[str, np.ndarray | None, float, str | None]] = []
+    for method in methods:
+        try:
+            e = explain(vm, x, method, target=target, **params.get(method, {}))
+            maps.append((method, e.map, e.seconds, None))
+        except SeethroughError as exc:
+            maps.append((method, None, math.nan, str(exc).splitlines()[0]))
+    if baselines:
+        maps.append(("baseline:random", random_map(shape, seed=seed), 0.0, None))
+        maps.append(("baseline:centre", centre_gaussian(shape), 0.0, None))
+    return maps
+
+
 def _evaluate_sample(
     result: Evaluation,
     vm: VisionModel,
@@ -386,17 +411,7 @@ def _evaluate_sample(
         "probability": float(probs[cls]),
     }
     s = result.settings
-    maps: list[tuple[str, np.ndarray | None, float, str | None]] = []
-    for method in methods:
-        try:
-            e = explain(vm, x, method, target=cls, **params.get(method, {}))
-            maps.append((method, e.map, e.seconds, None))
-        except SeethroughError as exc:
-            maps.append((method, None, math.nan, str(exc).splitlines()[0]))
-    if baselines:
-        shape = mask.shape
-        maps.append(("baseline:random", random_map(shape, seed=s["seed"] + index), 0.0, None))
-        maps.append(("baseline:centre", centre_gaussian(shape), 0.0, None))
+    maps = _maps(vm, x, cls, methods, params, mask.shape, s["seed"] + index, baselines)
     for method, saliency, seconds, error in maps:
         record = Record(method=method, seconds=seconds, error=error, **base)
         if saliency is not None:
@@ -493,18 +508,7 @@ def _evaluate_objects(
             target_label=vm.label(probe.target),
             probability=float(probe.scores(probe.x)[0]),
         )
-        maps: list[tuple[str, np.ndarray | None, float, str | None]] = []
-        for method in methods:
-            try:
-                e = explain(vm, x, method, target=target, **params.get(method, {}))
-                maps.append((method, e.map, e.seconds, None))
-            except SeethroughError as exc:
-                maps.append((method, None, math.nan, str(exc).splitlines()[0]))
-        if baselines:
-            maps.append(
-                ("baseline:random", random_map(mask.shape, seed=s["seed"] + index), 0.0, None)
-            )
-            maps.append(("baseline:centre", centre_gaussian(mask.shape), 0.0, None))
+        maps = _maps(vm, x, target, methods, params, mask.shape, s["seed"] + index, baselines)
         for method, saliency, seconds, error in maps:
             record = Record(method=method, seconds=seconds, error=error, **base)
             if saliency is not None:
