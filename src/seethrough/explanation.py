@@ -225,22 +225,9 @@ class Explanation:
     @classmethod
     def load(cls, path: str | Path) -> Explanation:
         """Read an explanation written by :meth:`save`, from its ``.json`` or ``.npz`` path."""
-        path = Path(path)
-        json_path = path.with_suffix(".json")
-        try:
-            manifest = json.loads(json_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InvalidParameterError(f"cannot read manifest {json_path}: {exc}") from None
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise InvalidParameterError(f"{json_path} is not a seethrough explanation manifest")
-        if int(manifest.get("version", 0)) > MANIFEST_VERSION:
-            raise InvalidParameterError(
-                f"{json_path} has manifest version {manifest['version']}; this seethrough reads "
-                f"up to {MANIFEST_VERSION}: upgrade seethrough"
-            )
-        npz_path = json_path.parent / manifest.get("files", {}).get("arrays", path.stem + ".npz")
-        with np.load(npz_path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        manifest, arrays = read_saved(
+            path, MANIFEST_FORMAT, MANIFEST_VERSION, "explanation manifest"
+        )
         fields = {
             k: manifest.get(k)
             for k in (
@@ -285,6 +272,34 @@ class Explanation:
     def attributions(self) -> np.ndarray | None:
         """Full ``(C, H, W)`` attribution, for gradient methods."""
         return self.extras.get("attributions")
+
+
+def read_saved(
+    path: str | Path, fmt: str, version: int, what: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest (``STEM.json``) and arrays (its ``.npz``) a ``save`` wrote, from either
+    path; ``fmt`` and ``version``: the manifest format and the newest version this reads,
+    ``what``: the kind of file, for the message when it is another.
+
+    Raises:
+        InvalidParameterError: an unreadable manifest, another format or a newer version.
+    """
+    json_path = Path(path).with_suffix(".json")
+    try:
+        manifest = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidParameterError(f"cannot read manifest {json_path}: {exc}") from None
+    if manifest.get("format") != fmt:
+        raise InvalidParameterError(f"{json_path} is not a seethrough {what}")
+    if int(manifest.get("version", 0)) > version:
+        raise InvalidParameterError(
+            f"{json_path} has manifest version {manifest['version']}; this seethrough reads "
+            f"up to {version}: upgrade seethrough"
+        )
+    npz = json_path.parent / manifest.get("files", {}).get("arrays", json_path.stem + ".npz")
+    with np.load(npz, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return manifest, arrays
 
 
 def _safe_stem(stem: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._io import write_atomically, write_text_atomically
 from ..errors import InvalidParameterError
-from ..explanation import _jsonable, _safe_stem, library_versions
+from ..explanation import _jsonable, _safe_stem, library_versions, read_saved
 
 __all__ = [
     "FeatureExplanation",
@@ -148,21 +148,9 @@ class FeatureExplanation:
     @classmethod
     def load(cls, path: str | Path) -> FeatureExplanation:
         """Read what :meth:`save` wrote, from its ``.json`` or ``.npz`` path."""
-        json_path = Path(path).with_suffix(".json")
-        try:
-            manifest = json.loads(json_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InvalidParameterError(f"cannot read manifest {json_path}: {exc}") from None
-        if manifest.get("format") != FEATURE_MANIFEST_FORMAT:
-            raise InvalidParameterError(f"{json_path} is not a seethrough feature explanation")
-        if int(manifest.get("version", 0)) > FEATURE_MANIFEST_VERSION:
-            raise InvalidParameterError(
-                f"{json_path} has manifest version {manifest['version']}; this seethrough reads "
-                f"up to {FEATURE_MANIFEST_VERSION}: upgrade seethrough"
-            )
-        npz = json_path.parent / manifest.get("files", {}).get("arrays", json_path.stem + ".npz")
-        with np.load(npz, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        manifest, arrays = read_saved(
+            path, FEATURE_MANIFEST_FORMAT, FEATURE_MANIFEST_VERSION, "feature explanation"
+        )
         return cls(
             **{k: manifest[k] for k in _FIELDS if k in manifest},
             values=arrays["values"],
