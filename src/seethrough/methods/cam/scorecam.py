@@ -40,23 +40,41 @@ class ScoreCAM(CAMMethod):
     reports_progress = True
     params = (RELU, replace(BATCH_SIZE, default=32, help="masked images per forward pass", min=1))
 
+    passes = 1
+    """Masked inputs per channel (:meth:`masked`); the weights average their scores."""
+
     def weights(self, s: CAMState) -> torch.Tensor:
-        """Softmax over channels of the target score of each channel-masked input."""
+        """Softmax over channels of the (mean) target score of each channel's masked inputs."""
         x = s.ctx.x
         n, c = s.activations.shape[:2]
         bs = self.config["batch_size"]
-        scores = torch.empty(n, c, dtype=s.activations.dtype, device=x.device)
-        ticker = Ticker(s.ctx, n * c)
+        passes = self.passes
+        scores = torch.zeros(n, c, dtype=s.activations.dtype, device=x.device)
+        ticker = Ticker(s.ctx, n * c * passes)
         ticker.advance(0)
-        with s.ctx.many_inputs(n * c):
+        with s.ctx.many_inputs(n * c * passes):
             for i in range(n):
                 score = s.target.row(i)
-                for start in range(0, c, bs):
-                    acts = s.activations[i : i + 1, start : start + bs]
-                    batch = x[i : i + 1] * _unit_masks(acts, x.shape[-2:]).transpose(0, 1)
-                    scores[i, start : start + bs] = score(s.ctx.forward(batch))
-                    ticker.advance(acts.shape[1])
-        return scores.softmax(dim=1)
+                generator = self.generator()  # per image: an image gets the same draws alone
+                for k in range(passes):
+                    for start in range(0, c, bs):
+                        acts = s.activations[i : i + 1, start : start + bs]
+                        masks = _unit_masks(acts, x.shape[-2:]).transpose(0, 1)
+                        batch = self.masked(x[i : i + 1], masks, k, generator)
+                        scores[i, start : start + bs] += score(s.ctx.forward(batch))
+                        ticker.advance(acts.shape[1])
+        return (scores / passes).softmax(dim=1)
+
+    def generator(self) -> torch.Generator | None:
+        """The random generator of one image's passes (``None``: no randomness)."""
+        return None
+
+    def masked(
+        self, x: torch.Tensor, masks: torch.Tensor, k: int, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Pass ``k`` of the masked inputs: ``x`` ``(1, C, H, W)`` times each of ``masks``
+        ``(B, 1, H, W)`` (unit-scaled upsampled activations), ``(B, C, H, W)``."""
+        return x * masks
 
 
 def _unit_masks(acts: torch.Tensor, size: torch.Size) -> torch.Tensor:
