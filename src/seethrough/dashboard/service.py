@@ -64,7 +64,7 @@ from ..models import Prediction, VisionModel, load_model
 from ..models.torchscript import is_torchscript
 from ..models.zoo import require_extra
 from ..registry import MethodInfo, Param, families, get_method, list_methods
-from ..training.report import _epoch_pictures, _panels, picture
+from ..training.report import epoch_pictures, metric_panels, picture
 from ..training.run import DEFAULT_SETTLE, INFO_FILE, Run, maps_path, read_run
 from . import RUNS_ENV, TORCHSCRIPT_ENV
 
@@ -1210,7 +1210,7 @@ def load_epoch(run: Run, epoch: int) -> EpochView:
     if cached is not None:
         return cached
     images = run.probe_images()
-    pictures = _epoch_pictures(run, images, int(epoch))
+    pictures = epoch_pictures(run, images, int(epoch))
     arrays = run.maps(int(epoch))
     probes = []
     for i, (name, label) in enumerate(zip(run.probes, run.labels, strict=True)):
@@ -1226,13 +1226,6 @@ def load_epoch(run: Run, epoch: int) -> EpochView:
     view = EpochView(int(epoch), probes)
     _EPOCHS.put(key, view)
     return view
-
-
-def metric_panels(run: Run) -> list[tuple[str, dict[str, dict[int, float]]]]:
-    """The metrics vs epoch as the report plots them: ``(title, {line: {epoch: value}})`` per
-    chart (per method the mean pointing game, IoU and energy in the mask; the probes' mean
-    confidence and accuracy; each metric the user recorded)."""
-    return _panels(run)
 
 
 def method_title(name: str) -> str:

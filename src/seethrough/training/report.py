@@ -65,6 +65,8 @@ __all__ = [
     "strip_frames",
     "contact_sheet",
     "metrics_figure",
+    "metric_panels",
+    "epoch_pictures",
     "report_html",
 ]
 
@@ -202,8 +204,23 @@ def _user_metrics(run: Run) -> list[str]:
     return sorted(found, key=lambda m: (first.index(m) if m in first else len(first), m))
 
 
-def _panels(run: Run) -> list[tuple[str, dict[str, dict[int, float]]]]:
-    """``(title, {line label: {epoch: value}})`` per panel of the metrics plot."""
+def metric_panels(run: Run) -> list[tuple[str, dict[str, dict[int, float]]]]:
+    """The metrics vs epoch, one panel per chart of the report's plot (:func:`metrics_figure`)
+    and of the dashboard's training-run view.
+
+    Panels, in order, each left out when the run has no value for it: per mask metric
+    (pointing game, IoU, energy in the mask, with masks) one line per method, the mean over
+    the probes of each epoch (:meth:`~seethrough.training.run.Run.mean_series`); the probes'
+    mean confidence and, with labels, their accuracy; then each metric the user passed to
+    ``record`` (``loss`` and ``accuracy`` first, then by name), the recorder's own cost left
+    out.
+
+    Args:
+        run: a recorded run (:func:`~seethrough.training.run.read_run`).
+
+    Returns:
+        ``(title, {line label: {epoch: value}})`` per panel.
+    """
     names = set(run.metrics())
     panels = []
     for metric in MASK_METRICS:
@@ -223,7 +240,7 @@ def metrics_figure(run: Run, settled: int | None = None) -> Figure:
     """The metrics vs epoch: per method the mean pointing game, IoU and energy in the mask (with
     masks), the probes' mean confidence and accuracy, and every metric the user recorded (loss,
     accuracy); a dashed vertical line at the ``settled`` epoch on each panel."""
-    panels = _panels(run)
+    panels = metric_panels(run)
     if not panels:
         panels = [("no metrics recorded", {})]
     cols = min(3, len(panels))
@@ -380,8 +397,22 @@ def _last_epoch_table(run: Run) -> str:
     return "\n".join(rows)
 
 
-def _epoch_pictures(run: Run, images: NDArray[np.uint8], epoch: int) -> list[list[Picture]]:
-    """Per probe, the :func:`picture` of each method's map at ``epoch``."""
+def epoch_pictures(run: Run, images: NDArray[np.uint8], epoch: int) -> list[list[Picture]]:
+    """Per probe, the :func:`picture` of each method's map at ``epoch``: the tiles of one
+    frame of the strips, and what the dashboard shows for an epoch.
+
+    Args:
+        run: a recorded run (:func:`~seethrough.training.run.read_run`).
+        images: its probes as the model sees them (:meth:`~seethrough.training.run.Run.probe_images`).
+        epoch: a recorded epoch with maps (in ``run.map_epochs``).
+
+    Returns:
+        ``pictures[probe][method]``, methods in ``run.methods`` order.
+
+    Raises:
+        InvalidParameterError: the epoch has no maps, its file lacks a method, or it holds
+            another number of maps than there are ``images``.
+    """
     maps = run.maps(epoch)
     missing = [m for m in run.methods if m not in maps]
     if missing:
@@ -421,7 +452,7 @@ def build_report(out: str | os.PathLike[str]) -> Path:
                 f"{run.path}: {len(images)} probe images for {len(run.probes)} probe names"
             )
         # pictures only (uint8 at display size): one epoch's maps at a time is held
-        pictures = [_epoch_pictures(run, images, epoch) for epoch in epochs]
+        pictures = [epoch_pictures(run, images, epoch) for epoch in epochs]
         settled = run.settled_epoch()
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         if isinstance(exc, SeethroughError):
