@@ -27,10 +27,8 @@ from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..models.keras import keras_module, softmax_removed, vision_model_of
-from .recorder import undisturbed
+from .recorder import scalar_metrics, undisturbed
 
 if TYPE_CHECKING:
     from ..models import VisionModel
@@ -41,13 +39,9 @@ __all__ = ["keras_callback", "keras_metrics"]  # and KerasRecorderCallback, made
 
 
 def keras_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
-    """The numbers among Keras epoch logs (a scalar tensor or array included), as floats."""
-    metrics = {}
-    for name, value in (logs or {}).items():
-        array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
-        if array.size == 1 and np.issubdtype(array.dtype, np.number):
-            metrics[name] = float(array.reshape(()))
-    return metrics
+    """The numbers among Keras epoch logs (a scalar tensor or array included), as floats
+    (:func:`~seethrough.training.recorder.scalar_metrics`)."""
+    return scalar_metrics(logs)
 
 
 def keras_callback(

@@ -71,7 +71,7 @@ from .run import (
     write_table,
 )
 
-__all__ = ["ExplanationRecorder", "undisturbed"]
+__all__ = ["ExplanationRecorder", "scalar_metrics", "undisturbed"]
 
 _MASK_METRICS = {"pointing_game": pointing_game, "iou": iou, "energy": energy_pointing_game}
 _RESERVED = {"epoch", "image", "method", "metric", "value", COST_METRIC, *PROBE_METRICS}
@@ -128,6 +128,18 @@ def undisturbed(module: nn.Module) -> Iterator[None]:
             yield
     finally:
         states.restore()
+
+
+def scalar_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
+    """The numbers among a framework's epoch logs, as floats: Keras' ``logs`` or Lightning's
+    ``trainer.callback_metrics``. A one-element tensor (on any device) or array counts; other
+    values (text, vectors) are left out."""
+    metrics = {}
+    for name, value in (logs or {}).items():
+        array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        if array.size == 1 and np.issubdtype(array.dtype, np.number):
+            metrics[str(name)] = float(array.reshape(()))
+    return metrics
 
 
 # ---------------------------------------------------------------------------- checked inputs
