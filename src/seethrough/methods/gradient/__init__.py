@@ -1,10 +1,15 @@
-"""The gradient family: saliency, guided backprop, Guided Grad-CAM, integrated gradients,
-SmoothGrad and Gradient SHAP, on one pipeline (:mod:`.base`).
+"""The gradient family: saliency, input x gradient, guided backprop, the deconvnet, Guided
+Grad-CAM, integrated gradients, DeepLIFT, DeepLIFT SHAP, SmoothGrad, Gradient SHAP and the noise
+tunnel, on one pipeline (:mod:`.base`).
 """
 
 from .base import GradientMethod, input_gradients, reduce_channels
+from .deconvnet import Deconvnet
+from .deeplift import DeepLift, DeepLiftShap
 from .guided_backprop import GuidedBackprop, GuidedGradCAM
+from .input_x_gradient import InputXGradient
 from .integrated_gradients import IntegratedGradients
+from .noise_tunnel import NoiseTunnel
 from .saliency import Saliency
 from .smoothgrad import GradientShap, SmoothGrad
 
@@ -18,4 +23,9 @@ __all__ = [
     "IntegratedGradients",
     "SmoothGrad",
     "GradientShap",
+    "InputXGradient",
+    "Deconvnet",
+    "DeepLift",
+    "DeepLiftShap",
+    "NoiseTunnel",
 ]

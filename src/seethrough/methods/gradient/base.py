@@ -186,17 +186,19 @@ def accumulate(
     samples: int,
     batch_size: int,
     term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    copies: int = 1,
 ) -> torch.Tensor:
     """``total[i] = sum_k term(i, k)`` over every image ``i`` and sample ``k < samples``.
 
     The ``(i, k)`` pairs are evaluated ``batch_size`` at a time (``0``: chosen to fit memory):
-    ``term`` receives index tensors ``i`` and ``k`` of one batch and returns ``(B, C, H, W)``.
+    ``term`` receives index tensors ``i`` and ``k`` of one batch and returns ``(B, C, H, W)``,
+    or ``(B, copies * C, H, W)`` where it sums several quantities at once (moments).
     Progress is reported per pair.
     """
     n = ctx.x.shape[0]
     image = torch.arange(n).repeat_interleave(samples)
     sample = torch.arange(samples).repeat(n)
-    total = torch.zeros_like(ctx.x)
+    total = ctx.x.new_zeros((n, copies * ctx.x.shape[1], *ctx.x.shape[2:]))
     ticker = Ticker(ctx, n * samples)
     with ctx.many_inputs(n * samples):
         for start, stop in chunks(n * samples, batch_size or auto_internal_batch(ctx)):

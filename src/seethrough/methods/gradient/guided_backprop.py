@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -18,7 +18,7 @@ from ..base import Context
 from ..cam.gradcam import GradCAM
 from .base import Attribution, GradientMethod, input_gradients, reduce_param
 
-__all__ = ["GuidedBackprop", "GuidedGradCAM", "guided_relus"]
+__all__ = ["GuidedBackprop", "GuidedGradCAM", "guided_relus", "swap_modules"]
 
 _OTHER_ACTIVATIONS = (
     nn.GELU,
@@ -83,64 +83,110 @@ class _GuidedClampFunction(torch.autograd.Function):
         return grad.clamp_(min=0), None, None
 
 
+class _DeconvReLUFunction(torch.autograd.Function):
+    """``clamp(x, 0, upper)``; backward ``relu(grad)``, whatever ``x`` was (the deconvnet rule:
+    the forward pass's mask is ignored). Saves nothing."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float, inplace: bool) -> torch.Tensor:  # noqa: ANN001
+        if inplace:
+            ctx.mark_dirty(x)
+            return x.clamp_(0.0, upper)
+        return x.clamp(0.0, upper)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        return grad.clamp(min=0), None, None
+
+
 class GuidedReLU(nn.Module):
-    """Drop-in for ``nn.ReLU`` / ``nn.ReLU6`` (``upper=6``) with the guided backward rule.
+    """Drop-in for ``nn.ReLU`` / ``nn.ReLU6`` (``upper=6``) with the guided backward rule, or
+    with the deconvnet rule (``deconv=True``: ``relu(grad)``, no forward mask).
 
     With ``inplace=True`` (as the module it replaces) it overwrites its input when that input
     is the output of another operation, never a leaf such as the model's input itself.
     """
 
-    def __init__(self, upper: float = math.inf, inplace: bool = False) -> None:
+    def __init__(self, upper: float = math.inf, inplace: bool = False, deconv: bool = False) -> None:
         super().__init__()
         self.upper = upper
         self.inplace = inplace
+        self.deconv = deconv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inplace = self.inplace and x.grad_fn is not None
+        if self.deconv:
+            return _DeconvReLUFunction.apply(x, self.upper, inplace)
         if math.isinf(self.upper):
             return _GuidedReLUFunction.apply(x, inplace)
         return _GuidedClampFunction.apply(x, self.upper, inplace)
 
 
 @contextmanager
-def guided_relus(model: nn.Module) -> Iterator[int]:
+def guided_relus(model: nn.Module, deconv: bool = False) -> Iterator[int]:
     """Swap every ``nn.ReLU`` / ``nn.ReLU6`` module for :class:`GuidedReLU` (in place where the
-    original is); restore on exit.
+    original is; with the deconvnet rule for ``deconv=True``); restore on exit.
 
     Yields the number of swapped modules. Raises ``MethodNotApplicableError`` if there is none;
     warns about other activation modules, whose gradients stay unguided. ReLUs called as
     functions (``F.relu`` in a ``forward``) cannot be seen, and are not guided either.
     """
-    swaps: list[tuple[nn.Module, str, nn.Module]] = []
+    what = "the deconvnet" if deconv else "guided backpropagation"
     others: dict[str, int] = {}
     for parent in _submodules(model):
-        for name, child in parent._modules.items():  # named_children() skips repeats
-            if child is not None and type(child) in (nn.ReLU, nn.ReLU6):
-                swaps.append((parent, name, child))
-            elif isinstance(child, _OTHER_ACTIVATIONS):
+        for child in parent._modules.values():
+            if isinstance(child, _OTHER_ACTIVATIONS):
                 others[type(child).__name__] = others.get(type(child).__name__, 0) + 1
-    if not swaps:
-        raise MethodNotApplicableError(
-            "guided backpropagation needs nn.ReLU or nn.ReLU6 modules and this model has none "
-            "(ReLUs called as functions, and other activations, cannot be guided)"
-        )
-    if others:
-        found = ", ".join(f"{n} {k}" for k, n in sorted(others.items()))
-        warnings.warn(
-            f"guided backpropagation guides ReLU modules only; {found} module(s) keep their plain "
-            "gradient",
-            stacklevel=4,
-        )
     guided: dict[tuple[float, bool], GuidedReLU] = {}  # stateless: one per kind is enough
+
+    def guide(child: nn.Module) -> nn.Module | None:
+        if type(child) not in (nn.ReLU, nn.ReLU6):
+            return None
+        kind = (6.0 if type(child) is nn.ReLU6 else math.inf, child.inplace)
+        if kind not in guided:
+            guided[kind] = GuidedReLU(*kind, deconv=deconv)
+        return guided[kind]
+
+    with swap_modules(model, guide) as swapped:
+        if not swapped:
+            raise MethodNotApplicableError(
+                f"{what} needs nn.ReLU or nn.ReLU6 modules and this model has none "
+                "(ReLUs called as functions, and other activations, cannot be guided)"
+            )
+        if others:
+            found = ", ".join(f"{n} {k}" for k, n in sorted(others.items()))
+            warnings.warn(
+                f"{what} guides ReLU modules only; {found} module(s) keep their plain gradient",
+                stacklevel=4,
+            )
+        yield swapped
+
+
+@contextmanager
+def swap_modules(
+    model: nn.Module, replacement: Callable[[nn.Module], nn.Module | None]
+) -> Iterator[int]:
+    """Replace every submodule ``m`` of ``model`` for which ``replacement(m)`` is a module by
+    that module (``None``: keep ``m``); put the originals back on exit, also after an exception.
+
+    A module registered under several parents or names is replaced at each. Yields the number
+    of replacements.
+    """
+    swaps: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in _submodules(model):
+        for name, child in parent._modules.items():  # named_children() skips repeats
+            if child is not None:
+                swaps.append((parent, name, child))
+    done: list[tuple[nn.Module, str, nn.Module]] = []
     try:
         for parent, name, child in swaps:
-            kind = (6.0 if type(child) is nn.ReLU6 else math.inf, child.inplace)
-            if kind not in guided:
-                guided[kind] = GuidedReLU(*kind)
-            parent._modules[name] = guided[kind]  # = setattr for a registered submodule
-        yield len(swaps)
+            new = replacement(child)
+            if new is not None:
+                parent._modules[name] = new  # = setattr for a registered submodule
+                done.append((parent, name, child))
+        yield len(done)
     finally:
-        for parent, name, child in swaps:
+        for parent, name, child in done:
             parent._modules[name] = child
 
 

@@ -27,7 +27,7 @@ from .base import (
     rows,
 )
 
-__all__ = ["SmoothGrad", "GradientShap"]
+__all__ = ["SmoothGrad", "GradientShap", "noisy_moments", "baseline_set"]
 
 N_SAMPLES = dataclasses.replace(_N_SAMPLES, default=50, help="noisy samples averaged per image")
 
@@ -78,20 +78,52 @@ class SmoothGrad(GradientMethod):
         p = self.config
         inner = get_method(p["wrapped"]).cls()
         output, target = clean_output(ctx, target)
-        x, m = ctx.x, p["n_samples"]
-        generator = torch.Generator().manual_seed(p["seed"])
+        x = ctx.x
         sigma = (x.flatten(1).amax(1) - x.flatten(1).amin(1)) * p["noise"]
-        noise = normal_noise((m, *x.shape[1:]), generator, x)
+        (mean,) = noisy_moments(
+            ctx, inner, target, sigma, p["n_samples"], p["batch_size"], p["seed"]
+        )
+        return Attribution(mean, output, target)
 
-        def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            noisy = rows(x, i) + rows(sigma, i).view(-1, 1, 1, 1) * rows(noise, k)
-            sub_target = target.select(i.tolist())
-            sub = dataclasses.replace(
-                ctx, x=noisy, target=_as_target_list(sub_target), progress=None
-            )
-            return inner.attribute(sub, sub_target).attributions
 
-        return Attribution(accumulate(ctx, m, p["batch_size"], term) / m, output, target)
+def noisy_moments(
+    ctx: Context,
+    inner: GradientMethod,
+    target: ResolvedTarget,
+    sigma: torch.Tensor,
+    samples: int,
+    batch_size: int,
+    seed: int,
+    moments: int = 1,
+) -> list[torch.Tensor]:
+    """The first ``moments`` raw moments of a gradient method over noisy copies of the input.
+
+    With ``eps_k`` standard normal noise of the input's shape (``samples`` draws from ``seed``,
+    shared by the images of the batch, see
+    :func:`~seethrough.methods.gradient.base.normal_noise`)::
+
+        [1/n sum_k A(x + sigma * eps_k) ** j  for j = 1 .. moments]
+
+    where ``A`` is ``inner``'s attribution (``(N, C, H, W)``) of each image's ``target`` and
+    ``sigma`` ``(N,)`` each image's noise std. The noisy copies go through ``inner``
+    ``batch_size`` at a time (``0``: chosen to fit memory).
+
+    Returns:
+        one ``(N, C, H, W)`` tensor per moment.
+    """
+    x = ctx.x
+    generator = torch.Generator().manual_seed(seed)
+    noise = normal_noise((samples, *x.shape[1:]), generator, x)
+
+    def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        noisy = rows(x, i) + rows(sigma, i).view(-1, 1, 1, 1) * rows(noise, k)
+        sub_target = target.select(i.tolist())
+        sub = dataclasses.replace(ctx, x=noisy, target=_as_target_list(sub_target), progress=None)
+        a = inner.attribute(sub, sub_target).attributions
+        return a if moments == 1 else torch.cat([a**j for j in range(1, moments + 1)], dim=1)
+
+    total = accumulate(ctx, samples, batch_size, term, copies=moments) / samples
+    return list(total.chunk(moments, dim=1))
 
 
 @register_method
@@ -157,12 +189,21 @@ class GradientShap(GradientMethod):
         return Attribution(accumulate(ctx, m, p["batch_size"], term) / m, output, target)
 
     def _baselines(self, ctx: Context, generator: torch.Generator) -> torch.Tensor:
-        base = image_parameter(
-            "baseline", self.config["baseline"], ctx.x, keywords=BASELINE_KEYWORDS, any_count=True
-        )
-        if isinstance(base, torch.Tensor) and base.dim() == 4 and base.shape[0] != ctx.x.shape[0]:
-            return base  # a set of baselines to draw from
-        if isinstance(base, str) and base == "noise":
-            shape = (self.config["n_samples"], *ctx.x.shape[1:])
-            return normal_noise(shape, generator, ctx.x)
-        return baseline_image(ctx, ctx.x, base, generator)
+        return baseline_set(ctx, self.config["baseline"], self.config["n_samples"], generator)
+
+
+def baseline_set(
+    ctx: Context, baseline: object, samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The baselines an expectation method draws from, for the batch ``ctx.x`` ``(N, ...)``.
+
+    A set of images whose count is not N is returned as it is (a distribution to draw from);
+    ``"noise"`` gives ``samples`` standard normal images (model-input units); anything else is
+    one baseline per image (:func:`~seethrough.methods.gradient.base.baseline_image`, N rows).
+    """
+    base = image_parameter("baseline", baseline, ctx.x, keywords=BASELINE_KEYWORDS, any_count=True)
+    if isinstance(base, torch.Tensor) and base.dim() == 4 and base.shape[0] != ctx.x.shape[0]:
+        return base  # a set of baselines to draw from
+    if isinstance(base, str) and base == "noise":
+        return normal_noise((samples, *ctx.x.shape[1:]), generator, ctx.x)
+    return baseline_image(ctx, ctx.x, base, generator)

@@ -1,0 +1,45 @@
+"""Deconvnet: the gradient with every ReLU passing back the positive part of its gradient."""
+
+from __future__ import annotations
+
+from ...core.targets import ResolvedTarget
+from ...registry import register_method
+from ..base import Context
+from .base import Attribution, GradientMethod, input_gradients, reduce_param
+from .guided_backprop import guided_relus
+
+__all__ = ["Deconvnet"]
+
+
+@register_method
+class Deconvnet(GradientMethod):
+    """Backpropagation where each ReLU passes back only the positive part of the gradient.
+
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014, in the
+    form of Springenberg et al. (ICLR workshop 2015, figure 1). At each ReLU ``y = max(x, 0)``
+    the backward pass becomes::
+
+        dL/dx = ReLU(dL/dy)        (the forward mask [x > 0] is ignored)
+
+    (the same for ``nn.ReLU6``). Guided backpropagation applies both this rule and the forward
+    mask; the plain gradient applies only the mask. The ReLU modules are swapped for the call
+    and restored afterwards, also after an exception; ReLUs called as functions are not seen.
+
+    Sanity: like guided backpropagation, the deconvnet largely fails the cascading
+    randomization check (Adebayo et al., NeurIPS 2018): without the forward mask its map
+    depends little on the weights above the first layers, and stays close to an edge
+    detector of the image as the upper layers are randomised.
+    """
+
+    name = "deconvnet"
+    title = "Deconvnet"
+    rank = 25
+    swaps_modules = True
+    paper = "Zeiler & Fergus, ECCV 2014"
+    params = (reduce_param("abs_max"),)
+
+    def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
+        """One forward and one backward pass with the deconvnet ReLU rule."""
+        with guided_relus(ctx.model, deconv=True):
+            grads, output, target = input_gradients(ctx, ctx.x, target)
+        return Attribution(grads, output, target)
