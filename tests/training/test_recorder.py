@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,6 +22,7 @@ from seethrough.extend import CAMMethod, CAMState, register_method
 from seethrough.metrics import energy_pointing_game, iou, pointing_game
 from seethrough.models import Preprocessing, VisionModel
 from seethrough.training import ExplanationRecorder, read_run, recorder, settled_epoch
+from seethrough.training import run as run_module
 
 SIZE = 32
 PRE = Preprocessing(size=SIZE, resize="squash", mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -249,6 +251,22 @@ def test_the_parquet_table_equals_the_csv(tmp_path):
             int(b["epoch"]), b["image"], b["method"], b["metric"]
         )  # fmt: skip
         assert a["value"] == float(b["value"])
+
+
+def test_without_pyarrow_the_csv_is_the_table_and_no_stale_parquet_stays(tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "run"
+    out.mkdir()
+    rows = [run_module.Row(0, "", "", "loss", 2.0)]
+    run_module.write_table(out, rows)
+    assert (out / "table.parquet").is_file()  # with pyarrow: both
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now fails
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    rows.append(run_module.Row(1, "", "", "loss", 1.5))
+    run_module.write_table(out, rows)
+    assert not (out / "table.parquet").exists()  # it would hold epoch 0 only
+    assert run_module.read_table(out) == rows
+    assert sorted(p.name for p in out.iterdir()) == ["table.csv"]  # no temporary file left
 
 
 def test_resume_appends_epochs_and_replaces_a_repeated_one(tmp_path):

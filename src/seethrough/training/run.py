@@ -9,6 +9,7 @@ read, one run directory::
                                  plus predicted (N,) int64 and confidence (N,) float32
     OUT/table.csv                epoch,image,method,metric,value (long format)
     OUT/table.parquet            the same table, when pyarrow is installed
+                                 (pip install 'seethrough[parquet]')
 
 Rows of the table: per probe and method ``pointing_game``, ``iou`` and ``energy`` (with masks);
 per probe ``predicted``, ``confidence`` and ``correct`` (with labels) under method ``""``;
@@ -95,7 +96,8 @@ def _format(value: float) -> str:
 
 
 def write_table(out: str | os.PathLike[str], rows: Iterable[Row]) -> Path:
-    """Write ``OUT/table.csv`` atomically (and ``table.parquet`` when pyarrow is installed).
+    """Write ``OUT/table.csv`` atomically, and ``table.parquet`` when pyarrow is installed (the
+    ``[parquet]`` extra; without it a stale ``table.parquet`` is removed).
 
     Rows are sorted by epoch, image, method and metric, so a table does not depend on the
     order epochs were recorded in. Returns the CSV's path.
@@ -113,10 +115,14 @@ def write_table(out: str | os.PathLike[str], rows: Iterable[Row]) -> Path:
 
 
 def _write_parquet(path: Path, rows: Sequence[Row]) -> None:
+    """The table as Parquet (the ``[parquet]`` extra: pyarrow). Without pyarrow the CSV is the
+    table, and a Parquet file a run got earlier (where pyarrow was installed) is removed, so
+    that the run never holds a table older than its CSV."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
-    except ImportError:  # optional: the CSV is the table
+    except ImportError:
+        path.unlink(missing_ok=True)
         return
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in TABLE_COLUMNS]
     types = [pa.int64(), pa.string(), pa.string(), pa.string(), pa.float64()]
