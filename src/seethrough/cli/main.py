@@ -512,8 +512,25 @@ def explain_cmd(
     score_threshold: ScoreThresholdOpt = None,
     max_boxes: MaxBoxesOpt = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs"),
+    stride: Annotated[
+        int, typer.Option(help="A video's frames: explain one in N (default: every frame).")
+    ] = 1,
+    smooth: Annotated[
+        float,
+        typer.Option(
+            help="A video's temporal smoothing weight w in [0, 1): each frame's map becomes "
+            "w * previous + (1 - w) * its own (default 0: none)."
+        ),
+    ] = 0.0,
+    max_frames: Annotated[
+        int | None, typer.Option(help="A video's frames: explain at most N (default: all).")
+    ] = None,
 ) -> None:
     """Explain images with one or more methods; write overlays, arrays, manifests and a figure.
+
+    A video (.mp4 .avi .mov .mkv .webm; needs seethrough[video]) is explained frame by frame
+    into OUT/<clip>/: METHOD.mp4 (the overlay video), METHOD.npz (the per-frame maps, frame
+    indices and times) and METHOD.json; --stride, --smooth and --max-frames apply to it.
 
     A detector's boxes and a segmenter's class masks are explained with --target box:0,box:1,
     --top-boxes N or --target mask:CLASS: one explanation per box (METHOD-box0, ...), its
@@ -523,10 +540,17 @@ def explain_cmd(
     params = params_for(methods, param)
     targets = parse_targets(target, top_boxes)
     check_output_folder(out)
+    videos, images = _video.split_videos(images)
+    _video.check_video_options(videos, stride, smooth, max_frames)
     vm = _load(model, weights, arch, size, mean, std, resize, device, score_threshold, max_boxes)
     _check_targets(vm, targets)
     sources = _expand(images)
-    _explain_all(vm, sources, methods, targets, layer, params, out, target_text=target)
+    if videos:  # folder names unique among the images' too (clip.mp4 and clip.png)
+        names = folder_names([*videos, *sources])
+        opts = {"stride": stride, "smooth": smooth, "max_frames": max_frames}
+        _video.explain_videos(vm, videos, names, methods, targets, layer, params, out, **opts)
+    if sources:
+        _explain_all(vm, sources, methods, targets, layer, params, out, target_text=target)
 
 
 def _check_targets(vm: VisionModel, targets: list[tuple[str, Any]]) -> None:
@@ -799,6 +823,7 @@ def dashboard_cmd(
 from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)
 from . import tabular as _tabular  # noqa: E402, F401  (registers tabular)
 from . import training as _training  # noqa: E402, F401  (registers report, train-demo)
+from . import video as _video  # noqa: E402  (explain's video branch)
 
 
 def _is_click_error(exc: BaseException) -> bool:
