@@ -820,6 +820,7 @@ def dashboard_cmd(
 
 
 # the evaluation commands register on the shared app after these, so `--help` lists them last
+from . import audit as _audit  # noqa: E402, F401  (registers audit)
 from . import evaluate as _evaluate  # noqa: E402, F401  (registers compare, benchmark, cost)
 from . import tabular as _tabular  # noqa: E402, F401  (registers tabular)
 from . import training as _training  # noqa: E402, F401  (registers report, train-demo)

@@ -1,0 +1,48 @@
+"""Shared fixtures of the audit tests: a small random digits model (seeded, saved as a weights
+file so a subprocess loads the same one) and generated digits written to folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import seethrough
+from seethrough.datasets.synthetic import make_digits
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """The random digits network's weights (seed 0), as a safetensors file."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vm = seethrough.load_model("synthetic_digits", weights="none")
+    path = tmp_path_factory.mktemp("weights") / "digits.safetensors"
+    save_file(vm.module.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model(weights):
+    return seethrough.load_model("synthetic_digits", weights=str(weights))
+
+
+def write_digits(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` generated digits as ``folder/dNNN.png``; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = make_digits(n, seed=seed, split="test")
+    paths = []
+    for i, image in enumerate(data.images):
+        paths.append(folder / f"d{i:03d}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def digits_masks(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The masks and labels of :func:`write_digits`'s images."""
+    data = make_digits(n, seed=seed, split="test")
+    return data.masks, data.labels
