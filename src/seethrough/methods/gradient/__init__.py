@@ -1,6 +1,6 @@
 """The gradient family: saliency, input x gradient, guided backprop, the deconvnet, Guided
-Grad-CAM, integrated gradients, DeepLIFT, DeepLIFT SHAP, SmoothGrad, Gradient SHAP and the noise
-tunnel, on one pipeline (:mod:`.base`).
+Grad-CAM, integrated gradients, DeepLIFT, DeepLIFT SHAP, SmoothGrad, Gradient SHAP, the noise
+tunnel and LRP, on one pipeline (:mod:`.base`).
 """
 
 from .base import GradientMethod, input_gradients, reduce_channels
@@ -9,6 +9,7 @@ from .deeplift import DeepLift, DeepLiftShap
 from .guided_backprop import GuidedBackprop, GuidedGradCAM
 from .input_x_gradient import InputXGradient
 from .integrated_gradients import IntegratedGradients
+from .lrp import LRP
 from .noise_tunnel import NoiseTunnel
 from .saliency import Saliency
 from .smoothgrad import GradientShap, SmoothGrad
@@ -28,4 +29,5 @@ __all__ = [
     "DeepLift",
     "DeepLiftShap",
     "NoiseTunnel",
+    "LRP",
 ]
