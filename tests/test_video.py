@@ -304,3 +304,35 @@ def test_cli_explains_a_clip(clip, tmp_path, capsys):
     assert "bad.webm" in one_error("--out", str(tmp_path / "o2"), source=bad)
     message = one_error("--smooth", "1.5", "--out", str(tmp_path / "o3"))
     assert "--smooth" in message
+
+
+# the dashboard
+
+
+@pytest.mark.slow  # the page and its bundled model
+def test_dashboard_plays_the_overlay_of_an_uploaded_clip(clip):
+    app_test = pytest.importorskip("streamlit.testing.v1").AppTest
+    from seethrough.dashboard import APP_PATH
+
+    at = app_test.from_file(str(APP_PATH), default_timeout=180)
+    at.run()
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="upload").set_value(("walk.mp4", clip.read_bytes(), "video/mp4")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("walk.mp4 · 64x48 · 10 fps · 20 frames" in c.value for c in at.caption)
+    assert not at.dataframe  # no image predictions for a clip
+    at.number_input(key="video_stride").set_value(5)
+    at.slider(key="video_smooth").set_value(0.5)
+    at.button(key="explain_video").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    _, data, count = at.session_state["video_result"]
+    assert count == 4
+    played = Path(at.session_state["upload_folder"].path) / "played.mp4"
+    played.write_bytes(data)
+    assert len(decoded(played)) == 4 and video_info(played).fps == FPS / 5
+    assert at.get("video"), "no video element on the page"
+
+    # a file that is not a video, and one over the page's limits: one line each
+    at.file_uploader(key="upload").set_value(("x.mp4", b"garbage" * 50, "video/mp4")).run()
+    assert not at.exception and len(at.error) == 1 and "x.mp4" in at.error[0].value
+    assert "clip-" not in at.error[0].value

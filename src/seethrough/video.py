@@ -57,6 +57,7 @@ __all__ = [
     "VideoExplanation",
     "is_video",
     "video_info",
+    "check_video",
     "frames",
     "video_items",
     "smooth_maps",
@@ -190,6 +191,26 @@ def video_info(path: str | os.PathLike[str]) -> VideoInfo:
         return _info(container, path)
     finally:
         container.close()
+
+
+def check_video(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> VideoInfo:
+    """Read a clip's header and check it against the limits of :func:`frames` (no frame is
+    decoded): for a front end that takes an upload and explains it later.
+
+    Raises:
+        InvalidImageError: not a video, or over the limits
+            (:class:`~seethrough.errors.ImageTooLargeError` for the frame size).
+        MissingDependencyError: PyAV is not installed.
+    """
+    limit = _max_pixels(max_pixels)
+    info = video_info(path)
+    _check_limits(info, Path(path), limit, float(max_seconds))
+    return info
 
 
 def _check_count(value: int | None, name: str, least: int) -> None:

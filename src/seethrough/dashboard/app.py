@@ -17,7 +17,11 @@ once a model of that framework is asked for.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -25,13 +29,20 @@ import torch
 from PIL import Image
 
 from seethrough import __version__
+from seethrough import video as vid
+from seethrough._io import write_atomically
 from seethrough.dashboard import service as svc
-from seethrough.errors import SeethroughError, WeightsUnavailableError
+from seethrough.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    SeethroughError,
+    WeightsUnavailableError,
+)
 from seethrough.explanation import Explanation
 from seethrough.images import list_samples, sample_image
 from seethrough.models import VisionModel, list_models
 from seethrough.models.preprocessing import parse_triple
-from seethrough.registry import get_method
+from seethrough.registry import get_method, list_methods
 
 BUNDLED = "efficientnet_lite0"
 KERAS_DEFAULT = "MobileNetV2"
@@ -301,7 +312,9 @@ def _own_model(sb: Any) -> svc.ModelSpec | None:
 
 
 def image_panel() -> Image.Image | None:
-    """Upload or bundled sample; a bad file gives one line of error, across the page."""
+    """Upload or bundled sample; a bad file gives one line of error, across the page. An
+    uploaded video is stored for :func:`video_panel` (session state ``video_clip``): no image."""
+    st.session_state.pop("video_clip", None)
     left, _ = st.columns([1, 2])
     with left:
         source = st.radio("Image", ["Sample photo", "Upload"], key="image_source", horizontal=True)
@@ -312,7 +325,8 @@ def image_panel() -> Image.Image | None:
             image.info["name"] = f"sample:{name}"
             return image
         upload = st.file_uploader(
-            f"Upload an image ({', '.join(svc.UPLOAD_TYPES)}; at most "
+            f"Upload an image ({', '.join(svc.UPLOAD_TYPES)}) or a video "
+            f"({', '.join(vid.VIDEO_EXTENSIONS)}; at most "
             f"{svc.MAX_UPLOAD_BYTES // 2**20} MiB and {svc.MAX_UPLOAD_PIXELS // 10**6} MP)",
             key="upload",
         )
@@ -320,10 +334,124 @@ def image_panel() -> Image.Image | None:
         st.info("Choose an image file, or a sample photo.")
         return None
     try:
+        if vid.is_video(upload.name):
+            st.session_state["video_clip"] = (
+                _stored_clip(upload.getvalue(), upload.name),
+                upload.name,
+            )
+            return None
         return svc.decoded_upload(upload.getvalue(), upload.name)
     except SeethroughError as exc:
         _fail(exc)
         return None
+
+
+# video
+
+
+VIDEO_MAX_FRAMES = 300
+"""The most frames of an uploaded clip the page explains (after the stride)."""
+VIDEO_MAX_SECONDS = 120.0
+"""The longest uploaded clip the page reads (seconds)."""
+
+
+def _stored_clip(data: bytes, filename: str) -> Path:
+    """An uploaded clip, checked and written (mode 0600, atomically) into the session's private
+    folder, named by its content's hash. The images' limits: the upload's bytes, then from the
+    header the frame size (pixels) and the page's duration. FFmpeg only decodes the file:
+    nothing in it runs as code."""
+    if not data:
+        raise InvalidImageError(f"{filename}: the file is empty")
+    if len(data) > svc.MAX_UPLOAD_BYTES:
+        raise InvalidImageError(
+            f"{filename}: {len(data) / 2**20:.1f} MiB is larger than the "
+            f"{svc.MAX_UPLOAD_BYTES // 2**20} MiB limit"
+        )
+    folder = _upload_folder().path
+    path = folder / f"clip-{hashlib.sha256(data).hexdigest()[:16]}{Path(filename).suffix.lower()}"
+    if not path.exists():
+        for old in folder.glob("clip-*"):  # one clip per session
+            old.unlink(missing_ok=True)
+        write_atomically(path, lambda p: p.write_bytes(data), mode=0o600)
+    try:
+        vid.check_video(path, max_pixels=svc.MAX_UPLOAD_PIXELS, max_seconds=VIDEO_MAX_SECONDS)
+    except InvalidImageError as exc:  # the user's file name, and the page's limits
+        path.unlink(missing_ok=True)
+        message = str(exc).replace(str(path), filename).split(" (raise it")[0]
+        if isinstance(exc, ImageTooLargeError):
+            message += ": resize it first"
+        raise InvalidImageError(message) from None
+    return path
+
+
+def video_panel(spec: svc.ModelSpec, slot: svc.ModelSlot, clip: Path, name: str) -> None:
+    """An uploaded clip: a method, the frame stride and the temporal smoothing; Explain video
+    explains each kept frame for its own top class (the model's lock held) and plays the
+    overlay video."""
+    st.subheader("Explain a video")
+    info = vid.video_info(clip)
+    count = f"{info.frames} frames" if info.frames else "frames unknown"
+    st.caption(f"{name} · {info.width}x{info.height} · {info.fps:g} fps · {count}")
+    names = [m.name for m in list_methods() if slot.model.task in m.tasks]
+    left, middle, right = st.columns(3)
+    method = left.selectbox(
+        "Method",
+        names,
+        index=names.index("gradcam") if "gradcam" in names else 0,
+        key="video_method",
+    )
+    stride = middle.number_input(
+        "Frame stride",
+        min_value=1,
+        max_value=100,
+        value=1,
+        key="video_stride",
+        help=f"Explain one frame in N (at most {VIDEO_MAX_FRAMES} frames are explained).",
+    )
+    smooth = right.slider(
+        "Temporal smoothing",
+        0.0,
+        0.95,
+        0.0,
+        step=0.05,
+        key="video_smooth",
+        help="The weight w of the past: each map shown is w × the previous one + (1 − w) × its "
+        "own. Steadier maps, lagging behind motion.",
+    )
+    key = (str(clip), slot.token, method, int(stride), float(smooth))
+    shown = st.session_state.get("video_result")
+    if st.button("Explain video", type="primary", key="explain_video"):
+        bar = st.progress(0.0, text=f"{method}: starting")
+
+        def tick(done: int, total: int) -> None:
+            bar.progress(min(done / max(total, 1), 1.0), text=f"{method}: frame {done}/{total}")
+
+        out = Path(tempfile.mkdtemp(prefix="explained-", dir=_upload_folder().path))
+        try:
+            with slot.lock:
+                v = vid.explain_video(
+                    slot.model,
+                    clip,
+                    method,
+                    stride=int(stride),
+                    smooth=float(smooth),
+                    max_frames=VIDEO_MAX_FRAMES,
+                    max_pixels=svc.MAX_UPLOAD_PIXELS,
+                    max_seconds=VIDEO_MAX_SECONDS,
+                    out=out,
+                    progress=tick,
+                )
+            shown = (key, v.files["video"].read_bytes(), len(v))
+            st.session_state["video_result"] = shown
+        except SeethroughError as exc:
+            _fail(exc)
+            return
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        bar.empty()
+    if shown is not None and shown[0] == key:
+        st.video(shown[1], format="video/mp4")
+        st.caption(f"{get_method(method).title} · {shown[2]} frames · {spec.title()}")
 
 
 def predictions_panel(
@@ -781,6 +909,9 @@ def main() -> None:
         return
     loaded = model_panel()
     image = image_panel()
+    if loaded is not None and "video_clip" in st.session_state:
+        video_panel(*loaded, *st.session_state["video_clip"])
+        return
     if loaded is None or image is None:
         return
     spec, slot = loaded
