@@ -64,11 +64,7 @@ class LeGrad(Method):
         drops = {name: modules[name].attn_drop for name in names}
         blocks = {name: ctx.named_modules[name.rpartition(".")[0]] for name in names}
         per_layer = self.config["score"] == "layer"
-        if per_layer and not (hasattr(model, "forward_head") and hasattr(model, "norm")):
-            raise MethodNotApplicableError(
-                "legrad with score='layer' needs the model's final norm and head "
-                "(timm's norm and forward_head): use score='output'"
-            )
+        vit = _with_head(ctx.named_modules) if per_layer else None
         first = next(iter(drops.values()))
         recorded = {**{f"attn:{n}": m for n, m in drops.items()}}
         if per_layer:
@@ -85,7 +81,7 @@ class LeGrad(Method):
             for i, name in enumerate(names):
                 if per_layer:
                     tokens = rec.output(f"block:{name}")
-                    score = target(model.forward_head(model.norm(tokens)))
+                    score = target(vit.forward_head(vit.norm(tokens)))
                 else:
                     score = target(output)
                 (grad,) = torch.autograd.grad(
@@ -95,6 +91,20 @@ class LeGrad(Method):
                 total = e if total is None else total + e
         maps = patch_maps(total.detach() / len(names), model).to(ctx.x.dtype)
         return ctx.result(maps, maps, output.detach(), target)
+
+
+def _with_head(named: dict[str, nn.Module]) -> nn.Module:
+    """The outermost module with timm's final ``norm`` and ``forward_head`` (the model, or the
+    transformer inside a wrapper)."""
+    for module in named.values():
+        if isinstance(getattr(module, "norm", None), nn.Module) and callable(
+            getattr(module, "forward_head", None)
+        ):
+            return module
+    raise MethodNotApplicableError(
+        "legrad with score='layer' needs the transformer's final norm and head (timm's norm "
+        "and forward_head): use score='output'"
+    )
 
 
 @register_method

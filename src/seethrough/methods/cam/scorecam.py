@@ -44,36 +44,42 @@ class ScoreCAM(CAMMethod):
     """Masked inputs per channel (:meth:`masked`); the weights average their scores."""
 
     def weights(self, s: CAMState) -> torch.Tensor:
-        """Softmax over channels of the (mean) target score of each channel's masked inputs."""
+        """Softmax over channels of the (mean) target score of each channel's masked inputs.
+
+        The ``passes * C`` masked inputs of an image (pass-major) go through the model
+        ``batch_size`` at a time."""
         x = s.ctx.x
         n, c = s.activations.shape[:2]
-        bs = self.config["batch_size"]
-        passes = self.passes
-        scores = torch.zeros(n, c, dtype=s.activations.dtype, device=x.device)
-        ticker = Ticker(s.ctx, n * c * passes)
+        bs, total = self.config["batch_size"], c * self.passes
+        scores = torch.zeros(n, total, dtype=s.activations.dtype, device=x.device)
+        ticker = Ticker(s.ctx, n * total)
         ticker.advance(0)
-        with s.ctx.many_inputs(n * c * passes):
+        with s.ctx.many_inputs(n * total):
             for i in range(n):
                 score = s.target.row(i)
                 generator = self.generator()  # per image: an image gets the same draws alone
-                for k in range(passes):
-                    for start in range(0, c, bs):
-                        acts = s.activations[i : i + 1, start : start + bs]
-                        masks = _unit_masks(acts, x.shape[-2:]).transpose(0, 1)
-                        batch = self.masked(x[i : i + 1], masks, k, generator)
-                        scores[i, start : start + bs] += score(s.ctx.forward(batch))
-                        ticker.advance(acts.shape[1])
-        return (scores / passes).softmax(dim=1)
+                for start in range(0, total, bs):
+                    items = torch.arange(start, min(start + bs, total), device=x.device)
+                    acts = s.activations[i : i + 1, items % c]
+                    masks = _unit_masks(acts, x.shape[-2:]).transpose(0, 1)
+                    batch = self.masked(x[i : i + 1], masks, items // c, generator)
+                    scores[i, start : start + len(items)] = score(s.ctx.forward(batch))
+                    ticker.advance(len(items))
+        return scores.view(n, self.passes, c).mean(dim=1).softmax(dim=1)
 
     def generator(self) -> torch.Generator | None:
         """The random generator of one image's passes (``None``: no randomness)."""
         return None
 
     def masked(
-        self, x: torch.Tensor, masks: torch.Tensor, k: int, generator: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        masks: torch.Tensor,
+        passes: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """Pass ``k`` of the masked inputs: ``x`` ``(1, C, H, W)`` times each of ``masks``
-        ``(B, 1, H, W)`` (unit-scaled upsampled activations), ``(B, C, H, W)``."""
+        """Masked inputs: ``x`` ``(1, C, H, W)`` times each of ``masks`` ``(B, 1, H, W)``
+        (unit-scaled upsampled activations), ``passes`` ``(B,)`` the pass of each mask."""
         return x * masks
 
 

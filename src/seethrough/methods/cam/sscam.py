@@ -53,7 +53,11 @@ class SSCAM(ScoreCAM):
         return torch.Generator().manual_seed(self.config["seed"])
 
     def masked(
-        self, x: torch.Tensor, masks: torch.Tensor, k: int, generator: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        masks: torch.Tensor,
+        passes: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
         """``x * (H_c + d)`` with fresh noise ``d`` for every mask."""
         assert generator is not None
@@ -92,8 +96,12 @@ class ISCAM(ScoreCAM):
         return self.config["n_samples"]
 
     def masked(
-        self, x: torch.Tensor, masks: torch.Tensor, k: int, generator: torch.Generator | None
+        self,
+        x: torch.Tensor,
+        masks: torch.Tensor,
+        passes: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """``a_k * H_c * x`` with ``a_k = sum_{j=1}^{k+1} j / n``."""
-        n = self.config["n_samples"]
-        return (k + 1) * (k + 2) / (2 * n) * (masks * x)
+        """``a_k * H_c * x`` with ``a_k = sum_{j=1}^{k+1} j / n`` for the mask of pass ``k``."""
+        coeff = (passes + 1) * (passes + 2) / (2 * self.config["n_samples"])
+        return coeff.to(x.dtype).view(-1, 1, 1, 1) * (masks * x)
