@@ -380,8 +380,8 @@ def smooth_maps(maps: Sequence[np.ndarray] | np.ndarray, smooth: float) -> np.nd
     """Smooth a sequence of maps over time with an exponential moving average.
 
     ``s_0 = m_0`` and ``s_t = w * s_{t-1} + (1 - w) * m_t`` with ``w = smooth``: each smoothed
-    map is ``(1 - w) * sum_{k<=t} w^(t-k) m_k`` plus ``w^t m_0`` (the start keeps its full
-    weight, so a constant sequence stays constant). ``w = 0`` returns the maps as they are; a
+    map is ``w^t m_0 + (1 - w) * sum_{1<=k<=t} w^(t-k) m_k`` (the first map keeps the weight
+    the others leave, so a constant sequence stays constant). ``w = 0`` returns the maps as they are; a
     larger ``w`` steadies the map against frame-to-frame noise and lags it behind motion by
     about ``w / (1 - w)`` kept frames.
 
