@@ -22,6 +22,8 @@ __all__ = [
     "weighted_ridge",
     "shapley_from_values",
     "all_coalitions",
+    "permutation_coalitions",
+    "shapley_from_permutations",
 ]
 
 
@@ -235,3 +237,47 @@ def shapley_from_values(values: torch.Tensor, n_features: int) -> torch.Tensor:
         gain = values[index[without] | bit] - values[index[without]]  # (2^(F-1), T)
         phi[:, i] = (weight[without][:, None] * gain).sum(0)
     return phi
+
+
+def permutation_coalitions(
+    n_features: int, n_permutations: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The coalitions that Shapley value sampling evaluates, ``(1 + P F, F)`` float64.
+
+    Row 0 is the empty coalition; then, for each of ``P = n_permutations`` random orders of the
+    features (``torch.randperm`` from ``generator``, one per permutation, as Captum draws them
+    from the global generator), the ``F`` coalitions that add the features one at a time in that
+    order: row ``1 + p F + k`` keeps the first ``k + 1`` features of permutation ``p`` (the
+    last row of every permutation keeps them all).
+    """
+    f = n_features
+    perms = torch.stack([torch.randperm(f, generator=generator) for _ in range(n_permutations)])
+    rank = perms.argsort(1)  # (P, F): the step at which each feature is added
+    steps = torch.arange(f)
+    z = (rank[:, None, :] <= steps[None, :, None]).double()  # (P, steps, F)
+    return torch.cat([torch.zeros(1, f, dtype=torch.float64), z.reshape(-1, f)])
+
+
+def shapley_from_permutations(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Shapley value sampling estimates from the coalitions of :func:`permutation_coalitions`
+    and their scores ``y`` ``(1 + P F, T)``; returns ``(T, F)``.
+
+    Castro, Gomez & Tejada (2009); Strumbelj & Kononenko (2010). For permutations ``pi_1 ..
+    pi_P`` and ``Pre_p(i)`` the features before ``i`` in ``pi_p``::
+
+        phi_i = 1/P sum_p [v(Pre_p(i) + i) - v(Pre_p(i))]
+
+    Each permutation's marginal contributions telescope to ``v(all) - v(empty)``, so the
+    estimate is efficient for any ``P``. The permutations are read back from ``z`` (feature
+    ``i`` is added at the step ``F - (rows of its permutation that keep it)``).
+    """
+    f = z.shape[1]
+    p = (z.shape[0] - 1) // f
+    block = z[1:].reshape(p, f, f)
+    order = (f - block.sum(1)).long().argsort(1)  # (P, F): the feature added at each step
+    steps = y[1:].reshape(p, f, -1)  # (P, F, T)
+    before = torch.cat([y[:1].expand(p, 1, -1), steps[:, :-1]], 1)
+    gains = steps - before  # gains[p, k] belongs to feature order[p, k]
+    phi = torch.zeros(y.shape[1], f, dtype=y.dtype)
+    phi.index_add_(1, order.reshape(-1), gains.reshape(p * f, -1).T)
+    return phi / p

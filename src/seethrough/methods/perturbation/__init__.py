@@ -1,13 +1,16 @@
 """The perturbation family: one batched engine (:mod:`.engine`), segmentation, and the methods."""
 
 from .base import PerturbationMethod
+from .dax import Dax
 from .drise import DRise
 from .engine import FeatureMasks, PixelMasks, evaluate, hidden_image
+from .feature_ablation import FeatureAblation
 from .kernelshap import KernelShap
 from .lime import Lime
 from .occlusion import Occlusion
 from .rise import Rise
 from .segmentation import segment
+from .shapley_sampling import ShapleySampling
 from .surrogate import SurrogateMethod
 
 __all__ = [
@@ -23,4 +26,7 @@ __all__ = [
     "Occlusion",
     "Rise",
     "DRise",
+    "FeatureAblation",
+    "ShapleySampling",
+    "Dax",
 ]
