@@ -46,3 +46,28 @@ def digits_masks(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The masks and labels of :func:`write_digits`'s images."""
     data = make_digits(n, seed=seed, split="test")
     return data.masks, data.labels
+
+
+def assert_csv_equals_parquet(out: Path, metrics: tuple[str, ...]) -> None:
+    """The run's ``table.parquet`` reads, and holds the same typed rows as ``table.csv``."""
+    import math
+
+    import pyarrow.parquet as pq
+
+    from seethrough.audit import columns, read_table
+
+    from_parquet = pq.read_table(out / "table.parquet").to_pylist()
+    hidden = out / "table.parquet"
+    moved = hidden.rename(out / "parquet.moved")
+    try:
+        from_csv = read_table(out, columns(metrics))
+    finally:
+        moved.rename(hidden)
+    assert len(from_csv) == len(from_parquet) > 0
+    for a, b in zip(from_parquet, from_csv, strict=True):
+        assert list(a) == list(b)
+        for k in a:
+            same = a[k] == b[k] or (
+                isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])
+            )
+            assert same, (k, a[k], b[k])

@@ -135,9 +135,8 @@ class AuditSpec:
         """What makes two runs' rows comparable (resuming with a different one is refused)."""
         keep = ("model", "weights", "metrics", "target", "steps", "threshold", "tolerance", "load")
         d = self.as_dict()
-        return {k: d[k] for k in keep} | {
-            "params": {m: d["params"].get(m, {}) for m in d["params"]}
-        }
+        params = {m: {k: str(v) for k, v in p.items()} for m, p in d["params"].items() if p}
+        return {k: d[k] for k in keep} | {"params": params}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
