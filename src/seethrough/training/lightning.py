@@ -15,15 +15,17 @@ When it records (``on=``):
   (logged with ``on_epoch=True``) and its validation metrics. Metrics logged in the
   LightningModule's own ``on_train_epoch_end`` come after callbacks and are not seen.
 - ``"validation"``: at ``on_validation_end`` of each validation that ``fit`` runs (the sanity
-  check excepted), inside Lightning's ``torch.inference_mode()``; epochs without validation
+  check excepted), inside Lightning's ``torch.no_grad()``; epochs without validation
   (``check_val_every_n_epoch``) are not recorded, and with ``val_check_interval`` below one
   epoch the last validation of an epoch replaces the earlier ones. The validation metrics are
   this validation's; the training metrics are as Lightning holds them mid-epoch (the last
   step's, or the previous epoch's aggregate), so prefer ``"train"`` when they matter.
 
-The recorder's ``every`` applies in both. Gradients work inside the call also under
-Lightning's inference mode: the recorder runs in ``torch.inference_mode(False)``, and the
-probes' tensors are made there, so none is an inference tensor. Lightning's sanity check is
+The recorder's ``every`` applies in both. Gradients work inside the call wherever the hook
+runs: under ``torch.no_grad()`` (``fit``'s validation) the recorder enables them, and under
+``torch.inference_mode()`` (``trainer.validate``'s loop, some strategies) it runs in
+``torch.inference_mode(False)`` and makes the probes' tensors there, so none is an inference
+tensor (those cannot take part in autograd). Lightning's sanity check is
 never recorded, and under a multi-process strategy only global rank 0 explains and writes.
 
 The callback leaves training as it was: besides what the recorder restores (every
