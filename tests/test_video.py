@@ -115,6 +115,9 @@ def test_stride_and_max_frames_keep_the_right_frames(clip):
     assert [f.index for f in frames(clip, stride=3, max_frames=4)] == [0, 3, 6, 9]
     kept = list(frames(clip, stride=7))
     assert np.allclose([f.time for f in kept], [0.0, 0.7, 1.4])
+    with frames(clip) as stream:  # closed early: the file is closed, no frame is left
+        assert stream.info.frames == N and next(stream).index == 0
+    assert next(stream, None) is None
     items = video_items(clip, stride=5)
     assert [name for name, _ in items] == [f"square.mp4#frame={i:06d}" for i in (0, 5, 10, 15)]
     for (_, image), i in zip(items, (0, 5, 10, 15), strict=True):
@@ -200,12 +203,21 @@ def test_smoothing_formula_on_known_maps():
             smooth_maps(maps, bad)
 
 
-def test_smoothed_video_maps_follow_the_formula(clip):
-    v = explain_video(bright_model(), clip, "gradcam", layer="1", smooth=0.6, max_frames=6)
+def test_smoothed_video_maps_follow_the_formula(clip, tmp_path):
+    v = explain_video(
+        bright_model(), clip, "gradcam", layer="1", smooth=0.6, max_frames=6, out=tmp_path
+    )
     assert v.smooth == 0.6
     assert np.allclose(v.smoothed, smooth_maps(v.maps, 0.6), atol=1e-6)
     assert np.allclose(v.smoothed[0], v.maps[0])
     assert not np.allclose(v.smoothed[5], v.maps[5])
+    # the video shows the smoothed maps, which lag behind the square
+    image, got = decoded(clip)[5].astype(int), decoded(v.files["video"])[5].astype(int)
+    smoothed, raw = overlay(image, v.smoothed[5]), overlay(image, v.maps[5])
+    assert np.abs(got - smoothed).mean() < np.abs(got - raw).mean() / 2
+    assert (v.peaks()[5] < np.array(centres()[5])).all()  # up and left: where it came from
+    with np.load(v.files["arrays"]) as arrays:
+        assert np.array_equal(arrays["smoothed"], v.smoothed)
 
 
 # refusals

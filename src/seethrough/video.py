@@ -59,6 +59,7 @@ __all__ = [
     "video_info",
     "check_video",
     "frames",
+    "FrameStream",
     "video_items",
     "smooth_maps",
     "write_video",
@@ -220,6 +221,37 @@ def _check_count(value: int | None, name: str, least: int) -> None:
         raise InvalidParameterError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
+class FrameStream(Iterator[VideoFrame]):
+    """The frames of an open clip, decoded one at a time (what :func:`frames` returns).
+
+    ``info`` is the clip's header (:class:`VideoInfo`). The file is closed when the frames run
+    out, on an error, by :meth:`close`, or at the end of a ``with`` block, also when not every
+    frame was read.
+    """
+
+    def __init__(self, container: Any, frames: Iterator[VideoFrame], info: VideoInfo) -> None:
+        self.info = info
+        self._container = container
+        self._frames = frames
+
+    def __iter__(self) -> FrameStream:
+        return self
+
+    def __next__(self) -> VideoFrame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop decoding and close the file."""
+        self._frames.close()  # type: ignore[attr-defined]
+        self._container.close()
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def frames(
     path: str | os.PathLike[str],
     stride: int = 1,
@@ -227,7 +259,7 @@ def frames(
     *,
     max_pixels: int | None = None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
-) -> Iterator[VideoFrame]:
+) -> FrameStream:
     """Decode a clip's frames one at a time, keeping every ``stride``-th (frames 0, stride, ...).
 
     The file is opened and its header checked when this function is called, so a bad file
@@ -243,7 +275,7 @@ def frames(
             times while decoding (a header need not tell the truth).
 
     Returns:
-        An iterator of :class:`VideoFrame` ``(index, time, image)``: ``index`` counts every
+        A :class:`FrameStream`, an iterator of :class:`VideoFrame` ``(index, time, image)``: ``index`` counts every
         decoded frame from 0, ``time`` is the frame's presentation time in seconds (its index
         over the frame rate when the stream gives none), ``image`` RGB ``uint8`` ``(H, W, 3)``.
 
@@ -270,7 +302,8 @@ def frames(
     except BaseException:
         container.close()
         raise
-    return _decode(container, path, info, stride, max_frames, limit, float(max_seconds), av)
+    decoded = _decode(container, path, info, stride, max_frames, limit, float(max_seconds), av)
+    return FrameStream(container, decoded, info)
 
 
 def _decode(
@@ -657,97 +690,112 @@ def explain_video(
         ((60, 224, 224), 'gradcam.mp4')
     """
     _check_count(frame_batch, "frame_batch", 1)
-    weight = _check_weight(smooth)
-    alpha_ = float(alpha)
-    if not 0.0 <= alpha_ <= 1.0:
-        raise InvalidParameterError(f"alpha must lie in [0, 1], got {alpha!r}")
+    record = _Record(_check_weight(smooth), alpha)
+    paths = _output_paths(out, stem or method)
     source = Path(path)
-    stream = frames(source, stride, max_frames, max_pixels=max_pixels, max_seconds=max_seconds)
-    info = video_info(source)
-    fps = (info.fps or 25.0) / stride
-    total = 0
-    if info.frames:
-        total = -(-info.frames // stride)
-        total = min(total, max_frames) if max_frames is not None else total
-    ticker = Ticker(SimpleNamespace(progress=progress), total, unit="frames")  # type: ignore[arg-type]
-    paths: dict[str, Path] = {}
-    folder = None
-    if out is not None:
-        folder = Path(out)
-        name = _safe_name(stem or method)
-        paths = {k: folder / f"{name}.{s}" for k, s in (("video", "mp4"), ("arrays", "npz"))}
-        paths["manifest"] = folder / f"{name}.json"
-        taken = [p.name for p in paths.values() if p.exists()]
-        if taken:
-            raise InvalidParameterError(
-                f"{folder} already holds {', '.join(taken)}: choose another folder or stem"
-            )
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InvalidParameterError(f"{folder}: {exc.strerror or exc}") from None
+    with frames(
+        source, stride, max_frames, max_pixels=max_pixels, max_seconds=max_seconds
+    ) as stream:
+        fps = (stream.info.fps or 25.0) / stride
+        expected = -(-(stream.info.frames or 0) // stride)
+        expected = min(expected, max_frames) if max_frames is not None else expected
+        ticker = Ticker(SimpleNamespace(progress=progress), expected, unit="frames")  # type: ignore[arg-type]
 
-    collected: dict[str, list[Any]] = {k: [] for k in ("maps", "smoothed", "idx", "t", "cls")}
-    described: dict[str, Any] = {}
-    step = _Smoother(weight)
-
-    def explained() -> Iterator[np.ndarray]:
-        """The overlay frames, explaining a batch of frames at a time."""
-        ticker.advance(0)
-        try:
+        def shown() -> Iterator[np.ndarray]:
+            """The overlay frames, explaining ``frame_batch`` frames per call."""
+            ticker.advance(0)
             for batch in _batches(stream, frame_batch):
-                made = explain(
-                    model,
-                    [f.image for f in batch],
-                    method,
-                    target=target,
-                    layer=layer,
-                    **params,
-                )
-                for f, e in zip(batch, made, strict=True):  # type: ignore[arg-type]
-                    yield _record(f, e)
+                images = [f.image for f in batch]
+                made = explain(model, images, method, target=target, layer=layer, **params)
+                yield from (record(f, e) for f, e in zip(batch, made, strict=True))  # type: ignore[arg-type]
                 ticker.advance(len(batch))
-        finally:
-            stream.close()
 
-    def _record(f: VideoFrame, e: Explanation) -> np.ndarray:
-        shown = step(e.map)
-        collected["maps"].append(e.map.astype(np.float32))
-        collected["smoothed"].append(shown.astype(np.float32))
-        collected["idx"].append(f.index)
-        collected["t"].append(f.time)
-        collected["cls"].append((e.target, e.label, e.score))
-        described.update(method=e.method, model=e.model, params=e.params)
-        image = e.image if e.image is not None else f.image
-        return overlay(image, shown, alpha=alpha_)
-
-    if out is None:
-        for _ in explained():
-            pass
-    else:
-        write_video(paths["video"], explained(), fps)
-    if not collected["idx"]:
-        raise InvalidImageError(f"video '{source}' gave no frame to explain")
-    result = VideoExplanation(
-        maps=np.stack(collected["maps"]),
-        smoothed=np.stack(collected["smoothed"]),
-        indices=np.asarray(collected["idx"], dtype=np.int64),
-        times=np.asarray(collected["t"], dtype=np.float64),
-        targets=np.asarray([c[0] for c in collected["cls"]], dtype=np.int64),
-        labels=[c[1] for c in collected["cls"]],
-        scores=np.asarray([c[2] for c in collected["cls"]], dtype=np.float64),
-        method=described["method"],
-        model=described["model"],
-        params=described["params"],
-        stride=stride,
-        smooth=weight,
-        fps=fps,
-        source=str(source),
-        files=paths,
-    )
-    if out is not None:
+        if paths:
+            _make_folder(paths["video"].parent)
+            write_video(paths["video"], shown(), fps)
+        else:
+            for _ in shown():
+                pass
+    result = record.result(source, stride, fps, paths)
+    if paths:
         _save_arrays(result, paths)
     return result
+
+
+def _output_paths(out: str | os.PathLike[str] | None, stem: str) -> dict[str, Path]:
+    """``STEM.mp4``, ``STEM.npz``, ``STEM.json`` in ``out`` (none without ``out``); files of
+    that stem already there are an error, before any work."""
+    if out is None:
+        return {}
+    folder, name = Path(out), _safe_name(stem)
+    kinds = (("video", "mp4"), ("arrays", "npz"), ("manifest", "json"))
+    paths = {kind: folder / f"{name}.{suffix}" for kind, suffix in kinds}
+    taken = [p.name for p in paths.values() if p.exists()]
+    if taken:
+        raise InvalidParameterError(
+            f"{folder} already holds {', '.join(taken)}: choose another folder or stem"
+        )
+    return paths
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidParameterError(f"{folder}: {exc.strerror or exc}") from None
+
+
+class _Record:
+    """Keeps each explained frame's map, smoothed map, index, time and class, and draws its
+    overlay frame."""
+
+    def __init__(self, weight: float, alpha: float) -> None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise InvalidParameterError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidParameterError(f"alpha must lie in [0, 1], got {alpha!r}")
+        self.alpha = float(alpha)
+        self.weight = weight
+        self.step = _Smoother(weight)
+        self.where: list[tuple[int, float]] = []  # each frame's index and time
+        self.classes: list[tuple[int, str | None, float]] = []
+        self.described: tuple[str, str, dict[str, Any]] = ("", "", {})
+        self.maps: list[np.ndarray] = []
+        self.smoothed: list[np.ndarray] = []
+
+    def __call__(self, frame: VideoFrame, e: Explanation) -> np.ndarray:
+        shown = self.step(e.map)
+        self.where.append((frame.index, frame.time))
+        self.classes.append((e.target, e.label, e.score))
+        self.described = (e.method, e.model, e.params)
+        self.maps.append(e.map.astype(np.float32))
+        self.smoothed.append(shown.astype(np.float32))
+        image = e.image if e.image is not None else frame.image
+        return overlay(image, shown, alpha=self.alpha)
+
+    def result(
+        self, source: Path, stride: int, fps: float, paths: dict[str, Path]
+    ) -> VideoExplanation:
+        if not self.where:
+            raise InvalidImageError(f"video '{source}' gave no frame to explain")
+        method, model, params = self.described
+        return VideoExplanation(
+            maps=np.stack(self.maps),
+            smoothed=np.stack(self.smoothed),
+            indices=np.asarray([w[0] for w in self.where], dtype=np.int64),
+            times=np.asarray([w[1] for w in self.where], dtype=np.float64),
+            targets=np.asarray([c[0] for c in self.classes], dtype=np.int64),
+            labels=[c[1] for c in self.classes],
+            scores=np.asarray([c[2] for c in self.classes], dtype=np.float64),
+            method=method,
+            model=model,
+            params=params,
+            stride=stride,
+            smooth=self.weight,
+            fps=fps,
+            source=str(source),
+            files=paths,
+        )
 
 
 def _save_arrays(result: VideoExplanation, paths: dict[str, Path]) -> None:
