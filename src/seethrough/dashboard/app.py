@@ -424,7 +424,10 @@ def video_panel(spec: svc.ModelSpec, slot: svc.ModelSlot, clip: Path, name: str)
         bar = st.progress(0.0, text=f"{method}: starting")
 
         def tick(done: int, total: int) -> None:
-            bar.progress(min(done / max(total, 1), 1.0), text=f"{method}: frame {done}/{total}")
+            of = f"/{total}" if total else ""  # 0: the header has no frame count
+            bar.progress(
+                min(done / total, 1.0) if total else 0.0, text=f"{method}: frame {done}{of}"
+            )
 
         out = Path(tempfile.mkdtemp(prefix="explained-", dir=_upload_folder().path))
         try:
