@@ -18,13 +18,14 @@ from .engine import (
     HIDE_KEYWORDS,
     SCORE,
     SEED,
+    FeatureMasks,
     Ticker,
     auto_batch_size,
     evaluate,
     hidden_image,
 )
 
-__all__ = ["PerturbationMethod", "Sample", "Single"]
+__all__ = ["PerturbationMethod", "Sample", "Single", "DistinctCoalitions"]
 
 
 @dataclass
@@ -152,3 +153,35 @@ class PerturbationMethod(Method):
     def explain_one(self, ctx: Context, s: Sample, batch: int, ticker: Ticker) -> Single:
         """Explain one image."""
         raise NotImplementedError
+
+
+
+class DistinctCoalitions(PerturbationMethod):
+    """A variant whose feature coalitions repeat (Shapley value sampling: the empty and the
+    full coalition in every permutation) or include the unperturbed image (feature ablation):
+    each distinct coalition is evaluated once, and the full one (every feature kept: the image
+    itself) not at all, its score taken from the clean forward. The ticker's total drops by
+    the evaluations saved; ``each`` sees the evaluated batches only."""
+
+    def scores(
+        self,
+        ctx: Context,
+        s: Sample,
+        masks: object,
+        batch: int,
+        ticker: Ticker,
+        each: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
+    ) -> torch.Tensor:
+        """Scores ``(M, T)`` of ``s`` under ``masks``, each distinct coalition once."""
+        if not isinstance(masks, FeatureMasks):
+            return super().scores(ctx, s, masks, batch, ticker, each)
+        z = masks.z
+        distinct, inverse = torch.unique(z.cpu(), dim=0, return_inverse=True)
+        full = distinct.sum(1) == z.shape[1]
+        ticker.total -= len(z) - len(distinct) + int(full.any())
+        clean = s.score(s.clean).double().cpu()  # (1, T)
+        y = clean.expand(len(distinct), -1).clone()
+        rest = FeatureMasks(distinct[~full].to(z.device, z.dtype), masks.segments)
+        if len(rest):
+            y[~full] = evaluate(ctx, s.x, s.hidden, rest, s.score, batch, ticker, each)
+        return y[inverse]

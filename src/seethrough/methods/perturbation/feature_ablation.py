@@ -6,13 +6,13 @@ import torch
 
 from ...registry import register_method
 from ..base import Context
-from .base import PerturbationMethod
+from .base import DistinctCoalitions, PerturbationMethod
 from .segmentation import SEGMENT_PARAMS
 from .surrogate import TOP_LABELS, Fit, SurrogateMethod
 
 
 @register_method
-class FeatureAblation(SurrogateMethod):
+class FeatureAblation(DistinctCoalitions, SurrogateMethod):
     """Each group's attribution is the score lost when that group alone is hidden.
 
     Zeiler & Fergus, ECCV 2014 (occlusion), in the grouped form of Captum's FeatureAblation
@@ -23,8 +23,8 @@ class FeatureAblation(SurrogateMethod):
         a_g = f(x) - f(x with the pixels of g replaced by b)
 
     and every pixel of ``g`` gets ``a_g``. For a linear model ``f(x) = w.x`` this is
-    ``w_g.(x_g - b_g)``. ``F + 1`` model evaluations (the unhidden image, evaluated through
-    the same batched path, then one per group), in batches of ``batch_size``. ``.weights``
+    ``w_g.(x_g - b_g)``. ``f(x)`` comes from the clean forward every method starts with, then
+    one model evaluation per group, in batches of ``batch_size``. ``.weights``
     holds ``a`` per group (one row per class with ``top_labels``), ``.intercept`` ``f(x)``.
     """
 
@@ -35,8 +35,8 @@ class FeatureAblation(SurrogateMethod):
     params = (*SEGMENT_PARAMS, TOP_LABELS, *PerturbationMethod.params)
 
     def evaluations(self, ctx: Context) -> int:
-        """About ``n_segments + 1`` per image (the exact count is known once segmented)."""
-        return self.config["n_segments"] + 1
+        """About ``n_segments`` per image (the exact count is known once segmented)."""
+        return self.config["n_segments"]
 
     def coalitions(
         self, n_features: int, generator: torch.Generator

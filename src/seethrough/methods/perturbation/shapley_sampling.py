@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 
 from ...core.coalitions import permutation_coalitions, shapley_from_permutations
-from ...core.progress import Ticker
 from ...registry import register_method
 from ..base import Context
 from ..params import N_SAMPLES
-from .base import PerturbationMethod, Sample
-from .engine import FeatureMasks
+from .base import DistinctCoalitions, PerturbationMethod
 from .segmentation import SEGMENT_PARAMS
 from .surrogate import TOP_LABELS, Fit, SurrogateMethod
 
 
 @register_method
-class ShapleySampling(SurrogateMethod):
+class ShapleySampling(DistinctCoalitions, SurrogateMethod):
     """Shapley values of pixel groups estimated from random permutations of the groups.
 
     Castro, Gomez & Tejada, "Polynomial calculation of the Shapley value based on sampling",
@@ -37,7 +34,8 @@ class ShapleySampling(SurrogateMethod):
     draws from the image's generator seeded with ``seed``, as Captum's ShapleyValueSampling
     draws them from the global generator (so ``torch.manual_seed(seed)`` before Captum gives
     the same permutations). A coalition that occurs in several permutations (the empty and
-    the full one in all of them) is evaluated once: at most ``P (F - 1) + 2`` evaluations.
+    the full one in all of them) is evaluated once, the full one not at all (the clean
+    forward's score): at most ``P (F - 1) + 1`` evaluations.
     """
 
     name = "shapley_sampling"
@@ -57,8 +55,8 @@ class ShapleySampling(SurrogateMethod):
     )
 
     def evaluations(self, ctx: Context) -> int:
-        """About ``n_samples (n_segments - 1) + 2`` per image (exact once segmented)."""
-        return self.config["n_samples"] * max(self.config["n_segments"] - 1, 1) + 2
+        """About ``n_samples (n_segments - 1) + 1`` per image (exact once segmented)."""
+        return self.config["n_samples"] * max(self.config["n_segments"] - 1, 1) + 1
 
     def coalitions(
         self, n_features: int, generator: torch.Generator
@@ -66,22 +64,6 @@ class ShapleySampling(SurrogateMethod):
         """The empty coalition, then each permutation's growing coalitions."""
         z = permutation_coalitions(n_features, self.config["n_samples"], generator)
         return z, torch.ones(len(z), dtype=torch.float64)
-
-    def scores(
-        self,
-        ctx: Context,
-        s: Sample,
-        masks: object,
-        batch: int,
-        ticker: Ticker,
-        each: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
-    ) -> torch.Tensor:
-        """Evaluate each distinct coalition once and give every row its score."""
-        assert isinstance(masks, FeatureMasks)  # what SurrogateMethod passes
-        distinct, inverse = torch.unique(masks.z.cpu(), dim=0, return_inverse=True)
-        ticker.total -= len(masks) - len(distinct)
-        once = FeatureMasks(distinct.to(masks.z.device), masks.segments)
-        return super().scores(ctx, s, once, batch, ticker, each)[inverse]
 
     def fit(self, z: torch.Tensor, weights: torch.Tensor, y: torch.Tensor) -> Fit:
         """Average the marginal contributions; the efficiency gap of the primary target."""
