@@ -29,6 +29,7 @@ from torch import nn
 import seethrough
 
 from ._models import SmallCNN
+from .test_captum_oracle import TARGETS, agree, ours
 
 captum_attr = pytest.importorskip("captum.attr")
 pytestmark = pytest.mark.filterwarnings(
@@ -36,8 +37,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:Setting backward hooks on ReLU:UserWarning",
     "ignore:Setting forward, backward hooks:UserWarning",
 )
-
-TARGETS = [1, 3]
 
 
 class PoolNet(nn.Module):
@@ -65,19 +64,6 @@ class PoolNet(nn.Module):
 def x() -> torch.Tensor:
     g = torch.Generator().manual_seed(70)
     return torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
-
-
-def agree(ours: np.ndarray, theirs: torch.Tensor, rtol: float = 1e-5) -> None:
-    theirs = theirs.detach().numpy().astype(np.float64)
-    scale = np.abs(theirs).max()
-    assert scale > 1e-9  # squares of small gradients are small: the check is relative
-    np.testing.assert_allclose(ours.astype(np.float64), theirs, rtol=0, atol=rtol * scale)
-
-
-def ours(model, x, method: str, **kw) -> np.ndarray:
-    es = seethrough.explain(model, x, method, target=TARGETS, **kw)
-    assert [e.target for e in es] == TARGETS
-    return np.stack([e.attributions for e in es])
 
 
 def test_input_x_gradient_matches_captum(x):
@@ -151,7 +137,8 @@ def test_noise_tunnel_matches_captum_with_the_same_noise(x, monkeypatch, kind, b
         seed=seed,
         base_params="n_steps=4,integration=riemann_middle,baseline=0" if base != "saliency" else "",
     )
-    agree(mine, theirs)
+    scale = float(theirs.abs().max())  # squares of small gradients: compared relative
+    agree(mine / scale, theirs / scale)
 
 
 def test_where_captum_deeplift_loses_completeness_ours_keeps_it(x):

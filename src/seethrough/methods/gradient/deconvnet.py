@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from ...core.targets import ResolvedTarget
 from ...registry import register_method
-from ..base import Context
-from .base import Attribution, GradientMethod, input_gradients, reduce_param
-from .guided_backprop import guided_relus
+from .guided_backprop import GuidedBackprop
 
 __all__ = ["Deconvnet"]
 
 
 @register_method
-class Deconvnet(GradientMethod):
+class Deconvnet(GuidedBackprop):
     """Backpropagation where each ReLU passes back only the positive part of the gradient.
 
     Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014, in the
@@ -34,12 +31,5 @@ class Deconvnet(GradientMethod):
     name = "deconvnet"
     title = "Deconvnet"
     rank = 25
-    swaps_modules = True
     paper = "Zeiler & Fergus, ECCV 2014"
-    params = (reduce_param("abs_max"),)
-
-    def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
-        """One forward and one backward pass with the deconvnet ReLU rule."""
-        with guided_relus(ctx.model, deconv=True):
-            grads, output, target = input_gradients(ctx, ctx.x, target)
-        return Attribution(grads, output, target)
+    deconv = True

@@ -222,10 +222,11 @@ class GuidedBackprop(GradientMethod):
     swaps_modules = True
     paper = "Springenberg et al., ICLR workshop 2015"
     params = (reduce_param("abs_max"),)
+    deconv = False  # the deconvnet's rule instead (see Deconvnet)
 
     def attribute(self, ctx: Context, target: ResolvedTarget | None) -> Attribution:
         """One forward and one guided backward pass."""
-        with guided_relus(ctx.model):
+        with guided_relus(ctx.model, deconv=self.deconv):
             grads, output, target = input_gradients(ctx, ctx.x, target)
         return Attribution(grads, output, target)
 
