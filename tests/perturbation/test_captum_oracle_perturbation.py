@@ -17,30 +17,13 @@ import torch
 
 import seethrough
 
-from ._models import DT, SmallMLP, grid_labels
+from . import test_new_perturbation_methods as formulas
 
 captum_attr = pytest.importorskip("captum.attr")
 
-H = W = 8
-LABELS = grid_labels(H, W, 2, 4, seed=3)  # 8 groups, labels shuffled
+H, W, LABELS = formulas.H, formulas.W, formulas.LABELS  # 8 groups of a shuffled 2x4 grid
+x, fill, mlp = formulas.x, formulas.fill, formulas.mlp  # the same input, fill, model (fixtures)
 CLS = 1
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    return SmallMLP(3 * H * W, classes=3, seed=0).eval()
-
-
-@pytest.fixture(scope="module")
-def x():
-    g = torch.Generator().manual_seed(5)
-    return torch.rand(1, 3, H, W, generator=g, dtype=DT) * 2 - 0.5
-
-
-@pytest.fixture(scope="module")
-def fill():
-    g = torch.Generator().manual_seed(11)
-    return torch.rand(1, 3, H, W, generator=g, dtype=DT)
 
 
 def _ours(model, x, method, hide, **kw):

@@ -192,14 +192,8 @@ class Dax(PerturbationMethod):
     def explain_one(self, ctx: Context, s: Sample, batch: int, ticker: Ticker) -> Single:
         """Segment, perturb and score, then train the two networks; the map is the mask."""
         p = self.config
-        labels = segment(
-            s.image,
-            p["segments"],
-            n_segments=p["n_segments"],
-            compactness=p["compactness"],
-            kernel_size=p["kernel_size"],
-            scale=p["scale"],
-        )
+        options = {k: p[k] for k in ("n_segments", "compactness", "kernel_size", "scale")}
+        labels = segment(s.image, p["segments"], **options)
         f = int(labels.max()) + 1
         z, _ = lime_coalitions(f, p["n_samples"], s.generator)  # uniform, in pairs, first full
         segments = torch.from_numpy(labels).long()
