@@ -43,7 +43,7 @@ class LeGrad(Method):
     title = "LeGrad"
     rank = 20
     family = "attention"
-    paper = "Bousselham et al., CVPR 2025 (arXiv 2404.03214)"
+    paper = "Bousselham et al., 2024 (arXiv 2404.03214)"
     params = (
         Param("layers", 0, "use the last this many blocks (0: all)", int, min=0),
         Param(

@@ -25,8 +25,8 @@ class KPCACAM(EigenCAM):
         map = ReLU(raw)
 
     Kernels (``gamma`` = 0: ``1/C``): ``sigmoid`` ``tanh(gamma <a, b> + 1)`` (the default, as
-    the paper), ``rbf`` ``exp(-gamma |a - b|^2)``, ``poly`` ``(gamma <a, b> + 1)^3``, ``linear``
-    ``<a, b>`` (centred Eigen-CAM) and ``cosine``. Kernel-PCA scores sum to 0, so the sign is
+    pytorch-grad-cam), ``rbf`` ``exp(-gamma |a - b|^2)``, ``poly`` ``(gamma <a, b> + 1)^3``,
+    ``linear`` ``<a, b>`` (centred Eigen-CAM) and ``cosine``. Kernel-PCA scores sum to 0, so the sign is
     chosen to make the entry of largest magnitude positive (as scikit-learn's ``KernelPCA``).
     Class-agnostic; one forward pass, no gradient.
     """

@@ -40,8 +40,11 @@ class ScoreCAM(CAMMethod):
     reports_progress = True
     params = (RELU, replace(BATCH_SIZE, default=32, help="masked images per forward pass", min=1))
 
-    passes = 1
-    """Masked inputs per channel (:meth:`masked`); the weights average their scores."""
+    @property
+    def passes(self) -> int:
+        """Masked inputs per channel (:meth:`masked`): ``n_samples`` where a variant has it,
+        else 1; the weights average their scores."""
+        return self.config.get("n_samples", 1)
 
     def weights(self, s: CAMState) -> torch.Tensor:
         """Softmax over channels of the (mean) target score of each channel's masked inputs.

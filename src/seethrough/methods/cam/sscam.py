@@ -43,11 +43,6 @@ class SSCAM(ScoreCAM):
         SEED,
     )
 
-    @property
-    def passes(self) -> int:  # type: ignore[override]
-        """One pass per noisy copy."""
-        return self.config["n_samples"]
-
     def generator(self) -> torch.Generator:
         """Seeded with ``seed``, afresh for each image."""
         return torch.Generator().manual_seed(self.config["seed"])
@@ -89,11 +84,6 @@ class ISCAM(ScoreCAM):
         *ScoreCAM.params,
         replace(N_SAMPLES, default=10, help="integration steps (each costs C forwards)"),
     )
-
-    @property
-    def passes(self) -> int:  # type: ignore[override]
-        """One pass per integration step."""
-        return self.config["n_samples"]
 
     def masked(
         self,
