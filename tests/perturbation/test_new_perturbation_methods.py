@@ -253,3 +253,25 @@ def test_dax_is_seeded():
     c = seethrough.explain(model, x, "dax", seed=4, **kw)
     np.testing.assert_array_equal(a.map, b.map)
     assert np.abs(a.map - c.map).max() > 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_dax_points_at_the_digit_better_than_the_priors(digits_cache, monkeypatch):
+    # the evaluation benchmark's generated digits and small CNN (trained once per session)
+    from seethrough.datasets.synthetic import make_digits
+    from seethrough.evaluation import Sample, evaluate
+
+    monkeypatch.setenv("SEETHROUGH_CACHE", str(digits_cache))
+    vm = seethrough.load_model("synthetic_digits")
+    digits = make_digits(24, split="test", seed=0)
+    samples = [
+        Sample(f"digit{i}", digits.images[i], digits.masks[i], int(digits.labels[i]))
+        for i in range(len(digits.labels))
+    ]
+    result = evaluate(
+        [vm], samples, ["dax"], metrics=("pointing_game",), params={"dax": {"n_samples": 300}}
+    )
+    pg = {s.method: s.pointing_game for s in result.summary()}
+    assert pg["dax"] >= pg["baseline:centre"] + 0.2, pg
+    assert pg["dax"] >= pg["baseline:random"] + 0.3, pg

@@ -154,7 +154,10 @@ class Dax(PerturbationMethod):
     Simplified from the paper, to run per image on a CPU in seconds: the student reads the
     superpixel indicators (masked as above) rather than the masked pixels; the mask network is
     a small convolutional network on the image resized to at most 32 pixels a side (its mask
-    upsampled); full-batch Adam for ``steps`` steps. ``.stats`` holds ``loss_first``,
+    upsampled); full-batch Adam for ``steps`` steps, the mask starting at 0.88 everywhere and
+    the penalty's weight rising from 0 to ``lambda`` over the first half of the steps (the
+    student learns the model before the mask is pressed; without it the mask collapsed to zero
+    before the student had learnt anything). ``.stats`` holds ``loss_first``,
     ``loss_last`` (the training objective) and ``r2`` (how well the student mimics the model
     with the final mask); ``.extras["loss_curve"]`` the loss at every step, ``.segments`` the
     superpixels. Seeded: the perturbations, the initial weights and the noise come from the
