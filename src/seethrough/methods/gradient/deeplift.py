@@ -82,32 +82,29 @@ def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _RescaleFunction(torch.autograd.Function):
-    """``y = f(x)`` on a batch ``[x, x']``; backward: the Rescale multiplier on the first half.
+    """``y = f(x)`` on a batch ``[x, x']``; backward: the Rescale multiplier.
 
-    For the first half the incoming gradient ``g`` becomes ``g * (y - y') / (x - x')``, or
-    ``g * f'(x)`` where ``|x - x'|`` is below :func:`_threshold` (the limit of the ratio); the
-    second half gets its plain gradient (it is never part of the objective).
+    The incoming gradient ``g`` of both halves is multiplied by ``(y - y') / (x - x')``, or by
+    ``f'(x)`` where ``|x - x'|`` is below :func:`_threshold` (the limit of the ratio). Only the
+    first half matters (the objective never reaches the second): the multiplier of the first
+    half is kept, nothing else, and the backward is one multiplication.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # noqa: ANN001
-        with torch.enable_grad():
-            leaf = x.detach().requires_grad_(True)
-            out = fn(leaf)
-        (dx, dy) = (a - b for a, b in (_halves(leaf.detach()), _halves(out.detach())))
+    def forward(ctx, x: torch.Tensor, rule: _Rescale) -> torch.Tensor:  # noqa: ANN001
+        out = rule.fn(x)
+        (dx, dy) = (a - b for a, b in (_halves(x), _halves(out)))
         unchanged = dx.abs() < _threshold(x.dtype)
-        ctx.graph = (leaf, out)
-        ctx.save_for_backward(dy.div_(dx.masked_fill(unchanged, 1.0)), unchanged)
-        return out.detach()
+        multiplier = dy.div_(dx.masked_fill_(unchanged, 1.0))
+        if bool(unchanged.any()):
+            multiplier = torch.where(unchanged, rule.derivative(_halves(x)[0]), multiplier)
+        ctx.save_for_backward(multiplier)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
-        multiplier, unchanged = ctx.saved_tensors
-        leaf, out = ctx.graph
-        (plain,) = torch.autograd.grad(out, leaf, grad)
-        first, _ = _halves(plain)
-        first.copy_(torch.where(unchanged, first, _halves(grad)[0] * multiplier))
-        return plain, None
+        (multiplier,) = ctx.saved_tensors
+        return (grad.unflatten(0, (2, -1)) * multiplier).flatten(0, 1), None
 
 
 class _MaxRescaleFunction(torch.autograd.Function):
@@ -150,18 +147,33 @@ class _MaxRescaleFunction(torch.autograd.Function):
 
 
 class _Rescale(nn.Module):
-    """Stands in for an activation or max-pooling module during a DeepLIFT call."""
+    """Stands in for an activation or max-pooling module during a DeepLIFT call.
+
+    ``fn`` is the original module (a copy computing out of place where it was in place): the
+    rule needs its input after the forward.
+    """
 
     def __init__(self, original: nn.Module, rule: type[torch.autograd.Function]) -> None:
         super().__init__()
-        if getattr(original, "inplace", False):  # the rule needs the input after the forward
+        if getattr(original, "inplace", False):
             original = copy.copy(original)
             original.inplace = False
         self.fn = original
         self.rule = rule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rule.apply(x, self.fn)
+        return self.rule.apply(x, self if self.rule is _RescaleFunction else self.fn)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """``f'(x)`` elementwise: in closed form for the ReLUs, else by autograd."""
+        if type(self.fn) is nn.ReLU:
+            return (x > 0).to(x.dtype)
+        if type(self.fn) is nn.ReLU6:
+            return ((x > 0) & (x < 6)).to(x.dtype)
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            (d,) = torch.autograd.grad(self.fn(leaf).sum(), leaf)
+        return d
 
 
 @contextmanager
