@@ -152,6 +152,10 @@ def audit_cmd(
             from .main import _Interrupted
 
             raise _Interrupted(str(exc)) from None
+        finally:
+            close = getattr(runner, "close", None)  # a cluster the engine started stops here
+            if close is not None:
+                close()
     skipped = f", {result.skipped} rows already there" if result.skipped else ""
     console.print(
         f"audited {len(result.items)} items: {result.rows} rows ({result.errors} with errors)"
