@@ -1,6 +1,6 @@
 """The audit's table on disk: parts written one batch at a time, merged at the end.
 
-Each batch of rows is one JSON-lines file ``RUN/parts/part-NNNNNN-RANDOM.jsonl``, written under
+Each batch of rows is one JSON-lines file ``RUN/parts/part-TIME-RANDOM.jsonl``, written under
 a temporary name and renamed (:func:`~seethrough._io.write_atomically`): a part is whole or
 absent, never half written, so a run killed at any moment loses at most the batch in flight.
 :func:`finished` reads the parts back to say which (item, method) pairs are done (a rerun skips
@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ def write_part(run: str | Path, rows: Sequence[dict[str, Any]]) -> Path | None:
         return None
     folder = Path(run) / PARTS
     folder.mkdir(parents=True, exist_ok=True)
-    number = sum(1 for p in folder.glob("part-*.jsonl") if not is_temporary(p))
-    path = folder / f"part-{number:06d}-{secrets.token_hex(3)}.jsonl"
+    # named by the clock, so that the names sort in writing order without listing the folder
+    path = folder / f"part-{time.time_ns():020d}-{secrets.token_hex(3)}.jsonl"
     text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows)
     return write_text_atomically(path, text)
 
