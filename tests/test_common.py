@@ -28,6 +28,8 @@ FAST = {
     "integrated_gradients": {"n_steps": 8},
     "smoothgrad": {"n_samples": 4},
     "gradient_shap": {"n_samples": 8},
+    "deeplift_shap": {"n_samples": 4},
+    "noise_tunnel": {"n_samples": 4},
     "feature_inversion": {"n_steps": 20},
 }
 DETECTION_ONLY = {"drise"}  # checked on detectors in tests/test_detection.py
