@@ -73,14 +73,17 @@ class FullGrad(Method):
         return ctx.result(total, total, output.detach(), target)
 
     def _scaled(self, t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-        """``psi(t)`` summed over channels: |t| scaled to [0, 1], upsampled, ``(N, H, W)``."""
+        """``psi(t)`` summed over channels: |t| scaled to [0, 1], upsampled, ``(N, H, W)``.
+
+        Bilinear upsampling is linear, so the channels are summed first and one map per image
+        is upsampled (not one per channel)."""
         t = t.detach().abs()
         dims = (1, 2, 3) if self.config["normalize"] == "layer" else (2, 3)
         t = t - t.amin(dim=dims, keepdim=True)
-        t = t / (t.amax(dim=dims, keepdim=True) + _EPS)
+        t = (t / (t.amax(dim=dims, keepdim=True) + _EPS)).sum(dim=1, keepdim=True)
         if tuple(t.shape[-2:]) != size:
             t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-        return t.sum(dim=1)
+        return t[:, 0]
 
 
 def _bias(module: nn.Module) -> torch.Tensor | None:
