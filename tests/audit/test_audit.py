@@ -276,3 +276,30 @@ def _has_ray_engine() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("seethrough.audit.ray") is not None
+
+
+def test_a_video_is_one_item_per_frame(tmp_path, model):
+    pytest.importorskip("av")
+    from seethrough.video import frames, write_video
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    images = []
+    for t in range(4):  # a bright square moving right
+        image = np.zeros((64, 64, 3), np.uint8)
+        image[20:40, 8 + 8 * t : 28 + 8 * t] = 255
+        images.append(image)
+    write_video(data / "clip.mp4", images, fps=4)
+    (data / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
+    ids = [i.id for i in load_items(data)]
+    assert ids == ["broken.mp4#frame=000000"] + [f"clip.mp4#frame={t:06d}" for t in range(4)]
+    audit(data, spec(metrics=()), tmp_path / "run", model=model)
+    rows = by_key(read_table(tmp_path / "run"))
+    assert rows[("broken.mp4#frame=000000", "gradcam")]["error_type"] == "InvalidImageError"
+    decoded = [f.image for f in frames(data / "clip.mp4")]
+    for t in (1, 3):  # the map of a frame is the map of that decoded frame
+        row = rows[(f"clip.mp4#frame={t:06d}", "gradcam")]
+        assert row["error"] is None
+        e = seethrough.explain(model, decoded[t], "gradcam")
+        with np.load(tmp_path / "run" / row["map"]) as saved:
+            np.testing.assert_allclose(saved["map"], e.map, rtol=1e-5, atol=1e-7)

@@ -13,22 +13,25 @@ Four sources are recognised by :func:`load_items`:
 Items are listed in a fixed order (sorted, or the CSV's), then optionally shuffled with a seed and
 cut to a limit: the same arguments always give the same items.
 
-Video frames plug in through :func:`register_frames`: a function that expands a file into one
-item per frame (id ``PATH#FRAME``) and one that reads a frame as an RGB array.
+A video (the suffixes of :data:`~seethrough.video.VIDEO_EXTENSIONS`, with the ``video`` extra)
+is one item per frame, id ``PATH#frame=INDEX`` (six digits, in frame order). Other frame sources
+plug in through :func:`register_frames`: a function that expands a file into one item per frame
+and one that reads a frame as an RGB array.
 """
 
 from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..errors import InvalidImageError, InvalidParameterError
+from ..errors import InvalidImageError, InvalidParameterError, SeethroughError
 from ..evaluation import load_folder
 from ..images import IMAGE_EXTENSIONS, load_image
 
@@ -83,6 +86,48 @@ def register_frames(suffixes: Sequence[str], expand: FrameExpander, read: FrameR
         _FRAMES[suffix.lower()] = (expand, read)
 
 
+class _VideoCursor:
+    """Reads frames of one clip in increasing order with one decoder (a batch of consecutive
+    frames decodes the clip once, not once per frame); another clip, or an earlier frame,
+    opens the file again."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.stream: Iterator[Any] | None = None
+        self.index = -1
+
+    def read(self, path: Path, frame: int) -> np.ndarray:
+        from ..video import frames
+
+        if path != self.path or frame <= self.index or self.stream is None:
+            self.path, self.stream, self.index = path, iter(frames(path, max_pixels=None)), -1
+        for f in self.stream:
+            self.index = f.index
+            if f.index == frame:
+                return np.asarray(f.image)
+        self.stream = None
+        raise InvalidImageError(f"video '{path.name}' has no frame {frame}")
+
+
+def _video_frames(path: Path, item_id: str) -> list[Item]:
+    """One item per frame of a clip (its header and every frame checked by decoding); a clip
+    that cannot be read is one item whose rows carry the error."""
+    from ..video import frames
+
+    try:
+        indices = [f.index for f in frames(path)]
+    except SeethroughError:
+        return [Item(f"{item_id}#frame=000000", str(path), frame=0)]
+    return [Item(f"{item_id}#frame={i:06d}", str(path), frame=i) for i in indices]
+
+
+def _register_videos() -> None:
+    from ..video import VIDEO_EXTENSIONS
+
+    cursor = _VideoCursor()
+    register_frames([f".{e}" for e in VIDEO_EXTENSIONS], _video_frames, cursor.read)
+
+
 def _label(text: str) -> int | str | None:
     text = text.strip()
     if not text:
@@ -95,6 +140,9 @@ def _expand(path: Path, item_id: str, **kw: object) -> list[Item]:
     if frames is None or not path.is_file():
         return [Item(item_id, str(path), **kw)]  # type: ignore[arg-type]
     return frames[0](path, item_id)
+
+
+_register_videos()
 
 
 def _from_folder(root: Path) -> list[Item]:

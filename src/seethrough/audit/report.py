@@ -142,7 +142,7 @@ def _thumbnail(run: AuditRun, row: dict[str, Any]) -> np.ndarray | None:
     try:
         with np.load(run.out / row["map"]) as data:
             saliency = data["map"]
-        frame = int(row["id"].rsplit("#", 1)[1]) if "#" in row["id"] else None
+        frame = int(row["id"].rsplit("#frame=", 1)[1]) if "#frame=" in row["id"] else None
         image = read_image(Item(row["id"], row["path"], frame=frame), run.spec.max_pixels)
     except Exception:  # a thumbnail that cannot be drawn is left out, the row stays
         return None

@@ -46,7 +46,7 @@ TARGETS = ("predicted", "label")
 """What each map explains: the model's top class, or the item's label (its ground truth)."""
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("id", "string", "the item: its path relative to the data source (#FRAME for a video)"),
+    ("id", "string", "the item: its path relative to the data source (#frame=N: a video's)"),
     ("path", "string", "the file"),
     ("label", "string", "the ground-truth label, as given by the source"),
     ("truth", "int64", "the label as a class index of the model (empty: none, or not a class)"),
