@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import signal
 import sys
 
 import numpy as np
@@ -158,3 +159,23 @@ def test_a_joined_cluster_is_left_running_a_started_one_shut_down(engine):
     assert ray.is_initialized() and not joined.started
     engine.close()
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_starting_a_cluster_keeps_the_audits_sigterm_handler():
+    """``ray.init`` installs a SIGTERM handler that exits; the audit's (stop cleanly, exit 130)
+    must stay in place."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+    def handler(signum, frame):  # pragma: no cover - never called
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        with RayEngine(cpus=1, actors=1) as engine:
+            engine.connect()
+            assert engine.started and signal.getsignal(signal.SIGTERM) is handler
+        assert not ray.is_initialized()
+    finally:
+        signal.signal(signal.SIGTERM, old)

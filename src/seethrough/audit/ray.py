@@ -32,6 +32,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -211,6 +213,8 @@ class RayEngine:
         if ray.is_initialized():
             return
         common = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        main = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if main else None
         try:
             if self.address is None:
                 ray.init(num_cpus=self.cpus or os.cpu_count() or 1, **common)
@@ -222,6 +226,9 @@ class RayEngine:
                 f"cannot join the Ray cluster at {self.address!r}: {exc} "
                 "(start one with `ray start --head`)"
             ) from None
+        finally:
+            if main:  # ray.init sets its own; the audit's (a clean stop on SIGTERM) comes back
+                signal.signal(signal.SIGTERM, sigterm)
 
     def close(self) -> None:
         """Shut down the cluster if this engine started it; a joined one keeps running."""
