@@ -87,6 +87,51 @@ def test_ablationcam_on_a_nonlinear_head_matches_explicit_ablations():
         assert_close(e.raw, ref.numpy())
 
 
+class SkipNet(torch.nn.Module):
+    """The explained layer ``c2``'s output meets an earlier tensor after it: added (a residual,
+    which broadcasts over copies made at the layer) or concatenated (which does not)."""
+
+    def __init__(self, join: str) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.join = join
+        self.c1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 if join == "add" else 8, 3)
+        self.double().eval()
+
+    def tail(self, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        z = a + h if self.join == "add" else torch.cat([a, h.expand(len(a), -1, -1, -1)], 1)
+        return self.fc(torch.relu(z).mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c1(x))
+        if self.join == "add":
+            return self.fc(torch.relu(self.c2(h) + h).mean(dim=(2, 3)))
+        return self.fc(torch.relu(torch.cat([self.c2(h), h], 1)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("join", ["add", "cat"])
+def test_ablationcam_with_an_earlier_tensor_after_the_layer(join):
+    """A residual input broadcasts over the copies made at the layer; a concatenation cannot,
+    and the input is repeated instead: both give the explicit ablations."""
+    model, x = SkipNet(join), 2 * inputs(n=2) - 1
+    with torch.no_grad():
+        h = torch.relu(model.c1(x))
+        a = model.c2(h)
+        y = model.tail(a, h)[:, 1]
+        expected = []
+        for i in range(len(x)):
+            copies = a[i].repeat(4, 1, 1, 1)
+            copies[torch.arange(4), torch.arange(4)] = 0
+            w = (y[i] - model.tail(copies, h[i : i + 1])[:, 1]) / y[i]
+            expected.append(torch.einsum("c,chw->hw", w, a[i]).numpy())
+    es = seethrough.explain(model, x, "ablationcam", target=1, layer="c2", relu=False)
+    for e, ref in zip(es, expected, strict=True):
+        assert_close(e.raw, ref)
+    assert count_hooks(model) == 0
+
+
 # ----------------------------------------------------------------------- element-wise Grad-CAM
 
 
