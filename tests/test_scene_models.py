@@ -16,9 +16,11 @@ from seethrough.targets import Box, Mask
 
 # Floors a little below what the models trained by the defaults (seed 0, one torch thread)
 # measured; the measured value follows each.
-MIOU_FLOOR = 0.87  # segmenter mean IoU on 200 held-out scenes: 0.886 (worst digit 0.832)
-RECALL_FLOOR = 0.93  # detector recall at IoU 0.5 on the same scenes: 0.952
-PRECISION_FLOOR = 0.75  # its precision: 0.779
+# The segmenter's IoU is against the stroke masks (not dilated since cache v4: the dilated ring
+# was mostly not drawn; the same recipe measured 0.886 against those, the v3 weights 0.66 here).
+MIOU_FLOOR = 0.83  # segmenter mean IoU on 200 held-out scenes: 0.850 (worst digit 0.778)
+RECALL_FLOOR = 0.94  # detector recall at IoU 0.5 on the same scenes: 0.962
+PRECISION_FLOOR = 0.75  # its precision: 0.770
 POINTING_FLOOR = 0.7  # Grad-CAM of a box peaks on its object: 0.82 (a centre peak: 0.13)
 OTHERS_CEILING = 0.25  # ... on another object: 0.16 (the map of another box on this one: 0.09)
 ENERGY_FLOOR = 0.8  # Grad-CAM mass on a class's mask: 0.96 (area 0.076, centre blob 0.12)
@@ -87,14 +89,20 @@ def test_scenes_are_deterministic_disjoint_and_consistent():
         assert (classes[i][~masks.any(0)] == 0).all()
 
 
-def test_scenes_without_digits_keep_the_clutter():
+def test_scenes_without_digits_keep_the_clutter_and_masks_mark_what_is_drawn():
+    """The same scene without its digits differs only where a digit is drawn, and a mask marks
+    the drawn pixels: none of them looks like the bare background. The one-pixel ring that
+    dilating the masks would add (as the single-digit benchmark's masks are) is mostly left
+    as the background, so a segmenter could not see it in the image."""
     data = make_scenes(20, seed=2)
     bare = make_scenes(20, seed=2, with_digits=False)
     assert np.array_equal(data.boxes, bare.boxes) and np.array_equal(data.labels, bare.labels)
-    outside = ~data.masks.any(1)
+    mask = data.masks.any(1)
     diff = np.abs(data.images.astype(int) - bare.images.astype(int)).max(-1)
-    assert diff[outside].mean() < 2  # only the soft stroke edges beyond the masks differ
-    assert diff[data.masks.any(1)].mean() > 40
+    assert diff[~mask].mean() < 1  # only the soft stroke edges beyond the masks differ
+    assert diff[mask].mean() > 100 and (diff[mask] < 10).mean() < 0.002
+    ring = _dilate(mask, 1) & ~mask
+    assert (diff[ring] < 5).mean() > 0.5
 
 
 @pytest.mark.parametrize(

@@ -230,9 +230,11 @@ def _ink(
     centre: torch.Tensor,
     candidates: torch.Tensor,
     draw: torch.Tensor,
+    grow: int = 1,
 ) -> torch.Tensor:
     """Paint one digit per image onto ``image`` ``(B, 3, S, S)`` (in place) and return its
-    stroke masks ``(B, S, S)``.
+    stroke masks ``(B, S, S)``: the pixels painted with weight above 0.5 (more digit than
+    background), grown by ``grow`` pixels (a square window).
 
     ``cells`` are the 8x8 digits, ``shape`` what :func:`_shape` gives, ``centre`` ``(B, 2)`` the
     warped cell's centre in pixels; of the colours ``candidates`` ``(B, 4, 3)`` the one farthest
@@ -251,7 +253,8 @@ def _ink(
     local = (alpha[:, None] * image).sum((2, 3)) / alpha.sum((1, 2))[:, None].clamp_min(1e-6)
     colour = candidates[torch.arange(n), (candidates - local[:, None]).norm(dim=2).argmax(1)]
     _blend(image, alpha * draw[:, None, None], colour)
-    return F.max_pool2d((alpha > 0.5).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    strokes = (alpha > 0.5).float()[:, None]
+    return F.max_pool2d(strokes, 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0
 
 
 def _render(p: dict[str, torch.Tensor], size: int, with_digit: bool) -> dict[str, torch.Tensor]:
@@ -324,7 +327,7 @@ def _boxes(masks: np.ndarray) -> np.ndarray:
 
 _SCENES = 1  # the scenes' random streams differ from make_digits's of the same seed and split
 _TRIES = 48  # candidate places drawn per digit of a scene
-_GAP = 3.0  # pixels kept free between the warped cells of two digits (masks are dilated by 1)
+_GAP = 3.0  # pixels kept free between the warped cells of two digits
 
 
 @dataclass
@@ -336,8 +339,10 @@ class SyntheticScenes(_Rendered):
 
     Attributes:
         images: uint8 ``(N, size, size, 3)`` RGB images.
-        masks: bool ``(N, K, size, size)``: each digit's stroke pixels (its instance mask,
-            dilated by one pixel like :class:`SyntheticDigits`'s); ``K`` is the most objects.
+        masks: bool ``(N, K, size, size)``: each digit's stroke pixels, those painted more
+            digit than background (its instance mask; not dilated like
+            :class:`SyntheticDigits`'s: the ring a dilation adds mostly shows the background,
+            not the digit); ``K`` is the most objects.
         boxes: int64 ``(N, K, 4)``: ``(x0, y0, x1, y1)``, the tight box of each mask (ends
             exclusive).
         labels: int64 ``(N, K)``: each digit's class, ``0`` to ``9`` (``-1`` for an empty slot).
@@ -494,7 +499,8 @@ def make_scenes(
                 shape = (warp[:, k], side[:, k], extent[:, k])
                 centre = corner[:, k] + extent[:, k] / 2
                 draw = real[:, k] & with_digits
-                mask = _ink(image, cells[:, k], shape, centre, p["candidates"][:, k], draw)
+                colours = p["candidates"][:, k]
+                mask = _ink(image, cells[:, k], shape, centre, colours, draw, grow=0)
                 masks[start:end, k] = (mask & real[:, k, None, None]).numpy()
             images[start:end] = (
                 (image.add_(p["noise"]).clamp_(0, 1) * 255)
