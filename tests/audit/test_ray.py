@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import shutil
 import signal
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from seethrough import errors
-from seethrough.audit import AuditSpec, audit, get_engine, read_table
+from seethrough.audit import AuditSpec, audit, get_engine, load_items, read_table
 from tests.audit.conftest import digits_masks, write_digits
 from tests.test_cli import cli, one_error_line
 
@@ -70,10 +73,27 @@ def spec(weights, **kw) -> AuditSpec:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, listing, weights, model, engine):
-    """The same audit in-process and on the cluster: the two run folders."""
+    """The same audit in-process and on the cluster: the two run folders. The items' paths and
+    the run folders are relative to a working folder the cluster did not start in."""
     root = tmp_path_factory.mktemp("ray-runs")
-    local = audit(listing, spec(weights), root / "local", model=model, report=False)
-    remote = audit(listing, spec(weights), root / "ray", engine=engine, report=False)
+    here = os.getcwd()
+    os.chdir(listing.parent)
+    try:
+        items = [
+            replace(
+                i,
+                path=os.path.relpath(i.path),
+                mask_path=i.mask_path and os.path.relpath(i.mask_path),
+            )
+            for i in load_items(listing)
+        ]
+        assert not os.path.isabs(items[0].path) and not os.path.isabs(items[0].mask_path)
+        local = audit(items, spec(weights), "local", model=model, report=False)
+        remote = audit(items, spec(weights), "ray", engine=engine, report=False)
+    finally:
+        os.chdir(here)
+    for run in ("local", "ray"):
+        shutil.move(listing.parent / run, root / run)
     assert local.rows == remote.rows == (N + len(BAD)) * len(METHODS)
     assert local.errors == remote.errors == len(BAD) * len(METHODS)
     return root / "local", root / "ray"

@@ -36,7 +36,7 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import ModuleType
 from typing import Any
 
@@ -85,8 +85,7 @@ class AuditActor:
     each batch of JSON items into JSON rows.
 
     The engine runs a subclass made per run that carries ``spec`` and ``threads`` as class
-    attributes (so that they travel with the class, not as constructor arguments in the object
-    store).
+    attributes, so that they travel with the class and the actor takes no argument.
     """
 
     spec: AuditSpec
@@ -120,8 +119,41 @@ def _raise_failure(failure: dict[str, str]) -> None:
     cls = getattr(errors, failure["type"], None)
     message = f"the audit's actors could not start: {failure['message']}"
     if isinstance(cls, type) and issubclass(cls, SeethroughError):
-        raise cls(failure["message"])
+        try:
+            error = cls(failure["message"])
+        except TypeError:  # a type built from more than a message
+            error = None
+        if error is not None:
+            raise error
     raise SeethroughError(f"{message} ({failure['type']})")
+
+
+def _absolute_item(item: Item) -> Item:
+    """``item`` with absolute paths: an actor's working folder is not the driver's."""
+    mask = None if item.mask_path is None else os.path.abspath(item.mask_path)
+    return replace(item, path=os.path.abspath(item.path), mask_path=mask)
+
+
+def _as_given(row: dict[str, Any], item: Item, shipped: Item) -> dict[str, Any]:
+    """``row`` of ``shipped`` (:func:`_absolute_item`) with the paths of ``item`` again."""
+    row["path"] = item.path
+    if row.get("error"):
+        for given, absolute in ((item.path, shipped.path), (item.mask_path, shipped.mask_path)):
+            if given is not None and absolute is not None and given != absolute:
+                row["error"] = row["error"].replace(absolute, given)
+    return row
+
+
+def _absolute(spec: AuditSpec) -> AuditSpec:
+    """``spec`` with its run folder, and a model or weights given as a file here, absolute."""
+    changes: dict[str, Any] = {}
+    if spec.out is not None:
+        changes["out"] = os.path.abspath(spec.out)
+    if os.path.exists(spec.model):
+        changes["model"] = os.path.abspath(spec.model)
+    if spec.weights not in ("default", "none") and os.path.exists(spec.weights):
+        changes["weights"] = os.path.abspath(spec.weights)
+    return replace(spec, **changes) if changes else spec
 
 
 @contextmanager
@@ -280,10 +312,15 @@ class RayEngine:
         size = self.batch_size or spec.batch_size
         size = max(1, min(size, math.ceil(len(items) / (2 * actors))))
         blocks = math.ceil(len(items) / size)
-        actor = type("AuditActor", (AuditActor,), {"spec": spec, "threads": max(1, int(cpus))})
+        shipped = _absolute(spec)
+        actor = type("AuditActor", (AuditActor,), {"spec": shipped, "threads": max(1, int(cpus))})
+        shipped_items = [_absolute_item(i) for i in items]
+        # the rows (and their errors) keep the paths as the source gave them
+        given = {i.id: (i, a) for i, a in zip(items, shipped_items, strict=True)}
         with _quiet_data(ray):
             data = ray.data.from_items(
-                [{"item": json.dumps(asdict(i))} for i in items], override_num_blocks=blocks
+                [{"item": json.dumps(asdict(i))} for i in shipped_items],
+                override_num_blocks=blocks,
             )
             rows = data.map_batches(
                 actor,
@@ -297,4 +334,4 @@ class RayEngine:
                 decoded = [json.loads(text) for text in batch["row"]]
                 if decoded and _FAILURE in decoded[0]:
                     _raise_failure(decoded[0][_FAILURE])
-                on_rows(decoded)
+                on_rows([_as_given(row, *given[row["id"]]) for row in decoded])
