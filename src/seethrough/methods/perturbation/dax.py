@@ -157,7 +157,9 @@ class Dax(PerturbationMethod):
     upsampled); full-batch Adam for ``steps`` steps, the mask starting at 0.88 everywhere and
     the penalty's weight rising from 0 to ``lambda`` over the first half of the steps (the
     student learns the model before the mask is pressed; without it the mask collapsed to zero
-    before the student had learnt anything). ``.stats`` holds ``loss_first``,
+    before the student had learnt anything). The default ``sparsity`` 3 gave the best pointing
+    game of 1, 3 and 10 on the generated digits of ``seethrough benchmark`` (30 images, 500
+    evaluations: 0.71, 0.75, 0.71; LIME at the same budget: 0.92). ``.stats`` holds ``loss_first``,
     ``loss_last`` (the training objective) and ``r2`` (how well the student mimics the model
     with the final mask); ``.extras["loss_curve"]`` the loss at every step, ``.segments`` the
     superpixels. Seeded: the perturbations, the initial weights and the noise come from the
@@ -179,7 +181,7 @@ class Dax(PerturbationMethod):
         Param("learning_rate", 0.02, "Adam's step size", float, min=1e-8),
         Param(
             "sparsity",
-            1.0,
+            3.0,
             "weight of the mask's L1 penalty (its mean): higher keeps less of the image",
             float,
             min=0,
