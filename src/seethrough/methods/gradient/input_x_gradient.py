@@ -23,8 +23,8 @@ class InputXGradient(GradientMethod):
     For a ReLU network without biases it equals DeepLIFT (Rescale) and LRP-epsilon (epsilon ->
     0) from a zero baseline, and its sum is ``y_c(x)`` (Ancona et al., section 3). The input is
     in model-input space: a normalised pixel at the dataset mean counts as 0. One forward and
-    one backward pass. It passes the cascading randomization check: its maps decorrelate as
-    the layers are randomised, though the factor ``x`` keeps some of the image's structure.
+    one backward pass. It passes the cascading randomization check (Adebayo et al., NeurIPS
+    2018): its maps decorrelate as the upper layers are randomised.
     """
 
     name = "input_x_gradient"

@@ -76,8 +76,9 @@ class NoiseTunnel(GradientMethod):
     as SmoothGrad draws it (:func:`~seethrough.methods.gradient.smoothgrad.noisy_moments`):
     the same seed gives the same result on the same device.
 
-    Sanity: a noise tunnel keeps its base's behaviour under cascading randomization (over
-    guided backprop or the deconvnet it does not decorrelate either).
+    Sanity: over saliency it passes the cascading randomization check (its maps decorrelate
+    as the upper layers are randomised); over guided backprop or the deconvnet, which fail
+    it, expect no better.
     """
 
     name = "noise_tunnel"
