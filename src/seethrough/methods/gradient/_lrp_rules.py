@@ -532,10 +532,7 @@ class RelevanceMode(TorchFunctionMode):
         if name == "batch_norm":
             return self._batch_norm(func, args, kwargs)
         if name in _ACTIVATIONS:
-            x = args[0]
-            with torch.no_grad():  # out of place: a node's saved output must stay intact
-                out = func(x.detach().clone(), *args[1:], **kwargs)
-            return _Relevance.apply(_PassNode(out), x)
+            return self._activation(func, name, args, kwargs)
         if name in _STRUCTURAL:
             return func(*args, **kwargs)
         if name in _POOLS:
@@ -549,6 +546,10 @@ class RelevanceMode(TorchFunctionMode):
                     out = func(*[a.detach() if _on_path(a) else a for a in args], **kwargs)
                 if out.shape == on_path[0].shape:
                     return _Relevance.apply(_PassNode(out), on_path[0])
+        if name == "__setitem__":
+            raise MethodNotApplicableError(
+                "LRP cannot follow an assignment into a tensor on the way to the output"
+            )
         out = func(*args, **kwargs)
         if _any_on_path(out if isinstance(out, (list, tuple)) else (out,), {}):
             raise MethodNotApplicableError(
@@ -558,6 +559,17 @@ class RelevanceMode(TorchFunctionMode):
                 "norm, GELU or products of activations)"
             )
         return out
+
+    def _activation(self, func, name: str, args, kwargs) -> torch.Tensor:  # noqa: ANN001
+        """The activation's output; relevance passes unchanged (Zennit's ``Pass``). Computed
+        out of place: an in-place ReLU would overwrite the output another node keeps."""
+        x, rest = args[0], args[1:]
+        if "inplace" in kwargs:
+            kwargs = {**kwargs, "inplace": False}
+        with torch.no_grad():
+            inplace = name.endswith("_") or any(a is True for a in rest)
+            out = func(x.detach().clone() if inplace else x.detach(), *rest, **kwargs)
+        return _Relevance.apply(_PassNode(out), x)
 
     # -- layers with a rule ------------------------------------------------------------------
 
