@@ -170,6 +170,22 @@ def test_no_ray_is_a_typed_error_naming_the_extra(monkeypatch, capsys, tmp_path,
     assert code == 2 and "seethrough[ray]" in one_error_line(err)
 
 
+def test_the_command_runs_on_the_cluster_it_is_connected_to(
+    capsys, tmp_path, listing, weights, engine
+):
+    engine.connect()
+    code, out, err = cli(
+        capsys, "audit", str(listing), "--model", "synthetic_digits", "--weights", str(weights),
+        "--metrics", "none", "--limit", "4", "--out", str(tmp_path / "run"), "--engine", "ray",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "audited 4 items: 4 rows (0 with errors)" in out
+    assert ray.is_initialized()  # a cluster the command joined is left running
+    assert sorted(r["id"] for r in read_table(tmp_path / "run")) == [
+        f"images/d{i:03d}.png" for i in range(4)
+    ]
+
+
 def test_a_joined_cluster_is_left_running_a_started_one_shut_down(engine):
     engine.connect()
     assert ray.is_initialized() and engine.started
