@@ -14,7 +14,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,8 +208,6 @@ class Worker:
         try:
             image = read_image(item, self.spec.max_pixels)
             truth_mask = read_mask(item, image.size)
-            shown = vm.preprocessing.display_image(image)
-            x = vm.preprocessing.from_display(shown)
             mask = None if truth_mask is None else vm.preprocessing.mask(truth_mask)
             truth = self._truth(item)
             if self.spec.target == "label" and truth is None:
@@ -219,12 +217,19 @@ class Worker:
         except Exception as exc:  # a bad item is rows with its error, never a stopped run
             return [self._blank(item, m) | _error(exc) for m in methods]
         target = truth if self.spec.target == "label" else None
-        rows, predicted = [], None
+        rows, predicted, inputs = [], None, []
+
+        def x() -> Any:  # the model input, made once where a metric or the prediction needs it
+            if not inputs:
+                inputs.append(vm.preprocessing.from_display(vm.preprocessing.display_image(image)))
+            return inputs[0]
+
         for method in methods:
             row = self._blank(item, method) | {"truth": truth}
             try:
                 start = time.perf_counter()
-                e = explain(vm, x, method, target=target, **self.spec.params.get(method, {}))
+                # the image as a user's loop passes it (no second conversion from a tensor)
+                e = explain(vm, image, method, target=target, **self.spec.params.get(method, {}))
                 row["seconds"] = time.perf_counter() - start
                 if target is None and predicted is None and e.target is not None:
                     predicted = (e.target, e.probability)
@@ -236,7 +241,7 @@ class Worker:
                 row |= _error(exc)
             rows.append(row)
         try:
-            cls, probability = predicted or self._predict(x)
+            cls, probability = predicted or self._predict(x())
         except Exception as exc:
             return [r if r["error"] else r | _error(exc) for r in rows]
         for row in rows:
@@ -257,14 +262,18 @@ class Worker:
         return cls, float(probs[0, cls])
 
     def _metrics(
-        self, row: dict[str, Any], x: Any, saliency: np.ndarray, mask: np.ndarray | None
+        self,
+        row: dict[str, Any],
+        x: Callable[[], Any],
+        saliency: np.ndarray,
+        mask: np.ndarray | None,
     ) -> None:
         metrics = [m for m in self.spec.metrics if mask is not None or m not in MASK_METRICS]
         if not metrics:
             return
         record = Record(model=self.model.name, method=row["method"], sample=row["id"])
         record.target = row["target"]
-        _score(record, metrics, self.model, x, saliency, mask, self.settings)  # type: ignore[arg-type]
+        _score(record, metrics, self.model, x(), saliency, mask, self.settings)  # type: ignore[arg-type]
         for m in metrics:
             row[m] = float(getattr(record, m))
 
