@@ -21,9 +21,9 @@ from seethrough.targets import Box, Mask
 MIOU_FLOOR = 0.83  # segmenter mean IoU on 200 held-out scenes: 0.850 (worst digit 0.778)
 RECALL_FLOOR = 0.94  # detector recall at IoU 0.5 on the same scenes: 0.962
 PRECISION_FLOOR = 0.75  # its precision: 0.770
-POINTING_FLOOR = 0.7  # Grad-CAM of a box peaks on its object: 0.82 (a centre peak: 0.13)
-OTHERS_CEILING = 0.25  # ... on another object: 0.16 (the map of another box on this one: 0.09)
-ENERGY_FLOOR = 0.8  # Grad-CAM mass on a class's mask: 0.96 (area 0.076, centre blob 0.12)
+POINTING_FLOOR = 0.7  # Grad-CAM of a box peaks on its object: 0.79 (a centre peak: 0.12)
+OTHERS_CEILING = 0.25  # ... on another object: 0.19
+ENERGY_FLOOR = 0.8  # Grad-CAM mass on a class's mask: 0.92 (area 0.064, centre blob 0.10)
 CELL_CHANGE = 0.75  # largest |logit change| of a box after a 4-pixel shift: 0.57 (mean 0.05)
 SHIFT_CHANGE = 1.0  # mean |logit change| after a (2, 3)-pixel shift: 0.70
 
@@ -264,8 +264,8 @@ def test_element_wise_cams_of_each_box_point_at_its_object_and_never_at_another(
     detector, held_out, method
 ):
     """HiResCAM and LayerCAM keep the gradient element-wise (no average per channel), so the
-    map of box k stays on object k: measured 68 of 68 boxes on their own object, none on
-    another (Grad-CAM: 82 % and 16 %, the test above)."""
+    map of box k stays on object k: over 95 % of the boxes on their own object, under 3 % on
+    another (Grad-CAM: 79 % and 19 %, the test above)."""
     peaks = []
     for i in range(len(held_out)):
         for k, j in _correct_boxes(detector, held_out, i):
