@@ -237,6 +237,7 @@ def test_dax_finds_the_only_region_the_model_reads(cell):
     m = e.map
     assert region[np.unravel_index(np.argmax(m), m.shape)]
     assert m[region].mean() > 0.5 > 5 * m[~region].mean()
+    assert int(np.argmax(e.extras["weights"])) == cell  # the mask's mean per cell
     curve = e.extras["loss_curve"]
     assert curve.shape == (150,) and curve[-10:].mean() < 0.5 * curve[:10].mean()
     assert e.stats["loss_last"] == pytest.approx(float(curve[-1]))

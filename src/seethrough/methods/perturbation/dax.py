@@ -25,10 +25,12 @@ _WIDTH = 8  # channels of the mask network's hidden layers
 
 @dataclass
 class DaxFit:
-    """What one joint training gave: the mask ``(H, W)`` in [0, 1], the loss at every step,
-    the student's R^2 on the perturbed samples (with the final mask, no noise)."""
+    """What one joint training gave: the mask ``(H, W)`` in [0, 1], its mean over each
+    superpixel ``(F,)``, the loss at every step, the student's R^2 on the perturbed samples
+    (with the final mask, no noise)."""
 
     mask: torch.Tensor
+    share: torch.Tensor
     curve: np.ndarray
     r2: float
 
@@ -129,7 +131,7 @@ def train_dax(
         share = torch.zeros(f).index_add(0, flat, m.reshape(-1)) / counts
         residual = ((predict(zf * share + 0.5 * (1 - share)) - target) ** 2).mean()
         r2 = float(1 - residual / target.var(unbiased=False).clamp_min(1e-12))
-    return DaxFit(m.detach(), curve, r2)
+    return DaxFit(m.detach(), share, curve, r2)
 
 
 @register_method
@@ -159,11 +161,13 @@ class Dax(PerturbationMethod):
     student learns the model before the mask is pressed; without it the mask collapsed to zero
     before the student had learnt anything). The default ``sparsity`` 3 gave the best pointing
     game of 1, 3 and 10 on the generated digits of ``seethrough benchmark`` (30 images, 500
-    evaluations: 0.71, 0.75, 0.71; LIME at the same budget: 0.92). ``.stats`` holds ``loss_first``,
-    ``loss_last`` (the training objective) and ``r2`` (how well the student mimics the model
-    with the final mask); ``.extras["loss_curve"]`` the loss at every step, ``.segments`` the
-    superpixels. Seeded: the perturbations, the initial weights and the noise come from the
-    image's generator.
+    evaluations: 0.71, 0.75, 0.71; LIME at the same budget: 0.92).
+
+    ``.stats`` holds ``loss_first``, ``loss_last`` (the training objective) and ``r2`` (how
+    well the student mimics the model with the final mask); ``.extras["loss_curve"]`` the loss
+    at every step, ``.segments`` the superpixels and ``.weights`` the mask's mean over each
+    (what the student sees). Seeded: the perturbations, the initial weights and the noise come
+    from the image's generator.
     """
 
     name = "dax"
@@ -221,5 +225,9 @@ class Dax(PerturbationMethod):
             "loss_last": float(fit.curve[-1]),
             "r2": fit.r2,
         }
-        extras = {"segments": labels, "loss_curve": fit.curve.astype(np.float32)}
+        extras = {
+            "segments": labels,
+            "weights": fit.share.numpy(),
+            "loss_curve": fit.curve.astype(np.float32),
+        }
         return Single(fit.mask, extras, stats)
