@@ -430,3 +430,20 @@ def test_agrees_with_zennit(torchvision_net, composite):
     assert corr >= 0.999
     np.testing.assert_allclose(ours.sum(), theirs.sum(), rtol=1e-3)
     assert count_hooks(model) == 0
+
+
+@pytest.mark.slow
+def test_sanity_epsilon_decorrelates_and_z_plus_does_not():
+    """Cascading randomisation (Adebayo et al. 2018) on the residual network: LRP-epsilon's
+    map decorrelates once the head is re-initialised, z+'s stays the same map up to its sign
+    (the sign of the new logit), as Sixt et al. (ICML 2020) show for z+. The guide and the
+    docstring state it."""
+    from seethrough.metrics.randomization import cascading_randomization
+
+    model = residual_net(bias=True).float()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    eps = cascading_randomization(model, x, "lrp", composite="epsilon", target=1)
+    zplus = cascading_randomization(model, x, "lrp", composite="z_plus", target=1)
+    assert eps.layers[0] == zplus.layers[0] == "fc"
+    assert np.abs(eps.spearman[1:]).max() < 0.5
+    assert abs(zplus.spearman[0]) > 0.9 and np.abs(zplus.spearman).min() > 0.4
