@@ -3,11 +3,12 @@
 The run folder (``--out``) gets ``table.csv``, ``table.parquet`` (with the ``parquet`` extra),
 ``summary.html`` and the maps; rerunning the same command goes on where a stopped run left off.
 Exit codes: 0 done (bad files are rows with their error), 2 bad input, 130 stopped by Ctrl-C
-or SIGTERM (the table then holds every finished row).
+or SIGTERM (one line on stderr says how far it got; the table holds every finished row).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -148,14 +149,17 @@ def audit_cmd(
                 seed=seed,
                 progress=tick,
             )
-        except errors.CancelledError as exc:
-            from .main import _Interrupted
-
-            raise _Interrupted(str(exc)) from None
+        except errors.CancelledError as exc:  # stopped: one line, the exit code of Ctrl-C
+            stopped = str(exc)
+        else:
+            stopped = None
         finally:
             close = getattr(runner, "close", None)  # a cluster the engine started stops here
             if close is not None:
                 close()
+    if stopped is not None:
+        print(stopped, file=sys.stderr, flush=True)
+        raise SystemExit(130)
     skipped = f", {result.skipped} rows already there" if result.skipped else ""
     console.print(
         f"audited {len(result.items)} items: {result.rows} rows ({result.errors} with errors)"
