@@ -157,6 +157,23 @@ class Explanation:
         prob = f" {self.probability:.2f}" if self.probability is not None else ""
         return f"{self.title}\n{what}{prob}\n{self.seconds:.3f} s"
 
+    def describe(self, mask: Any = None, hide_top: Any = None) -> str:
+        """A short, deterministic text: what is explained and how sure the model is, where the
+        positive evidence lies (named cells of a 3x3 grid), how concentrated it is, the share
+        inside ``mask`` or the explained box or class mask, what hiding the top pixels did
+        (``hide_top``), DFF's concepts. Every number in it is one
+        :func:`seethrough.describe.describe` computed (its ``facts``).
+
+        Args:
+            mask: a boolean ``(H, W)`` mask of :attr:`map`'s shape, or a box ``(x0, y0, x1, y1)``
+                in its pixels.
+            hide_top: a :func:`~seethrough.metrics.hide_top` result (or a sweep's list) computed
+                on this map; the model is not run here.
+        """
+        from .describe import describe
+
+        return describe(self, mask=mask, hide_top=hide_top).text
+
     def overlay(self, *, cmap: str = "jet", alpha: float = 0.5, outline: bool = True) -> np.ndarray:
         """The map laid over :attr:`image` (uint8 HxWx3), with the outline of the explained box
         or mask (:attr:`region`) unless ``outline=False``; needs the image."""
