@@ -30,8 +30,8 @@ follows another (a ReLU then a max pool: resnet18's stem), see
 "not slower than the peer": ``ours/captum <= 1.00`` (``?``: a cross-check disagrees).
 
 Run: ``.venv/bin/python benchmarks/gradient_oracle_speed.py [--repeats 5] [--threads 1]``. The
-Markdown table goes to stdout, progress to stderr. Its cost is about 16 calls of each row per
-model (warm-up and 3 rounds, ours and Captum's); with ``--threads 1`` on a 2-core machine
+Markdown table goes to stdout, progress to stderr. Its cost is 4 calls of each candidate per
+model (1 warm-up, 3 rounds); with ``--threads 1`` on a 2-core machine
 shared with other jobs (load average about 20) it took 14 minutes.
 """
 
