@@ -29,8 +29,8 @@ def attention_modules(
     }
     if not found:
         raise MethodNotApplicableError(
-            "attention rollout needs timm vision-transformer attention modules (ViT, DeiT, ...); "
-            "this model has none"
+            "the attention methods (rollout, LeGrad, attention heads) need timm "
+            "vision-transformer attention modules (ViT, DeiT, ...); this model has none"
         )
     return found
 
