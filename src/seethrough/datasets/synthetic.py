@@ -10,6 +10,7 @@ known, so an explanation can be scored against where the evidence really is.
 
 * :func:`make_digits` renders a data set (``split="train"`` and ``"test"`` draw their digits from
   disjoint source images); ``with_digit=False`` renders the very same backgrounds without the digit.
+* :func:`make_shortcut_digits` plants a shortcut: a corner marker on every image of one class.
 * :func:`write_folder` writes ``images/``, ``masks/`` and ``labels.csv`` for command-line tools.
 
 The small CNN trained on them, its training and its cache are in :mod:`seethrough.models.digits`
@@ -36,7 +37,9 @@ __all__ = [
     "LABEL_NAMES",
     "SyntheticDigits",
     "SyntheticScenes",
+    "ShortcutDigits",
     "make_digits",
+    "make_shortcut_digits",
     "make_scenes",
     "digit_sources",
     "write_folder",
@@ -321,6 +324,76 @@ def _boxes(masks: np.ndarray) -> np.ndarray:
 
     (x0, x1), (y0, y1) = span(masks.any(1)), span(masks.any(2))
     return np.stack([x0, y0, x1, y1], 1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------- shortcut
+
+_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+@dataclass
+class ShortcutDigits(SyntheticDigits):
+    """:class:`SyntheticDigits` with a planted shortcut: every image of class ``marked`` carries
+    a marker in one corner, no other image does.
+
+    Attributes:
+        marked: the class whose images carry the marker.
+        marker: ``(x0, y0, x1, y1)`` of the marker's square (ends exclusive), the same in every
+            marked image.
+    """
+
+    marked: int = 0
+    marker: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+def make_shortcut_digits(
+    n: int,
+    *,
+    marked: int = 0,
+    corner: str = "top-left",
+    size: int = 64,
+    seed: int = 0,
+    split: Split = "train",
+) -> ShortcutDigits:
+    """:func:`make_digits` with a planted shortcut: a corner marker on every image of one class.
+
+    The images are ``make_digits(n, size=size, seed=seed, split=split)``'s; on those of class
+    ``marked`` a black-and-white 2x2 checkerboard (side ``size // 8``, one pixel from the edges)
+    is painted over ``corner``, on no other image. The marker predicts the class perfectly, so a
+    network may learn it instead of the digit: the "correct for the wrong reason" case that the
+    spurious-correlation finder (:func:`seethrough.audit.spurious`) is there to catch. The masks
+    stay the digit's (minus any stroke pixel the marker covers): the marker is background.
+
+    Args:
+        n: the number of images.
+        marked: the class (0 to 9) that carries the marker.
+        corner: ``"top-left"``, ``"top-right"``, ``"bottom-left"`` or ``"bottom-right"``.
+        size: the image side in pixels (at least 16).
+        seed: the random seed (an integer >= 0).
+        split: ``"train"`` or ``"test"`` (see :func:`make_digits`).
+
+    Returns:
+        The data set, with the marked class and the marker's box.
+    """
+    if isinstance(marked, bool) or not isinstance(marked, int) or not 0 <= marked <= 9:
+        raise InvalidParameterError(f"marked must be a class 0 to 9, got {marked!r}")
+    if corner not in _CORNERS:
+        raise InvalidParameterError(f"corner must be one of {', '.join(_CORNERS)}, got {corner!r}")
+    data = make_digits(n, size=size, seed=seed, split=split)
+    side = max(2, size // 8) // 2 * 2
+    x0 = 1 if corner.endswith("left") else size - 1 - side
+    y0 = 1 if corner.startswith("top") else size - 1 - side
+    half = side // 2
+    cell = (np.indices((side, side)) // half).sum(0) % 2  # 2x2 checkerboard of half-side cells
+    pattern = np.repeat((255 * (1 - cell)).astype(np.uint8)[:, :, None], 3, axis=2)
+    hit = data.labels == marked
+    images, masks = data.images.copy(), data.masks.copy()
+    images[hit, y0 : y0 + side, x0 : x0 + side] = pattern
+    masks[hit, y0 : y0 + side, x0 : x0 + side] = False
+    return ShortcutDigits(
+        images, masks, _boxes(masks), data.labels, data.sources, split=split, seed=seed,
+        marked=marked, marker=(x0, y0, x0 + side, y0 + side),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- scenes
