@@ -7,6 +7,7 @@
 - :class:`Engine`, :class:`LocalEngine`, :func:`get_engine`: where the work runs;
 - :func:`audit`: the whole run into a folder, resumable and safe to interrupt, with
   ``table.csv``, ``table.parquet`` and ``summary.html`` (:func:`write_summary`).
+- :func:`spurious`: the spurious-correlation finder, the classes decided from the background.
 
 Example:
     >>> from seethrough.audit import AuditSpec, audit
@@ -18,6 +19,7 @@ from .engine import ENGINES, Engine, LocalEngine, get_engine
 from .items import Item, load_items, read_image, read_mask, register_frames
 from .report import AuditRun, load_run, write_summary
 from .run import AuditResult, audit
+from .spurious import SpuriousResult, spurious
 from .table import MANIFEST, merge, read_table
 from .worker import COLUMNS, MASK_METRICS, TARGETS, AuditSpec, Worker, columns
 
@@ -45,4 +47,6 @@ __all__ = [
     "AuditRun",
     "load_run",
     "write_summary",
+    "spurious",
+    "SpuriousResult",
 ]

@@ -70,7 +70,9 @@ def extra_sections(run: AuditRun) -> list[str]:
 
     The spurious-correlation finder's section is added here.
     """
-    return []
+    from .spurious import summary_section
+
+    return [summary_section(run)]
 
 
 def _png(image: np.ndarray) -> str:
