@@ -208,6 +208,31 @@ def test_epsilon_to_zero_is_gradient_x_input(bias, monkeypatch):
         np.testing.assert_allclose(totals, logit, rtol=1e-9)
 
 
+def test_string_padding_and_functional_relu_follow_the_identity(monkeypatch):
+    """``padding="same"`` (transposed through autograd) and ``F.relu`` / ``x.mean`` called in
+    ``forward`` (no module to hook: the operations are seen all the same)."""
+    monkeypatch.setattr(lrp_rules, "STABILIZER", 1e-15)
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, padding="same")
+            self.conv2 = nn.Conv2d(4, 4, 3, padding="valid")
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = nn.functional.relu(self.conv2(nn.functional.relu(self.conv1(x))))
+            return self.fc(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Functional().to(DT).eval()
+    x = rand((2, 3, 9, 9), 4)
+    got = relevance(model, x, 1, composite="epsilon", epsilon=1e-12)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(xg)[:, 1].sum(), xg)
+    np.testing.assert_allclose(got.numpy(), (x * grad).numpy(), rtol=1e-7, atol=1e-13)
+
+
 def test_relevance_sum_is_reported():
     model = residual_net(bias=True)
     x = rand((2, 3, 12, 12), 5)
