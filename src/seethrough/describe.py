@@ -42,6 +42,7 @@ __all__ = [
     "concentration",
     "concentration_words",
     "describe",
+    "describe_agreement",
     "describe_many",
     "dff_concepts",
     "positive_mass",
@@ -316,11 +317,14 @@ class Description:
         Args:
             name: the fact's name.
             value: its value.
-            kind: ``"percent"`` (``62%``), ``"int"`` (``3``) or ``"float"`` (``0.52``).
+            kind: ``"percent"`` (``62%``, ``0.31%`` below 1%), ``"int"`` (``3``) or ``"float"``
+                (``0.52``).
         """
         self.facts[name] = float(value)
-        if kind == "percent":
-            shown = f"{100 * value:.0f}%"
+        if kind == "percent":  # two decimals below 1% (a probability of 0.3% is not 0%)
+            shown = (
+                f"{100 * value:.0f}%" if abs(value) >= 0.01 or value == 0 else f"{100 * value:.2f}%"
+            )
         elif kind == "int":
             shown = f"{int(value)}"
         else:
@@ -410,14 +414,14 @@ def describe(explanation: Any, mask: Any = None, hide_top: Any = None) -> Descri
     if concepts:
         parts = []
         for k, label, score, area in concepts[:3]:
+            # the numbers recorded in the order the text prints them
             name = f"'{label}' " if label is not None else ""
+            number = d.num(f"concept_{k}", k, "int")
             prob = (
                 f", {d.num(f'concept_{k}_score', score)} probability" if score is not None else ""
             )
-            parts.append(
-                f"{name}(concept {d.num(f'concept_{k}', k, 'int')}{prob}, strongest on "
-                f"{d.num(f'concept_{k}_area', area)} of the image)"
-            )
+            where = d.num(f"concept_{k}_area", area)
+            parts.append(f"{name}(concept {number}{prob}, strongest on {where} of the image)")
         d.lines.append("Concepts found: " + "; ".join(parts) + ".")
     return d
 
@@ -460,27 +464,23 @@ def _label_change(hide_top: Any, d: Description) -> str:
     return f"{hidden} does not change the prediction: {before} keeps {kept}."
 
 
-def describe_many(explanations: Sequence[Any]) -> Description:
-    """The descriptions of several explanations of one image, then how far their maps agree.
+def describe_agreement(explanations: Sequence[Any]) -> Description:
+    """How far the maps of several explanations of one image agree, one sentence per pair.
 
-    Each pair gets :func:`agreement`'s rank correlation, in words (:func:`agreement_words`), and
-    the overlap of their top 10% pixels. Facts are named ``"{i}:{name}"`` for the ``i``-th
-    explanation (from 1) and ``"{i}-{j}:rho"`` / ``"{i}-{j}:overlap"`` for a pair.
+    Each pair ``(i, j)`` (numbered from 1) gets :func:`agreement`'s rank correlation, in words
+    (:func:`agreement_words`), and the overlap of their top 10% pixels, as the facts
+    ``"{i}-{j}:rho"``, ``"{i}-{j}:overlap"`` and ``"{i}-{j}:top_fraction"``.
 
     Args:
         explanations: explanations of one image (their maps have one shape).
 
     Raises:
-        InvalidParameterError: none given, or the maps have different shapes.
+        InvalidParameterError: the maps have different shapes.
     """
-    if not explanations:
-        raise InvalidParameterError("no explanations to describe")
     shapes = {np.shape(e.map) for e in explanations}
     if len(shapes) > 1:
         raise InvalidParameterError(f"maps of one image have one shape, got {sorted(shapes)}")
     d = Description()
-    for i, e in enumerate(explanations, start=1):
-        d.extend(describe(e), f"{i}:")
     for i in range(len(explanations)):
         for j in range(i + 1, len(explanations)):
             a, b = explanations[i], explanations[j]
@@ -492,4 +492,26 @@ def describe_many(explanations: Sequence[Any]) -> Description:
                 f"correlation {corr}, {d.num(p + 'overlap', overlap)} of their top "
                 f"{d.num(p + 'top_fraction', TOP_FRACTION)} pixels shared."
             )
+    return d
+
+
+def describe_many(explanations: Sequence[Any]) -> Description:
+    """The descriptions of several explanations of one image, then how far their maps agree.
+
+    The ``i``-th description's facts (from 1) are named ``"{i}:{name}"``; then
+    :func:`describe_agreement`'s sentences and facts.
+
+    Args:
+        explanations: explanations of one image (their maps have one shape).
+
+    Raises:
+        InvalidParameterError: none given, or the maps have different shapes.
+    """
+    if not explanations:
+        raise InvalidParameterError("no explanations to describe")
+    pairs = describe_agreement(explanations)
+    d = Description()
+    for i, e in enumerate(explanations, start=1):
+        d.extend(describe(e), f"{i}:")
+    d.extend(pairs, "")
     return d

@@ -29,6 +29,7 @@ from .. import errors
 from .._io import write_text_atomically
 from .._version import __version__
 from ..api import explain as explain_api
+from ..describe import describe_many
 from ..explanation import Explanation
 from ..images import IMAGE_EXTENSIONS, load_image
 from ..models import VisionModel, list_models, load_model
@@ -535,7 +536,11 @@ def explain_cmd(
     A detector's boxes and a segmenter's class masks are explained with --target box:0,box:1,
     --top-boxes N or --target mask:CLASS: one explanation per box (METHOD-box0, ...), its
     outline on the overlay and in the figure. The boxes of an image are explained in one call
-    per method: a gradient CAM runs the detector once for all of them."""
+    per method: a gradient CAM runs the detector once for all of them.
+
+    Beside each image's figure, METHOD.txt holds the explanation's text (Explanation.describe:
+    prediction, where the evidence lies, how concentrated it is) and figure.txt all of them with
+    how far the methods' maps agree."""
     methods = method_names(method)
     params = params_for(methods, param)
     targets = parse_targets(target, top_boxes)
@@ -682,8 +687,10 @@ def _explain_all(
                     folder = out / names[source]
                     for stem, e in zip(stems, results, strict=True):
                         e.save(folder, stem)
+                        write_text_atomically(folder / f"{stem}.txt", e.describe() + "\n")
                         entry["methods"].append(stem)
                     _save_figure(vm, image, results, folder / "figure.png")
+                    write_text_atomically(folder / "figure.txt", f"{describe_many(results)}\n")
                     entry.update(figure="figure.png", complete=True)
                     run.save()
                 except errors.SeethroughError as exc:

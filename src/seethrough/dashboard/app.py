@@ -32,6 +32,7 @@ from seethrough import __version__
 from seethrough import video as vid
 from seethrough._io import write_atomically
 from seethrough.dashboard import service as svc
+from seethrough.describe import describe_agreement
 from seethrough.errors import (
     ImageTooLargeError,
     InvalidImageError,
@@ -647,6 +648,7 @@ def explain_panel(
         finally:  # also when a Cancel or a closed page stops the run at a progress report
             record.end()
         cancel.empty()
+        _show_agreement(results)
     else:
         _show_results(st.session_state.get("results", []), "explain")
 
@@ -735,6 +737,15 @@ def _show_results(results: list[tuple[str, Explanation | str]], view: str) -> No
     cells = _result_cells(len(results))
     for i, ((model, e), cell) in enumerate(zip(results, cells, strict=True)):
         _show_cell(cell, model, e, key=f"download.{view}.{i}")
+    if view == "explain":
+        _show_agreement(results)
+
+
+def _show_agreement(results: list[tuple[str, Explanation | str]]) -> None:
+    """How far the maps of the methods run on the image agree (rank correlation, top pixels)."""
+    done = [e for _, e in results if not isinstance(e, str)]
+    if len(done) > 1 and len({e.map.shape for e in done}) == 1:
+        st.text(describe_agreement(done).text)
 
 
 def _show_result(e: Explanation, model: str, key: str) -> None:
@@ -743,6 +754,7 @@ def _show_result(e: Explanation, model: str, key: str) -> None:
     shown = svc.render(e)
     (main, _), *others = shown.views
     st.image(main, caption=_caption(e, model), width="stretch")
+    st.text(e.describe())
     for row in range(0, len(others), 2):
         for sub, (picture, caption) in zip(st.columns(2), others[row : row + 2], strict=False):
             sub.image(picture, caption=caption, width="stretch")
