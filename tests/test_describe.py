@@ -336,3 +336,21 @@ def test_cli_writes_the_text_beside_the_figure(tmp_path):
     figure = (folder / "figure.txt").read_text()
     assert figure == describe_many(loaded).text + "\n"
     assert "Grad-CAM and CAM agree" in figure
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_the_text_under_each_map():
+    from .test_dashboard_app import explain, new_app, only_methods, results
+
+    at = new_app()
+    only_methods(at, ["cam", "saliency"])
+    for rerun in (False, True):  # as the run shows them, and on the next rerun
+        if rerun:
+            at.run()
+        else:
+            explain(at)
+        done = [e for _, e in results(at)]
+        texts = [t.value for t in at.text]
+        for e in done:
+            assert e.describe() in texts
+        assert describe_agreement(done).text in texts
