@@ -14,7 +14,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from .items import Item, read_image
 from .table import MANIFEST, read_table
 from .worker import AuditSpec, columns
 
-__all__ = ["AuditRun", "load_run", "write_summary", "extra_sections", "WORST"]
+__all__ = ["AuditRun", "load_run", "write_summary", "extra_sections", "SECTIONS", "WORST"]
 
 WORST = 6
 """Worst cases shown per method."""
@@ -65,14 +65,15 @@ def load_run(out: str | Path) -> AuditRun:
     return AuditRun(out, spec, read_table(out, columns(spec.metrics)), data.get("status", ""))
 
 
+SECTIONS: list[Callable[[AuditRun], str]] = []
+"""Further analyses of a run, each ``section(run) -> HTML`` appended to the summary in order (the
+spurious-correlation finder's registers itself here: the analyses import this module, never the
+other way round)."""
+
+
 def extra_sections(run: AuditRun) -> list[str]:
-    """HOOK for further analyses of a run: each returns HTML sections appended to the summary.
-
-    The spurious-correlation finder's section is added here.
-    """
-    from .spurious import summary_section
-
-    return [summary_section(run)]
+    """HOOK for further analyses of a run: the HTML sections of :data:`SECTIONS`."""
+    return [section(run) for section in SECTIONS]
 
 
 def _png(image: np.ndarray) -> str:

@@ -60,7 +60,7 @@ from ..core.progress import Progress
 from ..errors import InvalidParameterError, SeethroughError
 from ..models import VisionModel
 from .items import Item, load_items, read_image, read_mask
-from .report import AuditRun, load_run
+from .report import SECTIONS, AuditRun, load_run
 from .table import MANIFEST
 
 __all__ = [
@@ -450,3 +450,7 @@ def summary_section(run: AuditRun) -> str:
             f"<div class='row'>{''.join(figures)}</div>"
         )
     return "".join(parts)
+
+
+if summary_section not in SECTIONS:
+    SECTIONS.append(summary_section)
