@@ -354,3 +354,21 @@ def test_the_dashboard_shows_the_text_under_each_map():
         for e in done:
             assert e.describe() in texts
         assert describe_agreement(done).text in texts
+
+
+def test_the_evaluation_report_holds_each_case_text(tmp_path):
+    import html
+
+    from seethrough.evaluation import evaluate, write_report
+
+    from .test_evaluation import bright_model, square_sample
+
+    vm, sample = bright_model(), square_sample(0)
+    result = evaluate([vm], [sample], ["gradcam"], steps=4, metrics=["iou"])
+    case = result.best[("bright", "gradcam")]
+    e = seethrough.explain(vm, sample.image, "gradcam")
+    mask = vm.preprocessing.mask(sample.mask)
+    assert f"{shown(share_inside(e.map, mask), 'percent')} of it lies inside" in case.text
+    assert case.text.startswith("gradcam explains 'bright' (class 0), which the model gives")
+    page = write_report(result, tmp_path)["html"].read_text()
+    assert "<br>".join(html.escape(line) for line in case.text.splitlines()) in page

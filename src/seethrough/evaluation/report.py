@@ -122,6 +122,7 @@ table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-botto
 th{text-align:left;background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .cases{display:flex;flex-wrap:wrap;gap:1em}.case{font-size:.8em;max-width:220px}
 figure{margin:0;display:inline-block;margin-right:.4em}img{image-rendering:auto}
+.text{color:#555;margin:.3em 0}
 """
 
 
@@ -150,7 +151,9 @@ def to_html(evaluation: Evaluation, path: str | Path, title: str = "seethrough e
         worst = evaluation.worst[key]
         figures = "".join(
             f"<figure><img alt='{esc(kind)}' src='{_png_data(c.overlay)}' width='96' height='96'>"
-            f"<figcaption>{esc(kind)}: {esc(c.caption)}</figcaption></figure>"
+            f"<figcaption>{esc(kind)}: {esc(c.caption)}"
+            f"<p class='text'>{'<br>'.join(esc(line) for line in c.text.splitlines())}</p>"
+            "</figcaption></figure>"
             for kind, c in (("best", best), ("worst", worst))
         )
         parts.append(f"<div class='case'><b>{esc(key[0])} · {esc(key[1])}</b><br>{figures}</div>")

@@ -33,12 +33,14 @@ from PIL import Image
 from scipy import stats
 
 from ..api import explain
+from ..describe import describe
 from ..errors import (
     InvalidParameterError,
     InvalidTargetError,
     SeethroughError,
     UnknownClassError,
 )
+from ..explanation import Explanation
 from ..metrics import (
     average_drop,
     centre_gaussian,
@@ -178,6 +180,9 @@ class Case:
     score: float
     overlay: np.ndarray
     caption: str
+    text: str = ""
+    """The map's description (:func:`seethrough.describe.describe`, with the share inside the
+    ground-truth mask)."""
 
 
 @dataclass
@@ -416,7 +421,7 @@ def _evaluate_sample(
         record = Record(method=method, seconds=seconds, error=error, **base)
         if saliency is not None:
             _score(record, result.metrics, vm, x, saliency, mask, s)
-            _keep_cases(result, record, shown, saliency)
+            _keep_cases(result, record, shown, saliency, mask)
         result.records.append(record)
 
 
@@ -513,7 +518,7 @@ def _evaluate_objects(
             record = Record(method=method, seconds=seconds, error=error, **base)
             if saliency is not None:
                 _score(record, result.metrics, vm, x, saliency, mask, s, target)
-                _keep_cases(result, record, shown, saliency)
+                _keep_cases(result, record, shown, saliency, mask)
             result.records.append(record)
 
 
@@ -549,9 +554,10 @@ def _score(
 
 
 def _keep_cases(
-    result: Evaluation, record: Record, shown: np.ndarray, saliency: np.ndarray
+    result: Evaluation, record: Record, shown: np.ndarray, saliency: np.ndarray, mask: np.ndarray
 ) -> None:
-    """Keep the thumbnails of the best and the worst map (by IoU, else pointing game)."""
+    """Keep the thumbnails of the best and the worst map (by IoU, else pointing game), each
+    with its description (the share inside ``mask``, the ground truth, among its numbers)."""
     key = (record.model, record.method)
     score = record.iou if not math.isnan(record.iou) else record.pointing_game
     if math.isnan(score):
@@ -562,7 +568,16 @@ def _keep_cases(
     caption = (
         f"{record.sample}: {record.target_label} ({record.probability:.2f}), score {score:.2f}"
     )
-    case = Case(record.sample, score, _thumbnail(shown, saliency), caption)
+    e = Explanation(
+        raw=saliency,
+        map=saliency,
+        method=record.method,
+        target=record.target,
+        label=record.target_label,
+        probability=None if math.isnan(record.probability) else record.probability,
+    )
+    text = describe(e, mask=mask).text
+    case = Case(record.sample, score, _thumbnail(shown, saliency), caption, text)
     if best is None or score > best.score:
         result.best[key] = case
     if worst is None or score < worst.score:
