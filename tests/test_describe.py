@@ -369,6 +369,6 @@ def test_the_evaluation_report_holds_each_case_text(tmp_path):
     e = seethrough.explain(vm, sample.image, "gradcam")
     mask = vm.preprocessing.mask(sample.mask)
     assert f"{shown(share_inside(e.map, mask), 'percent')} of it lies inside" in case.text
-    assert case.text.startswith("gradcam explains 'bright' (class 0), which the model gives")
+    assert case.text.startswith("Grad-CAM explains 'bright' (class 0), which the model gives")
     page = write_report(result, tmp_path)["html"].read_text()
     assert "<br>".join(html.escape(line) for line in case.text.splitlines()) in page

@@ -572,6 +572,7 @@ def _keep_cases(
         raw=saliency,
         map=saliency,
         method=record.method,
+        title="" if record.method.startswith("baseline:") else get_method(record.method).title,
         target=record.target,
         label=record.target_label,
         probability=None if math.isnan(record.probability) else record.probability,
