@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import stats
 from torch import nn
 
-from seethrough.audit import AuditSpec, SpuriousResult, audit, merge, spurious
+from seethrough.audit import AuditSpec, SpuriousResult, audit, merge, spurious, write_summary
 from seethrough.audit.spurious import holm, outside_share, reliance, welch_greater
 from seethrough.audit.table import MANIFEST, write_part
 from seethrough.audit.worker import columns
@@ -175,8 +175,21 @@ def test_finder_on_hand_made_maps(tmp_path: Path) -> None:
         assert by_class[cls]["p_adjusted"] == pytest.approx(adjusted, rel=1e-5)
     path = result.write_csv(tmp_path / "spurious.csv")
     assert path.read_text().splitlines()[0].startswith("method,class,n,mean,spread")
-    # a stricter level flags nothing more; the summary shows the section
+    # a stricter level flags nothing more
     assert set(spurious(out, alpha=0.001).flagged()) <= {"1"}
+    # the summary's section: the table, class 1 flagged, its worst maps as thumbnails
+    page = write_summary(out).read_text()
+    section = page.split("Classes decided from the background", 1)[1]
+    assert "<td>gradcam</td><td>1</td><td>6</td>" in section
+    assert "class 1, most energy outside" in section and section.count("<figure>") == 6
+
+
+def test_summary_without_masks_says_how(tmp_path: Path) -> None:
+    out, _ = _hand_run(tmp_path, {"0": [0.2, 0.3], "1": [0.5, 0.6]})
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps(manifest | {"source": "items"}))
+    section = write_summary(out).read_text().split("Classes decided from the background", 1)[1]
+    assert "have no masks" in section and "spurious(RUN, model=...)" in section
 
 
 def test_bad_calls(tmp_path: Path) -> None:
