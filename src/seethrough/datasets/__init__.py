@@ -8,13 +8,21 @@ names ``DigitsNet``, ``load_digits_model`` and ``train_digits_model`` still reso
 from typing import Any
 
 from . import synthetic
-from .synthetic import SyntheticDigits, make_digits, write_folder
+from .synthetic import (
+    ShortcutDigits,
+    SyntheticDigits,
+    make_digits,
+    make_shortcut_digits,
+    write_folder,
+)
 
 __all__ = [
     "DigitsNet",
+    "ShortcutDigits",
     "SyntheticDigits",
     "load_digits_model",
     "make_digits",
+    "make_shortcut_digits",
     "train_digits_model",
     "write_folder",
 ]
