@@ -262,14 +262,17 @@ def test_hide_top_results_are_reported_as_computed(labelled):
             pick = min((r for r in h if r.changed), key=lambda r: r.fraction, default=h[-1])
         line = d.lines[-1]
         assert line.startswith(f"Hiding the top {shown(pick.fraction, 'percent')} of pixels")
-        assert f"'{pick.before_label}' ({shown(pick.before_probability, 'percent')})" in line
         assert d.facts["hide_fraction"] == pick.fraction
         assert d.facts["before_probability"] == pick.before_probability
         assert d.facts["after_probability"] == pick.after_probability
+        was, now = (shown(p, "percent") for p in (pick.before_probability, pick.after_probability))
         if pick.changed:
-            assert f"to '{pick.after_label}' ({shown(pick.after_probability, 'percent')})." in line
+            assert line.endswith(
+                f"changes the prediction from '{pick.before_label}' ({was}) to "
+                f"'{pick.after_label}' ({now})."
+            )
         else:
-            assert line.endswith(f"keeps {shown(pick.after_probability, 'percent')}.")
+            assert line.endswith(f"'{pick.before_label}' goes from {was} to {now}.")
         assert numbers_in(d.text) == [s for _, s in d.printed]
 
 
@@ -372,3 +375,22 @@ def test_the_evaluation_report_holds_each_case_text(tmp_path):
     assert case.text.startswith("Grad-CAM explains 'bright' (class 0), which the model gives")
     page = write_report(result, tmp_path)["html"].read_text()
     assert "<br>".join(html.escape(line) for line in case.text.splitlines()) in page
+
+
+def test_hide_top_both_ways_by_hand():
+    from seethrough.metrics.faithfulness import HideTop
+
+    def result(fraction, changed, after):
+        return HideTop(fraction, 10, 0, 0, "cat", 0.8, 1 if changed else 0, "dog", after, 0.8,
+                       0.1, changed)  # fmt: skip
+
+    e = explanation(np.ones((4, 4)), target=0, label="cat", probability=0.8)
+    kept, flipped = result(0.05, False, 0.9), result(0.2, True, 0.6)
+    assert e.describe(hide_top=kept).splitlines()[-1] == (
+        "Hiding the top 5% of pixels does not change the prediction: 'cat' goes from 80% to 90%."
+    )
+    line = "Hiding the top 20% of pixels changes the prediction from 'cat' (80%) to 'dog' (60%)."
+    assert e.describe(hide_top=flipped).splitlines()[-1] == line
+    # a sweep: the smallest fraction that changes the class; none does: the largest
+    assert e.describe(hide_top=[kept, flipped, result(0.5, True, 0.7)]).endswith(line)
+    assert "top 20% of pixels does not" in e.describe(hide_top=[kept, result(0.2, False, 0.9)])

@@ -456,12 +456,13 @@ def _label_change(hide_top: Any, d: Description) -> str:
         else max(results, key=lambda r: r.fraction)
     )
     hidden = f"Hiding the top {d.num('hide_fraction', r.fraction)} of pixels"
-    before = f"'{r.before_label}' ({d.num('before_probability', r.before_probability)})"
     if r.changed:
+        before = f"'{r.before_label}' ({d.num('before_probability', r.before_probability)})"
         after = f"'{r.after_label}' ({d.num('after_probability', r.after_probability)})"
         return f"{hidden} changes the prediction from {before} to {after}."
-    kept = d.num("after_probability", r.after_probability)
-    return f"{hidden} does not change the prediction: {before} keeps {kept}."
+    was = d.num("before_probability", r.before_probability)
+    now = d.num("after_probability", r.after_probability)
+    return f"{hidden} does not change the prediction: '{r.before_label}' goes from {was} to {now}."
 
 
 def describe_agreement(explanations: Sequence[Any]) -> Description:
