@@ -326,7 +326,6 @@ def test_the_text_survives_save_and_load(tmp_path):
     assert Explanation.load(paths["json"]).describe() == e.describe()
 
 
-@pytest.mark.slow
 def test_cli_writes_the_text_beside_the_figure(tmp_path):
     from seethrough.cli.main import main
 
@@ -341,7 +340,6 @@ def test_cli_writes_the_text_beside_the_figure(tmp_path):
     assert "Grad-CAM and CAM agree" in figure
 
 
-@pytest.mark.slow
 def test_the_dashboard_shows_the_text_under_each_map():
     from .test_dashboard_app import explain, new_app, only_methods, results
 
