@@ -31,6 +31,13 @@ FAST = {
     "deeplift_shap": {"n_samples": 4},
     "noise_tunnel": {"n_samples": 4},
     "feature_inversion": {"n_steps": 20},
+    "shapley_sampling": {"n_samples": 4, "n_segments": 8},
+    "feature_ablation": {"n_segments": 8},
+    "dax": {"n_samples": 64, "steps": 20, "n_segments": 8},
+    "sscam": {"batch_size": 4, "n_samples": 2},
+    "iscam": {"batch_size": 4, "n_samples": 2},
+    "ablationcam": {"batch_size": 4},
+    "smoothgradcam++": {"n_samples": 2},
 }
 DETECTION_ONLY = {"drise"}  # checked on detectors in tests/test_detection.py
 METHODS = [m.name for m in list_methods() if m.name not in DETECTION_ONLY]
