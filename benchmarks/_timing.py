@@ -416,6 +416,39 @@ THREADS_HELP = (
 )
 
 
+PEER_HEADERS = (
+    "model",
+    "method",
+    "ours s",
+    "peer s",
+    "peer",
+    "ratio",
+    "ratio@min",
+    "cpu ratio",
+    "target",
+    "status",
+)
+"""The columns of a table of our methods against a peer's, one row per model and method."""
+
+
+def add_models(
+    p: argparse.ArgumentParser, default: Sequence[str] = ("resnet18", "efficientnet_lite0")
+) -> None:
+    """The ``--models`` option: zoo names; the bundled model gets its weights, others random ones."""
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(default),
+        help="model names (efficientnet_lite0 gets its bundled weights, others random weights)",
+    )
+
+
+def add_rounds(p: argparse.ArgumentParser, repeats: int = 3, warmup: int = 1) -> None:
+    """The ``--repeats`` (timed rounds) and ``--warmup`` (untimed calls first) options."""
+    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds")
+    p.add_argument("--warmup", type=int, default=warmup, help="untimed calls per candidate first")
+
+
 def add_threads(p: argparse.ArgumentParser, text: str = THREADS_HELP) -> None:
     """The ``--threads N`` option (``None``: torch's default), with the help ``text``;
     :func:`begin_run` applies it."""

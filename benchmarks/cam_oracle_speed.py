@@ -146,35 +146,18 @@ def _theirs(
     return bench.Candidate(f"theirs:{method}", run, cleanup=cleanup)
 
 
-HEADERS = (
-    "model",
-    "method",
-    "ours s",
-    "peer s",
-    "peer",
-    "ratio",
-    "ratio@min",
-    "cpu ratio",
-    "target",
-    "status",
-)
+HEADERS = bench.PEER_HEADERS
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = bench.parser(__doc__)
-    p.add_argument(
-        "--models",
-        nargs="+",
-        default=["resnet18", "efficientnet_lite0"],
-        help="model names (efficientnet_lite0 gets its bundled weights, others random weights)",
-    )
+    bench.add_models(p)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD")
     p.add_argument("--size", type=int, default=224, help="input height and width")
     p.add_argument("--batch-size", type=int, default=32, help="masked/ablated inputs per pass")
     p.add_argument("--samples", type=int, default=2, help="SS-CAM / IS-CAM samples (both)")
     p.add_argument("--smooth-samples", type=int, default=4, help="Smooth Grad-CAM++ samples")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
+    bench.add_rounds(p, repeats=3, warmup=1)
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     bench.add_threads(p)
     p.add_argument("--json", help="also save the raw numbers here")

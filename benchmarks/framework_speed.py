@@ -552,8 +552,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--window", type=int, default=32, help="occlusion window")
     p.add_argument("--stride", type=int, default=32, help="occlusion stride")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
+    bench.add_rounds(p, repeats=5, warmup=1)
     bench.add_threads(
         p,
         "call torch.set_num_threads(N) first (onnxruntime sessions take the same count; "

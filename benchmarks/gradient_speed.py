@@ -443,12 +443,7 @@ def _cells(cfg: Config, row: dict[str, Any]) -> list[str]:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = bench.parser(__doc__)
-    p.add_argument(
-        "--models",
-        nargs="+",
-        default=["resnet18", "efficientnet_lite0"],
-        help="model names (efficientnet_lite0 gets its bundled weights, others random weights)",
-    )
+    bench.add_models(p)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds")
     p.add_argument("--ig-repeats", type=int, default=3, help="timed rounds of the IG candidates")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")

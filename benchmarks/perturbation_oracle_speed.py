@@ -44,18 +44,7 @@ import seethrough
 
 TARGET = 1.00
 METHODS = {"feature_ablation": "FeatureAblation", "shapley_sampling": "ShapleyValueSampling"}
-HEADERS = (
-    "model",
-    "method",
-    "ours s",
-    "peer s",
-    "peer",
-    "ratio",
-    "ratio@min",
-    "cpu ratio",
-    "target",
-    "status",
-)
+HEADERS = bench.PEER_HEADERS
 DAX_HEADERS = ("method", "evaluations", "pointing game", "energy pointing game", "s / image")
 
 
@@ -183,18 +172,12 @@ def _dax_vs_lime(args: argparse.Namespace) -> tuple[list[list[str]], str, dict[s
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = bench.parser(__doc__)
-    p.add_argument(
-        "--models",
-        nargs="+",
-        default=["resnet18", "efficientnet_lite0"],
-        help="model names (efficientnet_lite0 gets its bundled weights, others random weights)",
-    )
+    bench.add_models(p)
     p.add_argument("--size", type=int, default=64, help="input height and width")
     p.add_argument("--groups", type=int, default=16, help="grid cells (a square number)")
     p.add_argument("--permutations", type=int, default=4, help="Shapley value sampling's n_samples")
     p.add_argument("--batch-size", type=int, default=16, help="perturbed inputs per forward pass")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
+    bench.add_rounds(p, repeats=3, warmup=1)
     p.add_argument("--images", type=int, default=50, help="digits for DAX vs LIME")
     p.add_argument("--evals", type=int, default=500, help="model evaluations of DAX and LIME")
     p.add_argument("--skip-speed", action="store_true", help="only DAX vs LIME")
