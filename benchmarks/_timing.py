@@ -431,6 +431,31 @@ PEER_HEADERS = (
 """The columns of a table of our methods against a peer's, one row per model and method."""
 
 
+def peer_row(
+    model: str,
+    method: str,
+    ours: Timing,
+    theirs: Timing,
+    peer: str,
+    columns: dict[str, float],
+    target: float,
+    status: str,
+) -> list[str]:
+    """One row of a :data:`PEER_HEADERS` table (``columns``: :func:`ratio_columns` of the two)."""
+    return [
+        model,
+        method,
+        seconds(ours.median),
+        seconds(theirs.median),
+        peer,
+        f"{columns['ratio']:.2f}",
+        f"{columns['ratio_at_min']:.2f}",
+        f"{columns['cpu_ratio']:.2f}",
+        f"<= {target:.2f}",
+        status,
+    ]
+
+
 def add_models(
     p: argparse.ArgumentParser, default: Sequence[str] = ("resnet18", "efficientnet_lite0")
 ) -> None:

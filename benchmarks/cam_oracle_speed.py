@@ -195,20 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = bench.verdict(columns["ratio"], checks, TARGET)
             statuses.append(status)
             peer = GRAD_CAM.get(method) or TORCHCAM[method]
-            table.append(
-                [
-                    name,
-                    method,
-                    bench.seconds(ours.median),
-                    bench.seconds(theirs.median),
-                    peer,
-                    f"{columns['ratio']:.2f}",
-                    f"{columns['ratio_at_min']:.2f}",
-                    f"{columns['cpu_ratio']:.2f}",
-                    f"<= {TARGET:.2f}",
-                    status,
-                ]
-            )
+            table.append(bench.peer_row(name, method, ours, theirs, peer, columns, TARGET, status))
             results.append({"model": name, "method": method, "peer": peer, **columns})
     total = time.perf_counter() - wall
     bench.print_header("New CAMs against their peers", env)

@@ -107,18 +107,9 @@ def _speed(args: argparse.Namespace) -> tuple[list[list[str]], list[str], list[d
             )
             statuses.append(status)
             table.append(
-                [
-                    name,
-                    method,
-                    bench.seconds(ours.median),
-                    bench.seconds(theirs.median),
-                    f"captum {peer}",
-                    f"{columns['ratio']:.2f}",
-                    f"{columns['ratio_at_min']:.2f}",
-                    f"{columns['cpu_ratio']:.2f}",
-                    f"<= {TARGET:.2f}",
-                    status,
-                ]
+                bench.peer_row(
+                    name, method, ours, theirs, f"captum {peer}", columns, TARGET, status
+                )
             )
             results.append({"model": name, "method": method, "peer": peer, **columns})
     return table, statuses, results
