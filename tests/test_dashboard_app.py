@@ -50,6 +50,15 @@ CHEAP: dict[str, dict[str, object]] = {
     "gradient_shap": {"n_samples": 8},
     "dff": {"n_iter": 20},
     "feature_inversion": {"n_steps": 3},
+    "sscam": {"layer": "blocks.1", "n_samples": 1},
+    "iscam": {"layer": "blocks.1", "n_samples": 1},
+    "ablationcam": {"layer": "blocks.1"},
+    "smoothgradcam++": {"n_samples": 2},
+    "shapley_sampling": {"n_samples": 2, "n_segments": 20},
+    "feature_ablation": {"n_segments": 20},
+    "dax": {"n_samples": 48, "steps": 10, "n_segments": 20},
+    "deeplift_shap": {"n_samples": 4},
+    "noise_tunnel": {"n_samples": 4},
 }
 
 
