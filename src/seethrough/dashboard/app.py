@@ -350,10 +350,9 @@ def image_panel() -> Image.Image | None:
 # video
 
 
-VIDEO_MAX_FRAMES = 300
-"""The most frames of an uploaded clip the page explains (after the stride)."""
-VIDEO_MAX_SECONDS = 120.0
-"""The longest uploaded clip the page reads (seconds)."""
+# (comments, not docstrings: Streamlit's magic would print a bare string on the page)
+VIDEO_MAX_FRAMES = 300  # the most frames of an uploaded clip the page explains (after the stride)
+VIDEO_MAX_SECONDS = 120.0  # the longest uploaded clip the page reads (seconds)
 
 
 def _stored_clip(data: bytes, filename: str) -> Path:
