@@ -10,7 +10,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PINNED_EXTRAS = ("dashboard", "docs", "test", "keras", "onnx", "tensorflow", "tabular", "parquet", "lightning", "ray", "video")
+PINNED_EXTRAS = (
+    "dashboard",
+    "docs",
+    "test",
+    "keras",
+    "onnx",
+    "tensorflow",
+    "tabular",
+    "parquet",
+    "lightning",
+    "ray",
+    "video",
+)
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -107,7 +107,9 @@ class GuidedReLU(nn.Module):
     is the output of another operation, never a leaf such as the model's input itself.
     """
 
-    def __init__(self, upper: float = math.inf, inplace: bool = False, deconv: bool = False) -> None:
+    def __init__(
+        self, upper: float = math.inf, inplace: bool = False, deconv: bool = False
+    ) -> None:
         super().__init__()
         self.upper = upper
         self.inplace = inplace

@@ -155,7 +155,6 @@ class PerturbationMethod(Method):
         raise NotImplementedError
 
 
-
 class DistinctCoalitions(PerturbationMethod):
     """A variant whose feature coalitions repeat (Shapley value sampling: the empty and the
     full coalition in every permutation) or include the unperturbed image (feature ablation):
