@@ -117,7 +117,7 @@ def test_ctrl_c_during_explain_says_what_is_finished_and_leaves_whole_files(tmp_
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "seethrough", "explain", str(folder), "--out", str(out)]
     cmd += ["--model", "resnet18", "--weights", "none", "--size", "64"]
-    cmd += ["--method", "gradcam,rise", "-p", "n_samples=300"]
+    cmd += ["--method", "gradcam,rise", "-p", "n_samples=1500"]  # seconds an image: time to stop
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .._io import write_text_atomically
+from .._io import is_temporary, write_text_atomically
 from ..errors import CancelledError, InvalidParameterError
 from ..models import VisionModel
 from .engine import Engine, LocalEngine
@@ -86,6 +86,14 @@ def _signals_held() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _sweep_temporary(out: Path) -> None:
+    """Remove the temporary files of writes a stop cut short: an interrupt that lands between a
+    temporary file's creation and its write's own cleanup would leave one behind."""
+    for path in out.rglob(".*"):
+        if path.is_file() and is_temporary(path):
+            path.unlink(missing_ok=True)
 
 
 def _manifest(out: Path, spec: AuditSpec, source: str, status: str) -> None:
@@ -186,6 +194,7 @@ def audit(
                 engine.run(replace(spec, methods=methods), group, on_rows)
     except KeyboardInterrupt:
         with _signals_held():
+            _sweep_temporary(out)
             merge(out, schema)
             _manifest(out, spec, source, "interrupted")
         left = total - counts["items"]
@@ -195,6 +204,7 @@ def audit(
         ) from None
     except BaseException:
         with _signals_held():
+            _sweep_temporary(out)
             merge(out, schema)
             _manifest(out, spec, source, "failed")
         raise
