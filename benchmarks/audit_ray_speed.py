@@ -30,7 +30,6 @@ The Markdown table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,38 +38,16 @@ from typing import Any
 
 import _timing as bench
 import torch
-from PIL import Image
+from audit_speed import audit_candidate, digit_images
 
 import seethrough
-from seethrough.audit import AuditSpec, Engine, LocalEngine, audit
+from seethrough.audit import AuditSpec, Engine, LocalEngine
 from seethrough.audit.ray import RayEngine
 
 RATIO_TARGET = 1.30
 """Largest Ray / in-process slope ratio that passes."""
 OVERHEAD_TARGET = 0.010
 """Largest extra seconds per image on Ray that pass."""
-
-
-def _images(folder: Path, n: int) -> None:
-    from seethrough.datasets.synthetic import make_digits
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(make_digits(n, split="test").images):
-        Image.fromarray(image).save(folder / f"img{i:03d}.png")
-
-
-def _candidate(
-    name: str, engine: Engine, spec: AuditSpec, folder: Path, scratch: Path
-) -> bench.Candidate:
-    count = [0]
-
-    def run() -> None:
-        count[0] += 1
-        out = scratch / f"{name}-{count[0]}"
-        audit(folder, spec, out, engine=engine, report=False)
-        shutil.rmtree(out)
-
-    return bench.Candidate(name, run)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -130,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scratch = Path(tmp)
             folders = {n: scratch / f"images{n}" for n in (args.small, args.large)}
             for n, folder in folders.items():
-                _images(folder, n)
+                digit_images(folder, n)
             for method in args.methods:
                 params: dict[str, Any] = (
                     {"n_samples": args.lime_samples} if method == "lime" else {}
@@ -140,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 engines: dict[str, Engine] = {"local": LocalEngine(vm), "ray": ray_engine}
                 candidates = [
-                    _candidate(f"{e}@{n}", engine, spec, folder, scratch)
+                    audit_candidate(f"{e}@{n}", engine, spec, folder, scratch)
                     for e, engine in engines.items()
                     for n, folder in folders.items()
                 ]

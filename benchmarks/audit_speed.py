@@ -52,7 +52,8 @@ ENGINES: dict[str, tuple[Callable[[VisionModel], Engine], str, float]] = {
 largest ratio that passes)."""
 
 
-def _images(folder: Path, n: int) -> list[Path]:
+def digit_images(folder: Path, n: int) -> list[Path]:
+    """Write ``n`` generated digits (test split) into ``folder`` as PNGs; their paths."""
     from seethrough.datasets.synthetic import make_digits
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,20 +64,27 @@ def _images(folder: Path, n: int) -> list[Path]:
     return paths
 
 
+def audit_candidate(
+    name: str, engine: Engine, spec: AuditSpec, folder: Path, scratch: Path
+) -> bench.Candidate:
+    """A candidate that audits ``folder`` into a fresh folder under ``scratch``, then removes it."""
+    count = [0]
+
+    def run() -> None:
+        count[0] += 1
+        out = scratch / f"{name}-{count[0]}"
+        audit(folder, spec, out, engine=engine, report=False)
+        shutil.rmtree(out)
+
+    return bench.Candidate(name, run)
+
+
 def _audit(
     vm: VisionModel, folder: Path, method: str, params: dict[str, Any], engine: str, scratch: Path
 ) -> bench.Candidate:
     factory = ENGINES[engine][0]
     spec = AuditSpec(vm.name, (method,), (), params={method: params}, batch_size=8)
-    count = [0]
-
-    def run() -> None:
-        count[0] += 1
-        out = scratch / f"{engine}-{method}-{count[0]}"
-        audit(folder, spec, out, engine=factory(vm), report=False)
-        shutil.rmtree(out)
-
-    return bench.Candidate(f"audit:{engine}", run)
+    return audit_candidate(f"audit:{engine}", factory(vm), spec, folder, scratch / method)
 
 
 def _loop(vm: VisionModel, paths: Sequence[Path], method: str, params: dict[str, Any]) -> Any:
@@ -169,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, statuses, raw = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        paths = _images(scratch / "images", args.images)
+        paths = digit_images(scratch / "images", args.images)
         for method in args.methods:
             params = {"n_samples": args.lime_samples} if method == "lime" else {}
             candidates = [_loop(vm, paths, method, params)]
