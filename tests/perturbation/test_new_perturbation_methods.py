@@ -101,19 +101,24 @@ def _value(model, x, hidden, keep: torch.Tensor, cls: int) -> float:
         return float(model(masked_inputs(x, hidden, masks))[0, cls])
 
 
-def test_one_permutation_by_hand(mlp, x, fill):
-    seed = 4
-    e = seethrough.explain(
+def _one_permutation(mlp, x, fill, target: int, seed: int):
+    """Shapley value sampling of ``target`` from the single permutation ``seed`` draws."""
+    return seethrough.explain(
         mlp,
         x[0],
         "shapley_sampling",
-        target=2,
+        target=target,
         segments=LABELS,
         hide=fill[0],
         seed=seed,
         n_samples=1,
         score="logit",
     )
+
+
+def test_one_permutation_by_hand(mlp, x, fill):
+    seed = 4
+    e = _one_permutation(mlp, x, fill, 2, seed)
     order = torch.randperm(8, generator=torch.Generator().manual_seed(seed)).tolist()
     keep = torch.zeros(8, dtype=DT)
     phi = np.zeros(8)
@@ -128,17 +133,7 @@ def test_one_permutation_by_hand(mlp, x, fill):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_efficiency_holds_for_every_permutation_sample(mlp, x, fill, seed):
-    e = seethrough.explain(
-        mlp,
-        x[0],
-        "shapley_sampling",
-        target=1,
-        segments=LABELS,
-        hide=fill[0],
-        seed=seed,
-        n_samples=1,
-        score="logit",
-    )
+    e = _one_permutation(mlp, x, fill, 1, seed)
     full = _value(mlp, x, fill, torch.ones(8, dtype=DT), 1)
     empty = _value(mlp, x, fill, torch.zeros(8, dtype=DT), 1)
     assert e.stats["efficiency_gap"] < 1e-12
