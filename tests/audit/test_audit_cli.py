@@ -62,6 +62,9 @@ def test_audit_command_runs_and_resumes(capsys, tmp_path, folder, weights):
         (("--methods", "gradcm"), "gradcam"),
         (("--engine", "spark"), "unknown engine"),
         (("--address", "auto"), "--engine ray"),
+        (("--actors", "2"), "--actors: for --engine ray only"),
+        (("--cpus-per-actor", "0.5", "--cpus", "2"), "--cpus-per-actor, --cpus: for --engine ray"),
+        (("--engine", "ray", "--actors", "0"), "--actors"),
         (("--target", "truth"), "target"),
     ],
 )

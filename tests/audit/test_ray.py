@@ -186,6 +186,17 @@ def test_the_command_runs_on_the_cluster_it_is_connected_to(
     ]
 
 
+
+def test_the_commands_pool_options_reach_the_engine(capsys, tmp_path, listing, weights, engine):
+    engine.connect()  # a 2-CPU cluster: 3 actors of one CPU do not fit, and the error says so
+    code, _, err = cli(
+        capsys, "audit", str(listing), "--model", "synthetic_digits", "--weights", str(weights),
+        "--metrics", "none", "--limit", "4", "--out", str(tmp_path / "run"), "--engine", "ray",
+        "--actors", "3", "--cpus-per-actor", "1",
+    )  # fmt: skip
+    assert code == 2 and "3 actors of 1 CPU need 3 CPUs; the cluster has 2" in one_error_line(err)
+
+
 def test_a_joined_cluster_is_left_running_a_started_one_shut_down(engine):
     engine.connect()
     assert ray.is_initialized() and engine.started

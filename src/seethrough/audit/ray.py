@@ -285,7 +285,7 @@ class RayEngine:
             actors = max(1, int(cluster_cpus))
         if actors * self.cpus_per_actor > cluster_cpus + 1e-9:
             raise InvalidParameterError(
-                f"{actors} actors of {self.cpus_per_actor} CPU need "
+                f"{actors} actors of {self.cpus_per_actor:g} CPU need "
                 f"{actors * self.cpus_per_actor:g} CPUs; the cluster has {cluster_cpus:g}"
             )
         if actors * gpus > cluster_gpus + 1e-9:

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .._io import write_text_atomically
+from ..errors import InvalidParameterError
 from ..registry import get_metric
 from .items import Item, read_image
 from .table import MANIFEST, read_table
@@ -57,11 +58,21 @@ class AuditRun:
 
 
 def load_run(out: str | Path) -> AuditRun:
-    """Read the run folder ``out`` (its manifest and merged table)."""
+    """Read the run folder ``out`` (its manifest and merged table).
+
+    Raises:
+        InvalidParameterError: ``out`` is not a run folder (no manifest, or one that does not
+            read as an audit's).
+    """
     out = Path(out)
-    data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    fields = AuditSpec.__dataclass_fields__
-    spec = AuditSpec(**{k: v for k, v in data["spec"].items() if k in fields})
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        fields = AuditSpec.__dataclass_fields__
+        spec = AuditSpec(**{k: v for k, v in data["spec"].items() if k in fields})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidParameterError(
+            f"{out}: not an audit's run folder ({MANIFEST}: {type(exc).__name__}: {exc})"
+        ) from None
     return AuditRun(out, spec, read_table(out, columns(spec.metrics)), data.get("status", ""))
 
 

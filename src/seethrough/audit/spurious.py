@@ -354,11 +354,12 @@ def spurious(
     if mode == "outside" and not has_masks:
         raise InvalidParameterError(
             f"the items of {run.out} have no masks: pass items= with masks, or a model= for "
-            "mode='reliance'"
+            "mode='reliance' (`seethrough spurious --mode reliance --model`)"
         )
     if mode == "reliance" and model is None:
         raise InvalidParameterError(
-            "the background-reliance score runs the model: pass model= (the audited one)"
+            "the background-reliance score runs the model: pass model= (the audited one; "
+            "`seethrough spurious --model`)"
         )
     scores, skipped = [], len(run.rows) - len(rows)
     if progress is not None:

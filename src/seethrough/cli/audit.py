@@ -1,4 +1,5 @@
-"""``seethrough audit``: explain and score every image of a data set into one table.
+"""``seethrough audit``: explain and score every image of a data set into one table; and
+``seethrough spurious``: the classes an audited model decides from the background.
 
 The run folder (``--out``) gets ``table.csv``, ``table.parquet`` (with the ``parquet`` extra),
 ``summary.html`` and the maps; rerunning the same command goes on where a stopped run left off.
@@ -8,9 +9,11 @@ or SIGTERM (one line on stderr says how far it got; the table holds every finish
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -24,8 +27,11 @@ from rich.progress import (
 )
 
 from .. import errors
-from ..audit import ENGINES, AuditSpec, audit, get_engine
+from ..audit import ENGINES, AuditSpec, audit, get_engine, spurious
+from ..audit.ray import CPUS_PER_ACTOR
+from ..audit.spurious import TABLE_COLUMNS
 from ..evaluation.runner import METRICS
+from ..models import load_model
 from ._shared import (
     DeviceOpt,
     ModelOpt,
@@ -37,6 +43,7 @@ from ._shared import (
     method_names,
     params_for,
 )
+from .evaluate import _show
 
 
 def _metrics(text: str) -> tuple[str, ...]:
@@ -45,6 +52,19 @@ def _metrics(text: str) -> tuple[str, ...]:
     if text.strip().lower() == "none":
         return ()
     return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _pool_options(engine: str, **given: float | None) -> dict[str, float]:
+    """The Ray pool's options that were given; for another engine, none may be.
+
+    Raises:
+        InvalidParameterError: a pool option for an engine that has no pool.
+    """
+    options = {k: v for k, v in given.items() if v is not None}
+    if options and engine != "ray":
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise errors.InvalidParameterError(f"{flags}: for --engine ray only")
+    return options
 
 
 def _bar() -> Progress:
@@ -102,6 +122,31 @@ def audit_cmd(
         str | None,
         typer.Option(help="Ray cluster to join: 'auto' or HOST:PORT (default: start one)."),
     ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Ray: actors in the pool, one model each (default: one per whole CPU of the "
+            "cluster, or one per GPU with --device cuda).",
+        ),
+    ] = None,
+    cpus_per_actor: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help=f"Ray: CPUs each actor reserves, also its torch threads (default {CPUS_PER_ACTOR}).",
+        ),
+    ] = None,
+    gpus_per_actor: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Ray: GPUs each actor reserves (default: 1 with --device cuda, else 0)."
+        ),
+    ] = None,
+    cpus: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ray: CPUs of a cluster the command starts (default: all)."),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Items per batch (one atomic write each).")
     ] = 8,
@@ -125,7 +170,17 @@ def audit_cmd(
         steps=steps,
         batch_size=batch_size,
     )
-    runner = get_engine(engine, address)
+    runner = get_engine(
+        engine,
+        address,
+        **_pool_options(
+            engine,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+            cpus=cpus,
+        ),
+    )
     with _bar() as bar:
         task = bar.add_task("auditing", total=None, rate="")
         started: list[float] = []
@@ -165,6 +220,99 @@ def audit_cmd(
         f"audited {len(result.items)} items: {result.rows} rows ({result.errors} with errors)"
         f"{skipped} in {result.seconds:.1f} s; wrote "
         + ", ".join(str(p) for p in result.paths.values()),
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _number(value: Any) -> str:
+    """A table cell: floats to 4 significant digits (``nan`` as ``-``), the rest as text."""
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _plain_json(value: Any) -> Any:
+    """JSON has no NaN or infinity: those become ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@app.command("spurious")
+def spurious_cmd(
+    run: Annotated[Path, typer.Argument(help="An audit's run folder (with its maps).")],
+    top: Annotated[
+        int | None,
+        typer.Option(min=1, help="Show the N most background-reliant classes per method."),
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Comma-separated methods to look at (default: the run's).")
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="'outside' (the share of saliency outside the object: needs masks), "
+            "'reliance' (hides the map's region and the rest: needs --model) or 'auto'."
+        ),
+    ] = "auto",
+    alpha: Annotated[
+        float, typer.Option(help="Family-wise error level of the flags (Holm over the classes).")
+    ] = 0.05,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The audited model: needed for 'reliance' (see `seethrough models`).",
+        ),
+    ] = None,
+    weights: WeightsOpt = "default",
+    device: DeviceOpt = "cpu",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the table as JSON (NaN as null) instead.")
+    ] = False,
+    csv: Annotated[
+        Path | None, typer.Option(help="Also write the whole table to this CSV file.")
+    ] = None,
+) -> None:
+    """Rank the classes an audited model decides from the background (one row per method and
+    class, most reliant first; `flagged`: significantly more than the other classes)."""
+
+    vm = load_model(model, weights=weights, device=device) if model is not None else None
+    methods = method_names(method) if method is not None else None
+    result = spurious(run, model=vm, mode=mode, methods=methods, alpha=alpha)
+    if csv is not None:
+        result.write_csv(csv)
+    shown = [
+        row
+        for name in dict.fromkeys(r["method"] for r in result.classes)
+        for row in [r for r in result.classes if r["method"] == name][:top]
+    ]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "mode": result.mode,
+                    "alpha": result.alpha,
+                    "skipped": result.skipped,
+                    "classes": [{k: _plain_json(v) for k, v in r.items()} for r in shown],
+                },
+                indent=2,
+            )
+        )
+        return
+    methods_shown = [r["method"] for r in shown]
+    _show(
+        f"{run}: classes decided from the background ({result.mode})",
+        list(TABLE_COLUMNS),
+        [[_number(row[c]) for c in TABLE_COLUMNS] for row in shown],
+        sections=[i for i in range(1, len(shown)) if methods_shown[i] != methods_shown[i - 1]],
+        dim=[not row["flagged"] for row in shown],
+    )
+    console.print(
+        f"{sum(r['flagged'] for r in result.classes)} flagged (alpha {result.alpha:g});"
+        f" {len(result.items)} maps scored, {result.skipped} rows skipped",
         markup=False,
         soft_wrap=True,
     )
