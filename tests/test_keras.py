@@ -20,6 +20,7 @@ from seethrough.errors import (  # noqa: E402
     InvalidParameterError,
     MethodNotApplicableError,
     MissingDependencyError,
+    SeethroughError,
     UnknownLayerError,
     UnknownModelError,
     UnsafeModelError,
@@ -252,6 +253,55 @@ def test_every_method_runs_or_says_why_and_leaves_the_model_as_it_was(method, me
     with pytest.raises(RuntimeError, match="boom"):
         run(messy_vm, tiny_input, method, target=failing)
     assert_same(before, keras_state(messy_vm))
+
+
+class _PickyError(SeethroughError):
+    """An error Keras cannot rebuild from one message (it re-raises those as RuntimeError)."""
+
+    def __init__(self, message: str, *, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+def test_seethroughs_own_errors_inside_a_keras_layer_reach_the_caller_unwrapped(
+    tiny_vm, tiny_file, tmp_path, capsys
+):
+    x = torch.rand(1, 3, 16, 16)
+    # LRP refuses Dense's matmul from inside Dense.call(): typed, one line, no Keras wrapping
+    with pytest.raises(MethodNotApplicableError) as info:
+        seethrough.explain(tiny_vm, x, "lrp")
+    message = str(info.value)
+    assert message.startswith("LRP has no rule for the operation 'matmul'"), message
+    assert "\n" not in message and "\x1b" not in message and "Dense.call" not in message
+
+    def picky(module, args, output):
+        raise _PickyError("picky", where="conv2")
+
+    def plain(module, args, output):
+        raise ValueError("plain")
+
+    conv2 = tiny_vm.module.model.get_layer("conv2")
+    handle = conv2.register_forward_hook(picky)
+    try:
+        with pytest.raises(_PickyError, match="^picky$") as picked:
+            tiny_vm.module(x)
+        assert picked.value.where == "conv2"
+    finally:
+        handle.remove()
+    handle = conv2.register_forward_hook(plain)
+    try:  # an error that is not seethrough's keeps Keras' account of the call
+        with pytest.raises(ValueError, match="Exception encountered when calling"):
+            tiny_vm.module(x)
+    finally:
+        handle.remove()
+
+    code, _, err = cli(
+        capsys, "explain", "sample:chelsea", "--model", str(tiny_file), "--method", "lrp",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code != 0
+    line = one_error_line(err)
+    assert "LRP has no rule for the operation 'matmul'" in line and "\x1b" not in line, line
 
 
 # ---------------------------------------------------------------------- layers by Keras name

@@ -48,6 +48,7 @@ from ..errors import (
     MethodNotApplicableError,
     MissingDependencyError,
     ModelOutputError,
+    SeethroughError,
     UnknownLayerError,
     UnknownModelError,
     UnsafeModelError,
@@ -217,6 +218,38 @@ def channels_last_input(x: torch.Tensor, *, bgr: bool, channels: int) -> torch.T
     return x.permute(0, 2, 3, 1)
 
 
+def keras_unwrapped(exc: BaseException) -> SeethroughError | None:
+    """seethrough's own error behind ``exc``, when Keras re-raised it with its call context.
+
+    A layer call that fails (here: a hook or an operation of seethrough's, run inside the
+    layer) is re-raised by Keras as a new exception of the same class (or a ``RuntimeError``
+    when the class cannot be built from one message) whose message wraps the original one in
+    "Exception encountered when calling ...", ANSI bold codes and the call's arguments; the
+    original is kept as its ``__context__``. Returns that original where it is a
+    :class:`~seethrough.errors.SeethroughError`, else ``None``.
+    """
+    original: BaseException | None = exc
+    while original is not None and getattr(original, "_keras_call_info_injected", False):
+        original = original.__context__
+    if original is exc or not isinstance(original, SeethroughError):
+        return None
+    return original
+
+
+@contextmanager
+def own_errors() -> Iterator[None]:
+    """A block that runs Keras layers: seethrough's own errors raised inside a layer call
+    reach the caller as raised, typed and with their one-line message (see
+    :func:`keras_unwrapped`), not in Keras' wrapping."""
+    try:
+        yield
+    except Exception as exc:
+        original = keras_unwrapped(exc)
+        if original is None:
+            raise
+        raise original from None
+
+
 class KerasModule(nn.Module):
     """A Keras model as a PyTorch classifier of ``(N, C, H, W)`` RGB model input.
 
@@ -238,7 +271,7 @@ class KerasModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of the batch ``x`` ``(N, C, H, W)``."""
         x = channels_last_input(x, bgr=self.bgr, channels=self.channels)
-        with keras_module().device(str(x.device)):
+        with keras_module().device(str(x.device)), own_errors():
             return self.model(x, training=False)
 
 
@@ -266,7 +299,8 @@ class DenseHead(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The Dense layer's output."""
-        return self.keras_layer(x)
+        with own_errors():
+            return self.keras_layer(x)
 
 
 def _as_torch(value: Any) -> torch.Tensor:
