@@ -334,6 +334,70 @@ def test_the_model_is_not_changed_and_batch_norm_is_merged_for_the_call_only():
     assert torch._C._len_torch_function_stack() == 0
 
 
+class ThreeBatchNorms(nn.Module):
+    """conv-BN-ReLU three times, GAP and a linear head; ``folded=True``: the same network with
+    each batch norm folded into its convolution by hand (no batch norm left)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(3, 8, 3, padding=1),  # weight 216 <= output: the weight is merged
+                nn.Conv2d(8, 16, 3, stride=2),  # weight 1152 > twice 2x16x3x3: outputs scaled
+                nn.Conv2d(16, 16, 3, stride=2, padding=1),  # as big, but a negative scale
+            ]
+        )
+        self.bns = nn.ModuleList([nn.BatchNorm2d(c) for c in (8, 16, 16)])
+        self.fc = nn.Linear(16, 4)
+        self.folded = False
+        with torch.no_grad():
+            for i, bn in enumerate(self.bns):
+                bn.weight.copy_(rand(bn.weight.shape, 60 + i, 0.5, 1.5))
+                bn.bias.copy_(rand(bn.bias.shape, 70 + i, -0.3, 0.3))
+                bn.running_mean.copy_(rand(bn.bias.shape, 80 + i, -0.3, 0.3))
+                bn.running_var.copy_(rand(bn.bias.shape, 90 + i, 0.5, 1.5))
+            self.bns[2].weight[::3] *= -1
+
+    def fold(self) -> ThreeBatchNorms:
+        with torch.no_grad():
+            for conv, bn in zip(self.convs, self.bns, strict=True):
+                scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+        self.folded = True
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, bn in zip(self.convs, self.bns, strict=True):
+            x = conv(x)
+            x = (x if self.folded else bn(x)).relu()
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_a_merged_batch_norm_equals_folding_it_by_hand(composite, monkeypatch):
+    """A batch norm is merged for the call, into the weight where that is cheap, else as a
+    scale of the convolution's outputs (the weight never copied), and into the weight again
+    where a scale is negative: every way gives the relevance of the network folded by hand."""
+    settled = []
+    settle = lrp_rules.Layer.settle
+
+    def spy(layer):
+        had = layer.scale is not None and not layer._settled
+        settle(layer)
+        if had:
+            settled.append(layer.scale is not None)
+
+    monkeypatch.setattr(lrp_rules.Layer, "settle", spy)
+    torch.manual_seed(0)
+    model = ThreeBatchNorms().to(DT).eval()
+    x = rand((2, 3, 8, 8), 11, -1.0, 1.0)
+    got = relevance(model, x, 1, composite=composite, normalization=(MEAN[:3], STD[:3]))
+    assert sorted(settled) == [False, False, True]  # merged, merged (negative), scaled
+    folded = relevance(model.fold(), x, 1, composite=composite, normalization=(MEAN[:3], STD[:3]))
+    np.testing.assert_allclose(got.numpy(), folded.numpy(), rtol=1e-9, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # refusals
 

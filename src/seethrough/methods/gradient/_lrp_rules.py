@@ -23,7 +23,7 @@ plain ``epsilon`` rule costs what the gradient costs plus a few element-wise pro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -54,14 +54,33 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(z >= 0, z + eps, z - eps)
 
 
+def _ratio(r: torch.Tensor, z: torch.Tensor, eps: float, factor: float = 1.0) -> torch.Tensor:
+    """``r / stabilize(z, eps) * factor`` in few passes over memory and one new tensor: the
+    denominator is ``|z| + eps`` with the sign of ``z``, which differs from :func:`stabilize`
+    only at ``z = -0.0`` (``-eps``), where the relevance to divide is 0 all the same."""
+    den = z.abs().add_(eps).copysign_(z)
+    out = torch.div(r, den, out=den) if den.shape == r.shape else r / den
+    return out if factor == 1.0 else out.mul_(factor)
+
+
 # ---------------------------------------------------------------------------------------------
 # linear layers as seen by the rules
 
 
 @dataclass
 class Layer:
-    """A convolution or linear layer met during the forward: its input ``x``, weight and bias
-    (a following batch norm merged in), its output ``z`` and how to apply and transpose it."""
+    """A convolution or linear layer met during the forward: its input ``x``, weight and bias,
+    its output ``z`` and how to apply and transpose it.
+
+    A batch norm that follows is merged in: ``bias`` is the merged bias and ``scale`` (one
+    value per output channel, ``None`` without batch norm) multiplies the outputs, so that the
+    merged weight is ``W' = diag(scale) W``. :meth:`apply` and :meth:`transpose` apply
+    ``W'``: where the weight is larger than twice the output (deep layers of a small image)
+    ``scale`` is applied to the activations and the weight is never copied; else, or where
+    ``scale`` has a negative value (the positive part of ``W'`` is then not ``scale`` times
+    the positive part of ``W``), ``W'`` is formed once, on first use. The positive and
+    negative parts of the weight (:meth:`part`) are formed once per layer as well.
+    """
 
     x: torch.Tensor
     weight: torch.Tensor
@@ -70,26 +89,94 @@ class Layer:
     kind: str  # "linear" or "conv"
     conv: tuple[Any, Any, Any, int] | None = None  # stride, padding, dilation, groups
     first: bool = False
+    scale: torch.Tensor | None = None
+    nonnegative: bool | None = None  # x >= 0 everywhere; None: not known yet
+    _parts: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _settled: bool = field(default=False, repr=False)
+
+    def settle(self) -> None:
+        """Choose, once, between merging ``scale`` into the weight and scaling activations."""
+        if self._settled:
+            return
+        self._settled = True
+        s = self.scale
+        if s is not None and (self.weight.numel() <= 2 * self.z.numel() or bool((s < 0).any())):
+            shape = (-1,) + (1,) * (self.weight.dim() - 1)
+            self.weight = self.weight * s.view(shape)
+            self.scale = None
+
+    def x_nonnegative(self) -> bool:
+        """Whether the input has no negative value (known from the forward, else checked)."""
+        if self.nonnegative is None:
+            self.nonnegative = not bool(self.x.amin() < 0)
+        return self.nonnegative
+
+    def part(self, sign: str) -> torch.Tensor:
+        """The positive (``"+"``) or negative (``"-"``) part of the weight, as
+        :meth:`apply` takes it (formed once per layer)."""
+        self.settle()
+        found = self._parts.get(sign)
+        if found is None:
+            w = self.weight
+            found = w.clamp(min=0) if sign == "+" else w.clamp(max=0)
+            self._parts[sign] = found
+        return found
+
+    def _scale_view(self) -> torch.Tensor:
+        return self.scale.view((-1,) + (1,) * (self.z.dim() - 2))  # type: ignore[union-attr]
 
     def apply(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        *,
+        merged: bool = True,
     ) -> torch.Tensor:
-        """The layer with another input and weight: ``weight . x + bias``."""
+        """The layer with another input and weight: ``weight . x + bias`` (``weight`` as
+        :attr:`weight` or :meth:`part` give it; ``merged=False``: without the batch norm's
+        scale, for a weight of the rule's own such as flat's ones)."""
+        if merged:
+            self.settle()
+        scaled = merged and self.scale is not None
+        inner = None if scaled else bias
         if self.kind == "linear":
-            return F.linear(x, weight, bias)
-        stride, padding, dilation, groups = self.conv  # type: ignore[misc]
-        conv = (F.conv1d, F.conv2d, F.conv3d)[self.x.dim() - 3]
-        return conv(x, weight, bias, stride, padding, dilation, groups)
+            out = F.linear(x, weight, inner)
+        else:
+            stride, padding, dilation, groups = self.conv  # type: ignore[misc]
+            conv = (F.conv1d, F.conv2d, F.conv3d)[self.x.dim() - 3]
+            out = conv(x, weight, inner, stride, padding, dilation, groups)
+        if scaled:
+            out = out.mul_(self._scale_view())
+            if bias is not None:
+                out = out.add_(bias.view((-1,) + (1,) * (out.dim() - 2)))
+        return out
 
-    def transpose(self, s: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def transpose(
+        self, s: torch.Tensor, weight: torch.Tensor, *, merged: bool = True
+    ) -> torch.Tensor:
         """``weight^T s``: the backward of :meth:`apply` with respect to its input, at ``s``."""
+        return self.transposes(s, weight, merged=merged)[0]
+
+    def transposes(
+        self, s: torch.Tensor, *weights: torch.Tensor, merged: bool = True
+    ) -> list[torch.Tensor]:
+        """``w^T s`` for each of ``weights`` (the batch norm's scale applied to ``s`` once)."""
+        if merged:
+            self.settle()
+            if self.scale is not None:
+                s = s * self._scale_view()
+        return [self._transpose(s, w) for w in weights]
+
+    def _transpose(self, s: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
             return s @ weight
         stride, padding, dilation, groups = self.conv  # type: ignore[misc]
         if isinstance(padding, str):  # 'same' / 'valid': let autograd transpose it
             x = self.x.detach().requires_grad_(True)
             with torch.enable_grad():
-                (grad,) = torch.autograd.grad(self.apply(x, weight), x, s)
+                out = self.apply(x, weight, merged=False)
+                (grad,) = torch.autograd.grad(out, x, s)
             return grad
         d = self.x.dim() - 2
         return torch.ops.aten.convolution_backward(
@@ -144,18 +231,14 @@ class Epsilon(Rule):
 
     def relevance(self, layer: Layer, r: torch.Tensor) -> torch.Tensor:
         """``x * W^T (R / stabilize(z, eps))``."""
-        s = r / stabilize(layer.z, self.epsilon)
-        return layer.x * layer.transpose(s, layer.weight)
+        s = _ratio(r, layer.z, self.epsilon)
+        return layer.transpose(s, layer.weight).mul_(layer.x)
 
 
 def _split(t: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if t is None:
         return None, None
     return t.clamp(min=0), t.clamp(max=0)
-
-
-def _nonnegative(x: torch.Tensor) -> bool:
-    return not bool((x < 0).any())
 
 
 class ZPlus(Rule):
@@ -173,14 +256,16 @@ class ZPlus(Rule):
 
     def relevance(self, layer: Layer, r: torch.Tensor) -> torch.Tensor:
         """See the class docstring."""
-        wp, wn = _split(layer.weight)
+        wp = layer.part("+")
         bp, _ = _split(layer.bias)
-        if _nonnegative(layer.x):
-            s = r / stabilize(layer.apply(layer.x, wp, bp), STABILIZER)
-            return layer.x * layer.transpose(s, wp)
+        if layer.x_nonnegative():
+            s = _ratio(r, layer.apply(layer.x, wp, bp), STABILIZER)
+            return layer.transpose(s, wp).mul_(layer.x)
+        wn = layer.part("-")
         xp, xn = _split(layer.x)
-        s = r / stabilize(layer.apply(xp, wp, bp) + layer.apply(xn, wn), STABILIZER)
-        return xp * layer.transpose(s, wp) + xn * layer.transpose(s, wn)
+        s = _ratio(r, layer.apply(xp, wp, bp).add_(layer.apply(xn, wn)), STABILIZER)
+        gp, gn = layer.transposes(s, wp, wn)
+        return gp.mul_(xp).add_(gn.mul_(xn))
 
 
 class AlphaBeta(Rule):
@@ -191,7 +276,8 @@ class AlphaBeta(Rule):
         R_j = alpha (x+_j sum_k w+_jk R_k/p_k + x-_j sum_k w-_jk R_k/p_k)
             - beta  (x+_j sum_k w-_jk R_k/n_k + x-_j sum_k w+_jk R_k/n_k)
 
-    Conserves relevance with zero bias. After a ReLU ``n = z - p`` (no convolution).
+    Conserves relevance with zero bias. ``n = z - p`` (no convolution): the forward's output
+    is the sum of both.
     """
 
     name = "alpha_beta"
@@ -201,23 +287,26 @@ class AlphaBeta(Rule):
 
     def relevance(self, layer: Layer, r: torch.Tensor) -> torch.Tensor:
         """See the class docstring."""
-        wp, wn = _split(layer.weight)
-        bp, bn = _split(layer.bias)
+        wp, wn = layer.part("+"), layer.part("-")
+        bp, _ = _split(layer.bias)
         x = layer.x
-        if _nonnegative(x):
+        nonnegative = layer.x_nonnegative()
+        if nonnegative:
             p = layer.apply(x, wp, bp)
-            n = layer.z - p
-            sp = r / stabilize(p, STABILIZER) * self.alpha
-            sn = r / stabilize(n, STABILIZER) * self.beta
-            return x * (layer.transpose(sp, wp) - layer.transpose(sn, wn))
-        xp, xn = _split(x)
-        p = layer.apply(xp, wp, bp) + layer.apply(xn, wn)
-        n = layer.apply(xp, wn, bn) + layer.apply(xn, wp)
-        sp = r / stabilize(p, STABILIZER) * self.alpha
-        sn = r / stabilize(n, STABILIZER) * self.beta
-        positive = xp * layer.transpose(sp, wp) + xn * layer.transpose(sp, wn)
-        negative = xp * layer.transpose(sn, wn) + xn * layer.transpose(sn, wp)
-        return positive - negative
+        else:
+            xp, xn = _split(x)
+            p = layer.apply(xp, wp, bp).add_(layer.apply(xn, wn))
+        sn = _ratio(r, layer.z - p, STABILIZER, self.beta)
+        sp = _ratio(r, p, STABILIZER, self.alpha)
+        if nonnegative:
+            (gp,) = layer.transposes(sp, wp)
+            (gn,) = layer.transposes(sn, wn)
+            return gp.sub_(gn).mul_(x)
+        pp, pn = layer.transposes(sp, wp, wn)
+        np_, nn_ = layer.transposes(sn, wn, wp)
+        positive = pp.mul_(xp).add_(pn.mul_(xn))
+        negative = np_.mul_(xp).add_(nn_.mul_(xn))
+        return positive.sub_(negative)
 
 
 class Gamma(Rule):
@@ -240,7 +329,7 @@ class Gamma(Rule):
 
     def relevance(self, layer: Layer, r: torch.Tensor) -> torch.Tensor:
         """See the class docstring."""
-        wp, wn = _split(layer.weight)
+        wp, wn = layer.part("+"), layer.part("-")
         bp, bn = _split(layer.bias)
         wa, wb = layer.weight + self.gamma * wp, layer.weight + self.gamma * wn
         b = layer.bias
@@ -248,16 +337,18 @@ class Gamma(Rule):
         bb = None if b is None else b + self.gamma * bn
         pos, neg = r * (layer.z > 0), r * (layer.z < 0)
         x = layer.x
-        if _nonnegative(x):
-            sa = pos / stabilize(layer.apply(x, wa, ba), STABILIZER)
-            sb = neg / stabilize(layer.apply(x, wb, bb), STABILIZER)
-            return x * (layer.transpose(sa, wa) + layer.transpose(sb, wb))
+        if layer.x_nonnegative():
+            sa = _ratio(pos, layer.apply(x, wa, ba), STABILIZER)
+            sb = _ratio(neg, layer.apply(x, wb, bb), STABILIZER)
+            (ga,) = layer.transposes(sa, wa)
+            (gb,) = layer.transposes(sb, wb)
+            return ga.add_(gb).mul_(x)
         xp, xn = _split(x)
-        sa = pos / stabilize(layer.apply(xp, wa, ba) + layer.apply(xn, wb), STABILIZER)
-        sb = neg / stabilize(layer.apply(xp, wb, bb) + layer.apply(xn, wa), STABILIZER)
-        return xp * (layer.transpose(sa, wa) + layer.transpose(sb, wb)) + xn * (
-            layer.transpose(sa, wb) + layer.transpose(sb, wa)
-        )
+        sa = _ratio(pos, layer.apply(xp, wa, ba).add_(layer.apply(xn, wb)), STABILIZER)
+        sb = _ratio(neg, layer.apply(xp, wb, bb).add_(layer.apply(xn, wa)), STABILIZER)
+        aa, ab = layer.transposes(sa, wa, wb)
+        ba_, bb_ = layer.transposes(sb, wb, wa)
+        return aa.add_(ba_).mul_(xp).add_(ab.add_(bb_).mul_(xn))
 
 
 class ZBox(Rule):
@@ -278,14 +369,11 @@ class ZBox(Rule):
         """See the class docstring."""
         x = layer.x
         low, high = (_bound(v, x) for v in (self.low, self.high))
-        wp, wn = _split(layer.weight)
-        z = layer.apply(x, layer.weight) - layer.apply(low, wp) - layer.apply(high, wn)
-        s = r / stabilize(z, STABILIZER)
-        return (
-            x * layer.transpose(s, layer.weight)
-            - low * layer.transpose(s, wp)
-            - high * layer.transpose(s, wn)
-        )
+        w, wp, wn = layer.weight, layer.part("+"), layer.part("-")
+        z = layer.apply(x, w).sub_(layer.apply(low, wp)).sub_(layer.apply(high, wn))
+        s = _ratio(r, z, STABILIZER)
+        g, gp, gn = layer.transposes(s, w, wp, wn)
+        return g.mul_(x).sub_(gp.mul_(low)).sub_(gn.mul_(high))
 
 
 def _bound(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -314,8 +402,8 @@ class Flat(Rule):
         """See the class docstring."""
         ones = torch.ones_like(layer.weight)
         one_x = torch.ones((1, *layer.x.shape[1:]), dtype=layer.x.dtype, device=layer.x.device)
-        s = r / stabilize(layer.apply(one_x, ones), STABILIZER)
-        return layer.transpose(s, ones)
+        s = _ratio(r, layer.apply(one_x, ones, merged=False), STABILIZER)
+        return layer.transpose(s, ones, merged=False)
 
 
 @dataclass(frozen=True)
@@ -368,6 +456,7 @@ class _RuleNode(_Node):
         self.layer, self.rule, self.output = layer, rule, layer.z
 
     def backward(self, r: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        self.layer.settle()
         return (self.rule.relevance(self.layer, r),)
 
 
@@ -392,7 +481,7 @@ class _ShareNode(_Node):
         self.output, self.shares = output, shares
 
     def backward(self, r: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        s = r / stabilize(self.output, STABILIZER)
+        s = _ratio(r, self.output, STABILIZER)
         return tuple(share(s) for share in self.shares)
 
 
@@ -622,9 +711,9 @@ class RelevanceMode(TorchFunctionMode):
             shift = shift + bias.detach()
         with torch.no_grad():
             out = func(x.detach(), *[v.detach() if _on_path(v) else v for v in args[1:]], **kwargs)
-        shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-        layer.weight = layer.weight * scale.to(layer.weight).view(shape)
+        scale = scale.to(layer.weight)  # merged when the rule first needs the weight
         b = shift if layer.bias is None else layer.bias * scale + shift
+        layer.scale = scale if layer.scale is None else layer.scale * scale
         layer.bias = b.to(layer.weight)
         layer.z = out
         merged = _Relevance.apply(_PassNode(out), x)
