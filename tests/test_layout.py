@@ -11,7 +11,7 @@ from torch import nn
 import seethrough
 from seethrough.core import layout
 from seethrough.core.hooks import count_hooks
-from seethrough.core.layout import PIXELS_PER_COPY, ChannelsLast, channels_last_switch
+from seethrough.core.layout import MIN_PIXELS, PIXELS_PER_COPY, ChannelsLast, channels_last_switch
 from seethrough.errors import CancelledError
 
 from .conftest import make_tiny
@@ -80,8 +80,25 @@ def test_each_convolution_switches_when_its_work_pays_for_the_copy():
     assert model.small_map.weight.is_contiguous()  # kept, and fed contiguous input
     switch.restore()
     assert_same_storage(before, model) and count_hooks(model) == 0
-    switch = run_switched(model, x, -(-PIXELS_PER_COPY // 16))  # enough inputs: both switch
-    assert len(switch.switched) == 2
+    one = nn.Conv2d(3, 8, 3, padding=1).eval()  # 121 output pixels: MIN_PIXELS <= 121 < 128
+    x = torch.rand(1, 3, 11, 11)
+    assert MIN_PIXELS <= 121 < PIXELS_PER_COPY
+    switch = run_switched(one, x, 1)
+    assert switch.switched == []  # 1 x 121: the copy does not pay
+    switch.restore()
+    switch = run_switched(one, x, 2)  # 2 x 121: it does
+    assert [p for p, _ in switch.switched] == [one.weight]
+    switch.restore()
+    assert count_hooks(one) == 0
+
+
+def test_a_small_map_keeps_the_model_layout_however_many_inputs():
+    model = TwoScales().eval()
+    before = storage(model)
+    assert 16 < MIN_PIXELS  # small_map's 4x4 input
+    switch = run_switched(model, torch.rand(1, 3, 16, 16), 10_000)
+    assert [p for p, _ in switch.switched] == [model.big_map.weight]
+    assert switch.decided[id(model.small_map)] is False
     switch.restore()
     assert_same_storage(before, model)
     assert count_hooks(model) == 0
@@ -188,7 +205,7 @@ class ViewsItsWeight(nn.Module):
 
 def test_a_model_that_fails_in_channels_last_falls_back(monkeypatch, switches):
     model = ViewsItsWeight().eval()
-    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     before = storage(model)
     fast = seethrough.explain(model, x, "occlusion", window=4, stride=4)
     assert switches == [1]  # tried once, failed, the rest of the call ran in the model's layout

@@ -246,6 +246,19 @@ def test_smoothgradcampp_formula_with_the_seeded_noise():
         assert_close(e.raw, ref)
 
 
+def test_smoothgradcampp_noisy_copies_in_batches_that_split_an_image(monkeypatch):
+    """2 images x 3 copies in batches of 4: the second image's copies span two batches."""
+    from seethrough.methods.cam import smoothgradcampp
+
+    model, x = make_net("mlp", head_scale=4.0), inputs(n=2)
+    params = {"target": 3, "layer": "features", "relu": False, "n_samples": 3, "seed": 5}
+    whole = seethrough.explain(model, x, "smoothgradcam++", **params)
+    monkeypatch.setattr(smoothgradcampp.batching, "auto_batch_size", lambda *a, **k: 4)
+    split = seethrough.explain(model, x, "smoothgradcam++", **params)
+    for a, b in zip(whole, split, strict=True):
+        assert_close(a.raw, b.raw)
+
+
 def test_smoothgradcampp_without_noise_is_gradcampp():
     model, x = make_net("flat"), inputs()
     ours = seethrough.explain(model, x, "smoothgradcam++", layer="features", noise=0.0)

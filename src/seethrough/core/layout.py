@@ -16,7 +16,10 @@ pixels`` reaches :data:`PIXELS_PER_COPY`, else it stays in the model's layout an
 made contiguous for it. On ResNet-18 at one image the stages before ``layer4`` switch and
 ``layer4`` (7x7 maps, three quarters of the weights) does not: a forward and backward then takes
 0.91x the time, copies included, where switching every layer gained nothing (the copy ate it).
-With 4 or more inputs every layer switches.
+A convolution on a small map (under :data:`MIN_PIXELS` input pixels) never switches: there
+channels-last runs slower however many inputs share the copy (ResNet-18's 3x3 convolutions on
+4x4 and 2x2 maps, at 64x64 inputs, took 1.2-3.8x their time; Score-CAM's family, a forward per
+channel, lost up to 1.8x of its time to it).
 
 The weights are swapped in place (``param.data``), copied into buffers kept while the model
 lives (at most :data:`BUFFER_LIMIT` elements in all, 256 MB of float32; the values are copied on
@@ -38,7 +41,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ChannelsLast", "channels_last_switch", "ENV", "PIXELS_PER_COPY", "BUFFER_LIMIT"]
+__all__ = [
+    "ChannelsLast",
+    "channels_last_switch",
+    "ENV",
+    "PIXELS_PER_COPY",
+    "MIN_PIXELS",
+    "BUFFER_LIMIT",
+]
 
 ENV = "SEETHROUGH_CHANNELS_LAST"
 """Environment variable: ``0`` (or ``false``, ``no``, ``off``) disables the switch."""
@@ -48,6 +58,13 @@ PIXELS_PER_COPY = 128
 output pixels per input reach this. Measured on ResNet-18, one thread: at one 224x224 image a
 ``layer3`` convolution (196 output pixels) gains more than its copy costs, a ``layer4`` one
 (49 pixels) less."""
+
+MIN_PIXELS = 100
+"""A convolution whose weight must be copied stays in the model's layout when its input map has
+fewer pixels than this, however many inputs the call evaluates: channels-last runs slower there.
+Measured on ResNet-18, one thread, batches of 32: a 3x3 convolution on a 4x4 map takes 1.2-3.8x
+its time in the default layout, on 2x2 3.1-3.8x, on 7x7 and 8x8 about 0.85-1.5x (1.0 at
+224x224 inputs), on 14x14 and larger 0.4-0.9x."""
 
 BUFFER_LIMIT = 64_000_000
 """Weight elements (all models together) whose channels-last buffers are kept between calls."""
@@ -92,6 +109,8 @@ class ChannelsLast:
         w = conv.weight
         if w.is_contiguous(memory_format=torch.channels_last):
             return True  # nothing to copy: run in whatever layout arrives
+        if x.shape[-2] * x.shape[-1] < MIN_PIXELS:
+            return False  # a small map runs slower channels-last, whatever the batch
         sh, sw = conv.stride
         pixels = (x.shape[-2] // sh) * (x.shape[-1] // sw)
         if self.inputs * pixels < PIXELS_PER_COPY:

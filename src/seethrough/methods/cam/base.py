@@ -61,11 +61,12 @@ class CAMMethod(Method):
     layout_switch = True
     params = (RELU,)
     record_inputs = False  # variants that also need the inputs of recorded modules set this
+    clean_gradients = True  # False: a gradient variant that needs no gradients of the clean pass
 
     def chunk(self, ctx: Context) -> int:
         """Images per :meth:`run`: where rows share inputs (:attr:`Context.shared_rows`) and the
         distinct inputs fit in one pass, the whole batch (one forward per distinct input)."""
-        distinct = ctx.distinct_rows() if self.needs_gradients else None
+        distinct = ctx.distinct_rows() if self.needs_gradients and self.clean_gradients else None
         if distinct is not None:
             first = distinct[0]
             if chunk_size(ctx.x[first], ctx.forward) >= len(first):
@@ -85,12 +86,13 @@ class CAMMethod(Method):
         so k targets of one image cost one forward and k backwards, with the same result as k
         calls.
         """
-        distinct = ctx.distinct_rows() if self.needs_gradients else None
+        grads_needed = self.needs_gradients and self.clean_gradients
+        distinct = ctx.distinct_rows() if grads_needed else None
         x = ctx.x if distinct is None else ctx.x[distinct[0]]
         with (
-            ctx.runner.graph_from(ctx.layer_module) if self.needs_gradients else nullcontext(),
+            ctx.runner.graph_from(ctx.layer_module) if grads_needed else nullcontext(),
             ctx.runner.record(self.recorded_modules(ctx), inputs=self.record_inputs) as rec,
-            torch.set_grad_enabled(self.needs_gradients),
+            torch.set_grad_enabled(grads_needed),
             ctx.many_inputs(x.shape[0]),
         ):
             output = ctx.forward(x)
@@ -100,9 +102,7 @@ class CAMMethod(Method):
             target = ctx.resolve(output)
             scores = target(output)
             acts = rec.output(ctx.layer)
-            grads = (
-                self._gradients(scores, acts, ctx.layer, inverse) if self.needs_gradients else None
-            )
+            grads = self._gradients(scores, acts, ctx.layer, inverse) if grads_needed else None
             if inverse is not None:
                 acts = acts.index_select(0, torch.tensor(inverse, device=acts.device))
         acts = tokens_to_map(acts.detach(), ctx.model, ctx.layer)  # ViT tokens: (N, D, h, w)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import torch
 
+from ...core import batching
 from ...core.noise import normal_noise
 from ...core.targets import ResolvedTarget
 from ...core.tokens import tokens_to_map
@@ -29,7 +30,7 @@ class SmoothGradCAMPlusPlus(CAMMethod):
         w_c = sum_ij alpha_c[i,j] * ReLU(D_1)
         map = ReLU(sum_c w_c A_c)
 
-    ``n_samples`` forward + backward passes (to the layer) besides the clean one. torchcam's
+    ``n_samples`` forward + backward passes (to the layer) besides the clean one, in batches. torchcam's
     ``SmoothGradCAMpp`` takes ``ReLU`` of the last sample's gradient and that sample's
     activations instead of ``D_1`` and the clean ``A``; where the gradient does not depend on the
     input (a linear head after the layer) the weights agree.
@@ -46,16 +47,32 @@ class SmoothGradCAMPlusPlus(CAMMethod):
         SEED,
     )
 
+    clean_gradients = False  # the weights use the noisy copies' gradients only
+
     def weights(self, s: CAMState) -> torch.Tensor:
-        """``sum_ij alpha * ReLU(D_1)`` from the averaged gradient powers."""
-        x, m = s.ctx.x, self.config["n_samples"]
+        """``sum_ij alpha * ReLU(D_1)`` from the averaged gradient powers.
+
+        The ``N * n_samples`` noisy copies (image-major) go through the model in batches (see
+        :data:`~seethrough.core.batching.GRADIENT`), each batch with one backward to the layer.
+        """
+        ctx, x, m = s.ctx, s.ctx.x, self.config["n_samples"]
+        n = x.shape[0]
         generator = torch.Generator().manual_seed(self.config["seed"])
         sigma = (x.flatten(1).amax(1) - x.flatten(1).amin(1)) * self.config["noise"]
         noise = normal_noise((m, *x.shape[1:]), generator, x)
-        d1 = d2 = d3 = torch.zeros_like(s.activations)
-        for k in range(m):
-            g = _layer_gradients(s.ctx, x + sigma.view(-1, 1, 1, 1) * noise[k], s.target)
-            d1, d2, d3 = d1 + g, d2 + g * g, d3 + g * g * g
+        image = torch.arange(n).repeat_interleave(m)
+        sample = torch.arange(m).repeat(n)
+        d1, d2, d3 = (torch.zeros_like(s.activations) for _ in range(3))
+        batch = batching.auto_batch_size(x, batching.GRADIENT, ctx.forward)
+        with ctx.many_inputs(n * m):
+            for start in range(0, n * m, batch):
+                i, k = image[start : start + batch], sample[start : start + batch]
+                noisy = x[i] + sigma[i].view(-1, 1, 1, 1) * noise[k]
+                g = _layer_gradients(ctx, noisy, s.target.select(i.tolist()))
+                index = i.to(d1.device)
+                d1.index_add_(0, index, g)
+                d2.index_add_(0, index, g * g)
+                d3.index_add_(0, index, g * g * g)
         d1, d2, d3 = d1 / m, d2 / m, d3 / m
         denom = 2 * d2 + s.activations.sum(dim=(2, 3), keepdim=True) * d3
         alpha = torch.where(denom != 0, d2 / torch.where(denom != 0, denom, 1), 0)
