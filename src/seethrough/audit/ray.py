@@ -254,9 +254,14 @@ class RayEngine:
             else:
                 ray.init(address=self.address, **common)
         except ConnectionError as exc:
+            hint = "start one with `ray start --head`"
+            if "RAY_AUTH_MODE" not in os.environ:
+                hint += (
+                    "; a cluster with token authentication (the default of `ray start` in "
+                    "recent Ray) needs RAY_AUTH_MODE=token here, and its token"
+                )
             raise InvalidParameterError(
-                f"cannot join the Ray cluster at {self.address!r}: {exc} "
-                "(start one with `ray start --head`)"
+                f"cannot join the Ray cluster at {self.address!r}: {exc} ({hint})"
             ) from None
         finally:
             if main:  # ray.init sets its own; the audit's (a clean stop on SIGTERM) comes back
