@@ -118,12 +118,21 @@ def test_every_composite_is_checked_by_hand():
     assert set(BY_HAND) == set(COMPOSITES)
 
 
-@pytest.mark.parametrize("activation", ["relu", "identity"])
+ACTIVATIONS = {
+    "relu": (nn.ReLU, pos),
+    "identity": (nn.Identity, lambda z: z),
+    "hardtanh": (nn.Hardtanh, lambda z: np.clip(z, -1.0, 1.0)),  # both signs: no short path
+}
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize("composite", COMPOSITES)
 def test_rules_equal_their_formula(composite, activation):
     """Inputs of both signs reach the first layer; the second sees ReLU outputs (x >= 0, the
-    short path of each rule) or, without the ReLU, inputs of both signs again."""
-    model = TwoConvs(nn.ReLU() if activation == "relu" else nn.Identity()).to(DT).eval()
+    short path of each rule, known from the ReLU) or, without the ReLU or after a hardtanh
+    from -1 to 1, inputs of both signs again."""
+    module, function = ACTIVATIONS[activation]
+    model = TwoConvs(module()).to(DT).eval()
     x = rand((3, 4, 1, 1), 3, -1.5, 2.5)
     got = relevance(model, x, 1, composite=composite, epsilon=0.1, normalization=(MEAN, STD))
     (w1, b1), (w2, b2) = (
@@ -134,7 +143,7 @@ def test_rules_equal_their_formula(composite, activation):
     for i in range(len(x)):
         xi = x[i, :, 0, 0].numpy()
         z1 = w1 @ xi + b1
-        a1 = pos(z1) if activation == "relu" else z1
+        a1 = function(z1)
         z2 = w2 @ a1 + b2
         r2 = np.eye(3)[1] * z2[1]  # the relevance of the output: the target's logit
         r1 = second(a1, w2, b2, r2)  # ReLU passes relevance unchanged
@@ -332,6 +341,18 @@ def test_the_model_is_not_changed_and_batch_norm_is_merged_for_the_call_only():
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert count_hooks(model) == 0
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_the_rules_division_equals_the_stabilised_one_to_the_bit():
+    """The rules divide by ``z + eps sign(z)`` (``sign(0) = +1``, for -0.0 as well) through a
+    cheaper sequence of operations; the result is the same to the bit."""
+    for dtype in (torch.float32, torch.float64):
+        z = torch.randn(4096, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        z[:8], z[8:16] = 0.0, -0.0
+        r = torch.randn(4096, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        expected = r / lrp_rules.stabilize(z, 1e-6) * 2.0
+        assert torch.equal(lrp_rules._ratio(r, z, 1e-6, 2.0), expected)
+        assert torch.equal(lrp_rules.stabilize(z[8:16], 0.5), torch.full((8,), 0.5, dtype=dtype))
 
 
 class ThreeBatchNorms(nn.Module):

@@ -55,10 +55,9 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _ratio(r: torch.Tensor, z: torch.Tensor, eps: float, factor: float = 1.0) -> torch.Tensor:
-    """``r / stabilize(z, eps) * factor`` in few passes over memory and one new tensor: the
-    denominator is ``|z| + eps`` with the sign of ``z``, which differs from :func:`stabilize`
-    only at ``z = -0.0`` (``-eps``), where the relevance to divide is 0 all the same."""
-    den = z.abs().add_(eps).copysign_(z)
+    """``r / stabilize(z, eps) * factor``, equal to the letter, in fewer passes over memory
+    and one new tensor (the rules' cost is mostly such passes)."""
+    den = torch.where(z < 0, z.new_tensor(-eps), z.new_tensor(eps)).add_(z)
     out = torch.div(r, den, out=den) if den.shape == r.shape else r / den
     return out if factor == 1.0 else out.mul_(factor)
 
@@ -155,17 +154,19 @@ class Layer:
     def transpose(
         self, s: torch.Tensor, weight: torch.Tensor, *, merged: bool = True
     ) -> torch.Tensor:
-        """``weight^T s``: the backward of :meth:`apply` with respect to its input, at ``s``."""
+        """``weight^T s``: the backward of :meth:`apply` with respect to its input, at ``s``
+        (see :meth:`transposes`)."""
         return self.transposes(s, weight, merged=merged)[0]
 
     def transposes(
         self, s: torch.Tensor, *weights: torch.Tensor, merged: bool = True
     ) -> list[torch.Tensor]:
-        """``w^T s`` for each of ``weights`` (the batch norm's scale applied to ``s`` once)."""
+        """``w^T s`` for each of ``weights``; the batch norm's scale is applied to ``s`` once,
+        in place (the rules pass a ``s`` of their own that they do not use again)."""
         if merged:
             self.settle()
             if self.scale is not None:
-                s = s * self._scale_view()
+                s = s.mul_(self._scale_view())
         return [self._transpose(s, w) for w in weights]
 
     def _transpose(self, s: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -558,6 +559,64 @@ _STRUCTURAL = {
     "identity",
     "detach",
 }
+_KEEPS_SIGN = {
+    "view",
+    "view_as",
+    "reshape",
+    "reshape_as",
+    "flatten",
+    "unflatten",
+    "permute",
+    "transpose",
+    "t",
+    "contiguous",
+    "clone",
+    "__getitem__",
+    "squeeze",
+    "unsqueeze",
+    "narrow",
+    "select",
+    "movedim",
+    "moveaxis",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+}
+"""Operations whose output has no negative value where their input has none."""
+_LOWER_BOUND = {  # name: (keyword, position, default) of the lowest value of the output
+    "hardtanh": ("min_val", 1, -1.0),
+    "hardtanh_": ("min_val", 1, -1.0),
+    "clamp": ("min", 1, None),
+    "clamp_": ("min", 1, None),
+    "clamp_min": ("min", 1, None),
+    "clamp_min_": ("min", 1, None),
+}
+
+
+def _bounded_below_by_zero(name: str, args: Sequence[object], kwargs: dict[str, object]) -> bool:
+    """Whether the activation ``name`` with these arguments never outputs a negative value."""
+    if name in {"relu", "relu_", "relu6"}:
+        return True
+    spec = _LOWER_BOUND.get(name)
+    if spec is None:
+        return False
+    key, position, default = spec
+    low = kwargs.get(key, args[position] if len(args) > position else default)
+    high = kwargs.get("max", args[2] if len(args) > 2 else None) if key == "min" else None
+    return _number_at_least_zero(low) and (high is None or _number_at_least_zero(high))
+
+
+def _number_at_least_zero(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
 _POOLS = {
     "avg_pool1d",
     "avg_pool2d",
@@ -606,10 +665,19 @@ class RelevanceMode(TorchFunctionMode):
         self.composite = composite
         self.layers = 0
         self._produced: dict[int, tuple[torch.Tensor, Layer]] = {}
+        self._nonnegative: dict[int, torch.Tensor] = {}  # outputs known to be >= 0
 
     def __exit__(self, *exc: object) -> None:
         self._produced.clear()
+        self._nonnegative.clear()
         super().__exit__(*exc)
+
+    def _known_nonnegative(self, x: object) -> bool:
+        return self._nonnegative.get(id(x)) is x
+
+    def _mark_nonnegative(self, out: torch.Tensor) -> torch.Tensor:
+        self._nonnegative[id(out)] = out
+        return out
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
@@ -623,7 +691,11 @@ class RelevanceMode(TorchFunctionMode):
         if name in _ACTIVATIONS:
             return self._activation(func, name, args, kwargs)
         if name in _STRUCTURAL:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            if name in _KEEPS_SIGN and isinstance(out, torch.Tensor) and args:
+                if self._known_nonnegative(args[0]):
+                    self._mark_nonnegative(out)
+            return out
         if name in _POOLS:
             return self._pool(func, args, kwargs)
         if name in _ADD | _SUB | _RSUB:
@@ -658,7 +730,12 @@ class RelevanceMode(TorchFunctionMode):
         with torch.no_grad():
             inplace = name.endswith("_") or any(a is True for a in rest)
             out = func(x.detach().clone() if inplace else x.detach(), *rest, **kwargs)
-        return _Relevance.apply(_PassNode(out), x)
+        out = _Relevance.apply(_PassNode(out), x)
+        if _bounded_below_by_zero(name, args, kwargs) or (
+            name in _KEEPS_SIGN and self._known_nonnegative(x)
+        ):
+            self._mark_nonnegative(out)
+        return out
 
     # -- layers with a rule ------------------------------------------------------------------
 
@@ -679,6 +756,7 @@ class RelevanceMode(TorchFunctionMode):
         layer = Layer(
             x.detach(), weight.detach(), None if bias is None else bias.detach(), z,
             "linear" if conv is None else "conv", conv, first=self.layers == 0,
+            nonnegative=True if self._known_nonnegative(x) else None,
         )  # fmt: skip
         self.layers += 1
         rule = self.composite.rule(layer.kind, layer.first)
