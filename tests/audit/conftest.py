@@ -3,6 +3,9 @@ file so a subprocess loads the same one) and generated digits written to folders
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +74,42 @@ def assert_csv_equals_parquet(out: Path, metrics: tuple[str, ...]) -> None:
                 isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])
             )
             assert same, (k, a[k], b[k])
+
+
+def sigterm_half_way(
+    process: subprocess.Popen[str], out: Path, *, parts: int = 3, wait: float = 240, ignore=None
+) -> str:
+    """Wait until the audit running in ``process`` has written ``parts`` parts of ``out``'s
+    table, send it SIGTERM, and check that it stopped as promised: exit code 130, one line on
+    stderr saying so (``ignore``: a compiled pattern of lines that are not the command's), no
+    traceback. Returns stderr."""
+    folder = out / "parts"
+    deadline = time.monotonic() + wait
+    while process.poll() is None and time.monotonic() < deadline:
+        if folder.is_dir() and len(list(folder.glob("part-*.jsonl"))) >= parts:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    lines = [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and not (ignore is not None and ignore.match(line))
+    ]
+    assert len(lines) == 1 and lines[0].startswith("audit interrupted:"), stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def stopped_rows(out: Path, n: int, parts: int = 3) -> list[dict]:
+    """The table a stopped run left: at least ``parts`` and fewer than ``n`` rows, no item twice,
+    no temporary file left behind."""
+    from seethrough.audit import read_table
+
+    rows = read_table(out)
+    ids = [r["id"] for r in rows]
+    assert parts <= len(ids) < n and len(set(ids)) == len(ids)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+    return rows

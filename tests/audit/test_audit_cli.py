@@ -6,16 +6,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from seethrough.audit import AuditSpec, audit, read_table
-from tests.audit.conftest import assert_csv_equals_parquet, write_digits
+from tests.audit.conftest import (
+    assert_csv_equals_parquet,
+    sigterm_half_way,
+    stopped_rows,
+    write_digits,
+)
 from tests.test_cli import cli, one_error_line
 
 
@@ -110,23 +113,9 @@ def test_sigterm_half_way_then_rerun_loses_and_repeats_no_row(tmp_path, folder, 
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-    parts = out / "parts"
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline:
-        if parts.is_dir() and len(list(parts.glob("part-*.jsonl"))) >= 3:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be stopped"
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("audit interrupted:"), stderr
-    assert "Traceback" not in stderr
-    stopped = read_table(out)
+    sigterm_half_way(process, out)
+    stopped = stopped_rows(out, n)
     ids = [r["id"] for r in stopped]
-    assert 3 <= len(ids) < n and len(set(ids)) == len(ids)
-    assert not [p for p in out.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
     spec = AuditSpec("synthetic_digits", ("gradcam",), (), weights=str(weights), steps=4)
     result = audit(data, spec, out, model=model)
     assert result.skipped == len(ids) and result.rows == n - len(ids)

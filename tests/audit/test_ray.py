@@ -186,7 +186,6 @@ def test_the_command_runs_on_the_cluster_it_is_connected_to(
     ]
 
 
-
 def test_the_commands_pool_options_reach_the_engine(capsys, tmp_path, listing, weights, engine):
     engine.connect()  # a 2-CPU cluster: 3 actors of one CPU do not fit, and the error says so
     code, _, err = cli(
