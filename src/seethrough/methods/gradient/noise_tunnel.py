@@ -115,12 +115,15 @@ class NoiseTunnel(GradientMethod):
         """The base on noisy copies in batches, combined by ``kind``."""
         p = self.config
         inner = parse_base_params(p["base"], p["base_params"])
-        output, target = clean_output(ctx, target)
         sigma = torch.full((ctx.x.shape[0],), p["stdev"], dtype=ctx.x.dtype, device=ctx.x.device)
         moments = 1 if p["kind"] == "smoothgrad" else 2
-        found = noisy_moments(
-            ctx, inner, target, sigma, p["n_samples"], p["batch_size"], p["seed"], moments
-        )
+        # one layout for the clean pass and the noisy copies: the weights are switched once and
+        # the clean forward runs channels-last too
+        with ctx.many_inputs(ctx.x.shape[0] * (p["n_samples"] + 1)):
+            output, target = clean_output(ctx, target)
+            found = noisy_moments(
+                ctx, inner, target, sigma, p["n_samples"], p["batch_size"], p["seed"], moments
+            )
         if p["kind"] == "smoothgrad":
             a = found[0]
         elif p["kind"] == "smoothgrad_sq":
