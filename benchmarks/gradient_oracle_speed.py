@@ -29,7 +29,8 @@ follows another (a ReLU then a max pool: resnet18's stem), see
 ``_timing.py``), ``@min`` min over min and ``cpu`` the paired CPU-time ratio; the target is
 "not slower than the peer": ``ours/captum <= 1.00`` (``?``: a cross-check disagrees).
 
-Run: ``.venv/bin/python benchmarks/gradient_oracle_speed.py [--repeats 5] [--threads 1]``. The
+Run: ``.venv/bin/python benchmarks/gradient_oracle_speed.py [--repeats 5] [--threads 1]
+[--methods noise_tunnel] [--models resnet18]``. The
 Markdown table goes to stdout, progress to stderr. Its cost is 4 calls of each candidate per
 model (1 warm-up, 3 rounds); with ``--threads 1`` on a 2-core machine
 shared with other jobs (load average about 20) it took 14 minutes.
@@ -50,6 +51,7 @@ from seethrough.models.vision_model import module_of
 
 TARGET = 1.00
 STDEV = 0.5
+METHODS = ("input_x_gradient", "deconvnet", "deeplift", "deeplift_shap", "noise_tunnel")
 
 
 def distinct_relus(model: nn.Module) -> nn.Module:
@@ -141,11 +143,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate")
     p.add_argument("--baselines", type=int, default=8, help="baselines of DeepLIFT SHAP")
     p.add_argument("--samples", type=int, default=8, help="noisy copies of the noise tunnel")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD")
+    p.add_argument("--models", nargs="+", default=["resnet18", "efficientnet_lite0"])
     bench.add_threads(p)
     args = p.parse_args()
     env, start = bench.begin_run(args.threads)
     rows, statuses = [], []
     for name, model in models():
+        if name not in args.models:
+            continue
         x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         baselines = torch.randn(
             args.baselines, 3, 224, 224, generator=torch.Generator().manual_seed(1)
@@ -154,6 +160,8 @@ def main() -> None:
             t = int(model(x).argmax(1))
         candidates, names = [], []
         for method, ours, captum, same in pairs(model, x, t, baselines, args.samples):
+            if method.split()[0] not in args.methods:
+                continue
             candidates += [
                 bench.Candidate(f"ours {method}", ours),
                 bench.Candidate(f"captum {method}", captum),
