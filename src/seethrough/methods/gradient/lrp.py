@@ -103,7 +103,10 @@ class LRP(GradientMethod):
     where every rule conserves relevance, less what biases, epsilon and stabilisers absorb.
 
     One forward and one backward pass: a rule costs the layer's transposed convolution (the
-    gradient's own) plus, for z+, alpha-beta, gamma and the box, one or two extra convolutions.
+    gradient's own) plus, for z+, the positive weights' forward (two where the layer's input
+    has both signs), for alpha-beta that and one more transposed convolution (three where the
+    input has both signs), for gamma and the box a few more: the arithmetic floor that
+    ``benchmarks/lrp_speed.py`` measures beside the method.
 
     Sanity (Adebayo et al. 2018, cascading randomisation, ResNet18 with random weights,
     layers re-initialised from ``fc`` down to ``conv1``): ``epsilon`` decorrelates as gradient
