@@ -42,6 +42,7 @@ from ._shared import (
     err_console,
     method_names,
     params_for,
+    progress_bar,
 )
 from .evaluate import _show
 
@@ -278,10 +279,15 @@ def spurious_cmd(
 ) -> None:
     """Rank the classes an audited model decides from the background (one row per method and
     class, most reliant first; `flagged`: significantly more than the other classes)."""
-
     vm = load_model(model, weights=weights, device=device) if model is not None else None
     methods = method_names(method) if method is not None else None
-    result = spurious(run, model=vm, mode=mode, methods=methods, alpha=alpha)
+    with progress_bar() as bar:
+        task = bar.add_task("scoring maps", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = spurious(run, model=vm, mode=mode, methods=methods, alpha=alpha, progress=tick)
     if csv is not None:
         result.write_csv(csv)
     shown = [
