@@ -22,6 +22,7 @@ plain ``epsilon`` rule costs what the gradient costs plus a few element-wise pro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,10 +55,18 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(z >= 0, z + eps, z - eps)
 
 
+@functools.lru_cache(maxsize=64)
+def _plus_minus(eps: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``-eps`` and ``eps`` as 0-d tensors (made once: a tensor costs more than a division of
+    a small activation)."""
+    return tuple(torch.tensor(v, dtype=dtype, device=device) for v in (-eps, eps))
+
+
 def _ratio(r: torch.Tensor, z: torch.Tensor, eps: float, factor: float = 1.0) -> torch.Tensor:
     """``r / stabilize(z, eps) * factor``, equal to the letter, in fewer passes over memory
     and one new tensor (the rules' cost is mostly such passes)."""
-    den = torch.where(z < 0, z.new_tensor(-eps), z.new_tensor(eps)).add_(z)
+    low, high = _plus_minus(eps, z.dtype, z.device)
+    den = torch.where(z < 0, low, high).add_(z)
     out = torch.div(r, den, out=den) if den.shape == r.shape else r / den
     return out if factor == 1.0 else out.mul_(factor)
 
@@ -236,6 +245,10 @@ class Epsilon(Rule):
         return layer.transpose(s, layer.weight).mul_(layer.x)
 
 
+def _positive(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
 def _split(t: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if t is None:
         return None, None
@@ -258,7 +271,7 @@ class ZPlus(Rule):
     def relevance(self, layer: Layer, r: torch.Tensor) -> torch.Tensor:
         """See the class docstring."""
         wp = layer.part("+")
-        bp, _ = _split(layer.bias)
+        bp = _positive(layer.bias)
         if layer.x_nonnegative():
             s = _ratio(r, layer.apply(layer.x, wp, bp), STABILIZER)
             return layer.transpose(s, wp).mul_(layer.x)
@@ -289,7 +302,7 @@ class AlphaBeta(Rule):
     def relevance(self, layer: Layer, r: torch.Tensor) -> torch.Tensor:
         """See the class docstring."""
         wp, wn = layer.part("+"), layer.part("-")
-        bp, _ = _split(layer.bias)
+        bp = _positive(layer.bias)
         x = layer.x
         nonnegative = layer.x_nonnegative()
         if nonnegative:
