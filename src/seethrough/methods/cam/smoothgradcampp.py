@@ -30,10 +30,10 @@ class SmoothGradCAMPlusPlus(CAMMethod):
         w_c = sum_ij alpha_c[i,j] * ReLU(D_1)
         map = ReLU(sum_c w_c A_c)
 
-    ``n_samples`` forward + backward passes (to the layer) besides the clean one, in batches. torchcam's
-    ``SmoothGradCAMpp`` takes ``ReLU`` of the last sample's gradient and that sample's
-    activations instead of ``D_1`` and the clean ``A``; where the gradient does not depend on the
-    input (a linear head after the layer) the weights agree.
+    ``n_samples`` forward + backward passes (to the layer) besides the clean one, the noisy
+    copies in batches. torchcam's ``SmoothGradCAMpp`` takes ``ReLU`` of the last sample's
+    gradient and that sample's activations instead of ``D_1`` and the clean ``A``; where the
+    gradient does not depend on the input (a linear head after the layer) the weights agree.
     """
 
     name = "smoothgradcam++"
