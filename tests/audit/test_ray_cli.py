@@ -27,6 +27,7 @@ import pytest
 
 from seethrough.audit import AuditSpec, audit, read_table
 from tests.audit.conftest import sigterm_half_way, stopped_rows, write_digits
+from tests.audit.test_audit_cli import args
 
 pytest.importorskip("ray", reason="the Ray engine needs the ray extra")
 pytest.importorskip("ray.data", reason="the Ray engine needs Ray Data (the ray extra)")
@@ -143,24 +144,8 @@ def _audit_on(head: str, data: Path, out: Path, weights: Path, *more: str):
     of its own with the cluster's token."""
     return subprocess.run(
         _cli(
-            "audit",
-            str(data),
-            "--model",
-            "synthetic_digits",
-            "--weights",
-            str(weights),
-            "--methods",
-            "gradcam",
-            "--metrics",
-            "none",
-            "--out",
-            str(out),
-            "--engine",
-            "ray",
-            "--address",
-            head,
-            *more,
-        ),  # fmt: skip
+            *args(data, out, weights, "--engine", "ray", "--address", head, *more, metrics="none")
+        ),
         capture_output=True,
         text=True,
         env=_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN),
