@@ -36,7 +36,8 @@ Columns: ``extra convs`` the convolutions above the floor per layer with a rule
 floor; ``vs floor`` the paired median over rounds of ours / floor, target 1.20 (the issue's:
 LRP within 1.2x of one forward and backward); ``vs arith`` ours / ``floor+extra``, target 1.20:
 what the implementation adds to the arithmetic the rule needs (the same as ``vs floor`` for
-epsilon); ``vs zennit`` ours / Zennit, target 1.00 (not slower); ``vs before`` ours / before.
+epsilon); ``vs zennit`` ours / Zennit, target 1.00 (not slower); ``before vs floor`` the
+``vs floor`` of the other revision's rules and ``vs before`` ours / before.
 Each verdict gets a ``?`` when min-over-min or the CPU-time ratio disagrees (see
 ``_timing.verdict``). On a CPU a convolution costs its arithmetic, so z+ and alpha-beta cannot
 meet 1.20 of the floor where their ``arith`` column is above it: ``vs arith`` is their target.
@@ -309,9 +310,11 @@ def main() -> int:
             if with_zennit:
                 zennit = bench.seconds(t[f"zennit:{name}"].median)
                 vs_z, v_z = compare(t, ours, f"zennit:{name}", ZENNIT_TARGET, statuses)
-            vs_before = "-"
+            before_floor, vs_before = "-", "-"
             if before is not None:
-                vs_before = f"{bench.paired_ratio(t[ours], t[f'before:{name}']):.2f}"
+                old = t[f"before:{name}"]
+                before_floor = f"{bench.paired_ratio(old, floor):.2f}"
+                vs_before = f"{bench.paired_ratio(t[ours], old):.2f}"
             rows.append(
                 [
                     arch,
@@ -327,6 +330,7 @@ def main() -> int:
                     v_arith,
                     vs_z,
                     v_z,
+                    before_floor,
                     vs_before,
                     f"{t[ours].spread:.2f}",
                 ]
@@ -350,6 +354,7 @@ def main() -> int:
         f"<= {FLOOR_TARGET}",
         "vs zennit",
         f"<= {ZENNIT_TARGET}",
+        "before vs floor",
         "vs before",
         "spread",
     )
