@@ -3,7 +3,6 @@ run in a subprocess leaving a table that the rerun completes without losing or r
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -76,14 +75,6 @@ def test_bad_input_is_one_error_line(capsys, tmp_path, folder, weights, extra, n
     assert code == 2
     assert needle in one_error_line(err)
     assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("seethrough.audit.ray") is not None, reason="the Ray engine exists"
-)
-def test_ray_is_refused_until_its_engine_exists(capsys, tmp_path, folder, weights):
-    code, _, err = cli(capsys, *args(folder, tmp_path / "run", weights, "--engine", "ray"))
-    assert code == 2 and "not available" in one_error_line(err)
 
 
 def test_missing_data_and_an_out_file_are_one_error_line(capsys, tmp_path, folder, weights):
