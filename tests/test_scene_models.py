@@ -14,6 +14,10 @@ from seethrough.errors import InvalidParameterError, WeightsMismatchError, Weigh
 from seethrough.models import scenes
 from seethrough.targets import Box, Mask
 
+# The first test that asks for the trained models trains both once (`scene_cache`: about 335 s
+# and 60 s on one torch thread), inside that test's time limit.
+pytestmark = pytest.mark.timeout(1200)
+
 # Floors a little below what the models trained by the defaults (seed 0, one torch thread)
 # measured; the measured value follows each.
 # The segmenter's IoU is against the stroke masks (not dilated since cache v4: the dilated ring
