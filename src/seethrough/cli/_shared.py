@@ -173,3 +173,8 @@ def progress_bar() -> Progress:
         transient=True,
         disable=not err_console.is_terminal,  # piped: no bar, and no blank line where it was
     )
+
+
+class Interrupted(Exception):
+    """A command was interrupted (Ctrl-C or SIGTERM); the message says what was finished and
+    what was not. The entry point prints it as one line and exits 130."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +33,7 @@ from ..evaluation.runner import METRICS
 from ..models import load_model
 from ._shared import (
     DeviceOpt,
+    Interrupted,
     ModelOpt,
     WeightsOpt,
     app,
@@ -206,16 +206,11 @@ def audit_cmd(
                 progress=tick,
             )
         except errors.CancelledError as exc:  # stopped: one line, the exit code of Ctrl-C
-            stopped = str(exc)
-        else:
-            stopped = None
+            raise Interrupted(str(exc)) from None
         finally:
             close = getattr(runner, "close", None)  # a cluster the engine started stops here
             if close is not None:
                 close()
-    if stopped is not None:
-        print(stopped, file=sys.stderr, flush=True)
-        raise SystemExit(130)
     skipped = f", {result.skipped} rows already there" if result.skipped else ""
     console.print(
         f"audited {len(result.items)} items: {result.rows} rows ({result.errors} with errors)"

@@ -38,6 +38,7 @@ from ..registry import list_methods, list_metrics
 from ._shared import (
     ArchOpt,
     DeviceOpt,
+    Interrupted,
     MaxBoxesOpt,
     MeanOpt,
     ModelOpt,
@@ -715,7 +716,7 @@ def _explain_all(
         message += f" (see {run.path})"
         if left:
             message += f"; not finished: {_some(left)}"
-        raise _Interrupted(message) from None
+        raise Interrupted(message) from None
     except BaseException:
         if run.data["status"] == "running":
             run.finish("failed")
@@ -876,10 +877,6 @@ def _interrupted(message: str = "interrupted") -> int:
     return 130
 
 
-class _Interrupted(Exception):
-    """A command was interrupted; the message says what was finished and what was not."""
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the app; every expected failure is one line ``error: ...``.
 
@@ -895,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except errors.SeethroughError as exc:
         _error(str(exc))
         sys.exit(2)
-    except _Interrupted as exc:
+    except Interrupted as exc:
         sys.exit(_interrupted(str(exc)))
     except typer.Exit as exc:
         code = exc.exit_code
