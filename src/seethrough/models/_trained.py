@@ -65,6 +65,7 @@ def fit(
     label: str,
     progress: bool,
     epoch_lines: bool = False,
+    refresh: Callable[[int], tuple[np.ndarray, torch.Tensor]] | None = None,
 ) -> M:
     """Train ``model`` in place and return it in eval mode (contiguous memory again).
 
@@ -87,6 +88,9 @@ def fit(
         label: what the progress bar says (``"training ..."``).
         progress: show a progress bar.
         epoch_lines: with ``progress``, also print each epoch's mean loss.
+        refresh: ``epoch -> (images, targets)``, new data of the same size for each epoch after
+            the first (which trains on ``images``): fresh samples where they are cheap to make
+            keep a small model from memorising its training set.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -109,6 +113,12 @@ def fit(
     with bar:
         task = bar.add_task("train", total=steps, loss=float("nan"))
         for epoch in range(epochs):
+            if refresh is not None and epoch > 0:
+                images, targets = refresh(epoch)
+                if len(images) != n:
+                    raise InvalidParameterError(
+                        f"refresh({epoch}) gave {len(images)} items, not {n}"
+                    )
             model.train()
             total = 0.0
             for idx in torch.randperm(n, generator=order).split(batch):

@@ -63,10 +63,15 @@ class CAMMethod(Method):
     record_inputs = False  # variants that also need the inputs of recorded modules set this
     clean_gradients = True  # False: a gradient variant that needs no gradients of the clean pass
 
+    @property
+    def clean_backward(self) -> bool:
+        """Whether the clean pass takes a backward to the layer (the gradients of its input)."""
+        return self.needs_gradients and self.clean_gradients
+
     def chunk(self, ctx: Context) -> int:
         """Images per :meth:`run`: where rows share inputs (:attr:`Context.shared_rows`) and the
         distinct inputs fit in one pass, the whole batch (one forward per distinct input)."""
-        distinct = ctx.distinct_rows() if self.needs_gradients and self.clean_gradients else None
+        distinct = ctx.distinct_rows() if self.clean_backward else None
         if distinct is not None:
             first = distinct[0]
             if chunk_size(ctx.x[first], ctx.forward) >= len(first):
@@ -86,7 +91,7 @@ class CAMMethod(Method):
         so k targets of one image cost one forward and k backwards, with the same result as k
         calls.
         """
-        grads_needed = self.needs_gradients and self.clean_gradients
+        grads_needed = self.clean_backward
         distinct = ctx.distinct_rows() if grads_needed else None
         x = ctx.x if distinct is None else ctx.x[distinct[0]]
         with (
