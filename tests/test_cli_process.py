@@ -36,6 +36,14 @@ def _env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1", **extra)
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child before it starts: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt. A test run started in the background (``make test &``: bash ignores
+    SIGINT in such jobs) would pass the ignoring on, and a Ctrl-C could not reach the command,
+    as with ``nohup``."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_all(commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
     """Run the commands at once (each spends most of its time importing torch)."""
     procs = [
@@ -119,8 +127,9 @@ def test_ctrl_c_during_explain_says_what_is_finished_and_leaves_whole_files(tmp_
     cmd += ["--model", "resnet18", "--weights", "none", "--size", "64"]
     cmd += ["--method", "gradcam,rise", "-p", "n_samples=1500"]  # seconds an image: time to stop
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
-    )
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        preexec_fn=_ctrl_c_reaches_it,
+    )  # fmt: skip
     manifest = out / "run.json"
 
     def one_image_complete() -> bool:
