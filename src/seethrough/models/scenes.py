@@ -29,7 +29,10 @@ memorised its 3000 scenes. Since v6 every epoch renders new ones (``fresh``): 0.
 held-out scenes, for 40 s more (the rendering). What remains is shared by the two decisions:
 with every digit's class right (read off the truth) the v6 net would score 0.964, with every
 stroke right and each digit's pixels given the class the net gives most of them, 0.981 (1 % of
-the held-out digits are read as another digit).
+the held-out digits are read as another digit). A wider view for the class buys IoU at the cost
+of the explanations this model is for: a residual block dilated by 2 after ``block4`` scored
+0.950, and a 3x3 vote over the class logits 0.941, but Grad-CAM of a class (on ``block4``) put
+0.76 and 0.79 of its mass on the class's pixels, against 0.93 without.
 """
 
 from __future__ import annotations
