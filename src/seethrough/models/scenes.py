@@ -86,9 +86,9 @@ PREPROCESSING = Preprocessing(size=SIZE, resize="squash", mean=digits.MEAN, std=
 """What both nets expect (the digits model's normalisation, at the scenes' size)."""
 SEGMENTER_LAYER = "features.block4"
 DETECTOR_LAYER = "features.block4"
-CACHE_VERSIONS: dict[str, str] = {"segmenter": "v6", "detector": "v5"}
-"""Each model's cache version: bump one when the generator, its architecture or its recipe changes."""
 Kind = Literal["segmenter", "detector"]
+CACHE_VERSIONS: dict[Kind, str] = {"segmenter": "v6", "detector": "v5"}
+"""Each model's cache version: bump one when the generator, its architecture or its recipe changes."""
 M = TypeVar("M", bound=nn.Module)
 
 
