@@ -39,6 +39,7 @@ def scene_cache(request, digits_cache) -> object:
     Their trunks start from the digits model's: the session's, copied in, not trained again."""
     import shutil
 
+    from seethrough._io import write_atomically
     from seethrough.core.threads import torch_threads
     from seethrough.models import digits
 
@@ -46,9 +47,7 @@ def scene_cache(request, digits_cache) -> object:
     weights = digits.cache_path(digits_cache)
     if not digits.cache_path(folder).exists():
         for source in (weights.with_suffix(".json"), weights):  # the weights last: they count
-            part = folder / f".{source.name}.part"
-            shutil.copy(source, part)
-            part.replace(folder / source.name)  # whole or absent, also after a Ctrl-C
+            write_atomically(folder / source.name, lambda part, s=source: shutil.copy(s, part))
     with torch_threads(1):
         scenes.load_segmenter(cache_dir=folder, progress=False)
         scenes.load_detector(cache_dir=folder, progress=False)

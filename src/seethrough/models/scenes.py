@@ -31,9 +31,9 @@ held-out scenes, for 40 s more (the rendering). Since v8 (segmenter) and v6 (det
 trunks start from the digits model's (:func:`_digits_trunk`) and the segmenter's loss weighs a
 stroke's edge 4 times (:func:`_segmentation_loss`): 0.945 in 395 s (the trunk alone: 0.933;
 its gain is in short training: 0.82 instead of 0.64 after 2 epochs, 68 s). v9 trains 12 epochs
-instead of 9: 0.951 in 470 s. The detector's
-recall rose from 0.971 to 0.978 and its precision from 0.77 to 0.88, in the same 60 s, and
-Grad-CAM of a box now peaks on its object in 0.92 of the boxes (0.79). What remains is shared
+instead of 9: 0.951 in 470 s. The detector's recall rose from 0.971 to 0.978 and its precision
+from 0.77 to 0.88, in the same 60 s, and Grad-CAM of a box now peaks on its object in 0.92 of
+the boxes (0.79). What remains is shared
 by the two decisions: with every digit's class right (read off the truth) the v6 net would
 score 0.964, with every stroke right and each digit's pixels given the class the net gives
 most of them, 0.981 (1 % of the held-out digits are read as another digit). A wider view for
@@ -454,7 +454,7 @@ def _train_scene(
         info |= {"seconds": round(time.perf_counter() - start, 1)}
         info |= {"threads": torch.get_num_threads()}
     info |= {"seed": seed, "n_train": len(data), "epochs": epochs, "batch": batch, "lr": lr}
-    info |= {"fresh": fresh, "trunk": f"synthetic_digits-{digits.CACHE_VERSION}" if trunk else None}
+    info |= {"fresh": fresh, "trunk": digits.cache_path(cache_dir).stem if trunk else None}
     return model, info
 
 
