@@ -234,6 +234,21 @@ def test_version(capsys):
     assert code == 0 and out == f"seethrough {__version__}\n" and err == ""
 
 
+def test_a_warning_is_one_line(capsys, monkeypatch):
+    import warnings
+
+    import seethrough.cli.main as cli_main
+
+    def models(*args, **kwargs):
+        warnings.warn("the mask fell\nto zero", UserWarning, stacklevel=1)
+        return []
+
+    monkeypatch.setattr(cli_main, "list_models", models)
+    code, _, err = cli(capsys, "models")
+    assert code == 0 and err.splitlines()[0] == "warning: the mask fell to zero"
+    assert warnings.showwarning is not cli_main._warning  # restored after the command
+
+
 def test_ctrl_c_in_any_command_exits_130_and_says_so(capsys, monkeypatch):
     import seethrough.cli.main as cli_main
 

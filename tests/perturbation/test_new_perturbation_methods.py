@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -269,6 +271,21 @@ def test_dax_keeps_every_region_of_an_and():
         assert kept[inside].min() > 0.7 > 2 * kept[~inside].max(), (seed, kept.round(2))
         assert kept[~inside].mean() < 0.1, (seed, kept.round(2))
         assert e.stats["r2"] > 0.9, seed
+
+
+def test_dax_warns_when_its_mask_falls_to_zero():
+    # the model of the test above, on an image where 300 steps are too few for it
+    labels = grid_labels(32, 32, 4, 4)
+    cells = np.random.default_rng(9).choice(16, 4, replace=False)
+    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(9)) + 0.2
+    model = AllRegions([labels == c for c in cells])
+    kw = {"target": 0, "segments": labels, "n_samples": 200, "seed": 9}
+    with pytest.warns(UserWarning, match="the mask fell to zero everywhere"):
+        e = seethrough.explain(model, x, "dax", steps=300, **kw)
+    assert e.raw.max() < 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seethrough.explain(model, x, "dax", steps=600, **kw)
 
 
 def test_dax_is_seeded():

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import textwrap
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -754,6 +755,12 @@ def _error(message: str) -> None:
     print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
 
+def _warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    """A warning as one line ``warning: ...`` on stderr (``warnings.showwarning``'s signature),
+    without the file, line and source that Python's default adds."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
 def _finish(failed: list[tuple[str, str]]) -> None:
     if failed:
         _error(f"{len(failed)} image(s) could not be read: {', '.join(s for s, _ in failed)}")
@@ -878,17 +885,16 @@ def _interrupted(message: str = "interrupted") -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: run the app; every expected failure is one line ``error: ...``.
+    """Console entry point: run the app; every expected failure is one line ``error: ...``,
+    every warning one line ``warning: ...``.
 
     Exit codes: 0 success, 2 bad input or usage error, 130 interrupted (Ctrl-C).
     """
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        code = app(
-            args=args,
-            prog_name="seethrough",
-            standalone_mode=False,
-        )
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning
+            code = app(args=args, prog_name="seethrough", standalone_mode=False)
     except errors.SeethroughError as exc:
         _error(str(exc))
         sys.exit(2)

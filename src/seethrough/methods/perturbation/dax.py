@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = ["Dax", "DaxFit", "train_dax"]
 
 _MASK_SIDE = 32  # the mask network works on the image at most this many pixels a side
 _WIDTH = 8  # channels of the mask network's hidden layers
+_FALLEN = 0.05  # a mask whose maximum is below this kept nothing of the image
 
 
 @dataclass
@@ -183,6 +185,7 @@ class Dax(PerturbationMethod):
     16 cells together (a linear fit explains a quarter of it), with 600 steps the mask keeps
     the four on 10 of 10 images, where it fell to zero on 3 before; with 300 it still falls on
     3 of 10, and ``.stats["r2"]`` shows it: 0-0.5 there, 0.97 or more where the mask holds.
+    A mask that fell to zero everywhere (its maximum below 0.05) is warned of.
 
     ``.stats`` holds ``loss_first``, ``loss_last`` (the training objective) and ``r2`` (how
     well the student mimics the model with the final mask); ``.extras["loss_curve"]`` the loss
@@ -258,6 +261,13 @@ class Dax(PerturbationMethod):
             warmup=p["warmup"],
             mask_learning_rate=p["mask_learning_rate"],
         )
+        if float(fit.mask.max()) < _FALLEN:
+            warnings.warn(
+                f"dax: the mask fell to zero everywhere (the student's R^2 {fit.r2:.2f}), so "
+                "the map shows nothing; try more steps, a lower sparsity or a lower "
+                "mask_learning_rate",
+                stacklevel=2,
+            )
         stats = {
             "features": float(f),
             "loss_first": float(fit.curve[0]),
