@@ -177,7 +177,7 @@ class Dax(PerturbationMethod):
     gradient on the mask is noise and the penalty's, however small, is not: trained together
     from the first step at one step size, the mask fell to zero within 25 steps on 11 of 50
     generated digits (those whose score needs several superpixels at once: a linear fit of the
-    score explains 0.3-0.5 of it). With both, on the generated digits of ``seethrough benchmark`` (3 x 50 images,
+    score explains half of it or less). With both, on the generated digits of ``seethrough benchmark`` (3 x 50 images,
     500 evaluations), the pointing game rose from 0.72 to 0.92 (LIME at the same budget: 0.92)
     and the energy pointing game from 0.68 to 0.86 (LIME: 0.67). The default ``sparsity`` 2
     scored 0.92 there, 3 (the former default) 0.91; 600 steps instead of 300 did not help
