@@ -174,18 +174,20 @@ class Dax(PerturbationMethod):
     start), and the mask network then learns at a quarter of the student's step size
     (``mask_learning_rate``). Adam steps each weight by about its step size whatever the size
     of its gradient, so while the student has not learnt the model, the fidelity term's
-    gradient on the mask is noise and the penalty's, however small, is not: trained together
-    from the first step at one step size, the mask fell to zero within 25 steps on 11 of 50
-    generated digits (those whose score needs several superpixels at once: a linear fit of the
-    score explains half of it or less). With both, on the generated digits of ``seethrough benchmark`` (3 x 50 images,
-    500 evaluations), the pointing game rose from 0.72 to 0.92 (LIME at the same budget: 0.92)
-    and the energy pointing game from 0.68 to 0.86 (LIME: 0.67). The default ``sparsity`` 2
-    scored 0.92 there, 3 (the former default) 0.91; 600 steps instead of 300 did not help
-    (0.92). A score that needs more at once takes more steps: for a model that reads four of
-    16 cells together (a linear fit explains a quarter of it), with 600 steps the mask keeps
-    the four on 10 of 10 images, where it fell to zero on 3 before; with 300 it still falls on
-    3 of 10, and ``.stats["r2"]`` shows it: 0-0.5 there, 0.97 or more where the mask holds.
-    A mask that fell to zero everywhere (its maximum below 0.05) is warned of.
+    gradient on the mask is noise and the penalty's, however small, is not. Trained together
+    from the first step at one step size, the mask fell to zero on 11 of 50 generated digits
+    (on the one traced, within 25 steps): those whose score needs several superpixels at once,
+    a linear fit of the score explaining half of it or less. With both changes, on the
+    generated digits of ``seethrough benchmark`` (3 x 50 images, 500 evaluations), the pointing
+    game rose from 0.72 to 0.92 (LIME at the same budget: 0.92) and the energy pointing game
+    from 0.68 to 0.86 (LIME: 0.67). The default ``sparsity`` 2 scored 0.92 there, 3 (the
+    former default) 0.91; 600 steps instead of 300 did not help (0.92).
+
+    A score that needs more at once takes more steps: for a model that reads four of 16 cells
+    together (a linear fit explains a quarter of it), with 600 steps the mask keeps the four on
+    10 of 10 images, where it fell to zero on 3 before; with 300 it still falls on 3 of 10, and
+    ``.stats["r2"]`` shows it: 0-0.5 there, 0.97 or more where the mask holds. A mask that fell
+    to zero everywhere (its maximum below 0.05) is warned of.
 
     ``.stats`` holds ``loss_first``, ``loss_last`` (the training objective) and ``r2`` (how
     well the student mimics the model with the final mask); ``.extras["loss_curve"]`` the loss
