@@ -23,6 +23,8 @@ __all__ = ["Dax", "DaxFit", "train_dax"]
 _MASK_SIDE = 32  # the mask network works on the image at most this many pixels a side
 _WIDTH = 8  # channels of the mask network's hidden layers
 _FALLEN = 0.05  # a mask whose maximum is below this kept nothing of the image
+_WARMUP = 0.25  # the share of the steps in which only the student learns
+_MASK_LEARNING_RATE = 0.005  # a quarter of the student's default step size
 
 
 @dataclass
@@ -54,8 +56,8 @@ def train_dax(
     sparsity: float,
     hidden: int,
     generator: torch.Generator,
-    warmup: float = 0.25,
-    mask_learning_rate: float = 0.005,
+    warmup: float = _WARMUP,
+    mask_learning_rate: float = _MASK_LEARNING_RATE,
 ) -> DaxFit:
     """Train DAX's mask generator and student jointly on one image's perturbations.
 
@@ -211,7 +213,7 @@ class Dax(PerturbationMethod):
         Param("learning_rate", 0.02, "Adam's step size for the student", float, min=1e-8),
         Param(
             "mask_learning_rate",
-            0.005,
+            _MASK_LEARNING_RATE,
             "Adam's step size for the mask network (slower than the student's: a fast mask "
             "falls to zero before the student has learnt the model)",
             float,
@@ -219,7 +221,7 @@ class Dax(PerturbationMethod):
         ),
         Param(
             "warmup",
-            0.25,
+            _WARMUP,
             "fraction of the steps in which only the student learns, the mask held at its start",
             float,
             min=0,
