@@ -110,12 +110,14 @@ def train_dax(
     yf = y.float().cpu()
     target = (yf - yf.mean()) / yf.std().clamp_min(1e-12) if len(yf) > 1 else yf * 0
 
-    def mask() -> torch.Tensor:
+    def mask() -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask ``(H, W)`` and its mean over each superpixel ``mu_f``."""
         a = torch.relu(F.conv2d(inputs, mask_net[0], mask_net[1], padding=1))
         a = torch.relu(F.conv2d(a, mask_net[2], mask_net[3], padding=1))
         logits = F.conv2d(a, mask_net[4], mask_net[5])
         up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return torch.sigmoid(up)[0, 0]
+        m = torch.sigmoid(up)[0, 0]
+        return m, torch.zeros(f).index_add(0, flat, m.reshape(-1)) / counts
 
     def predict(u: torch.Tensor) -> torch.Tensor:
         return torch.relu(u @ student[0] + student[1]) @ student[2] + student[3]
@@ -124,13 +126,13 @@ def train_dax(
         [{"params": mask_net, "lr": mask_learning_rate}, {"params": student}], lr=learning_rate
     )
     held = int(warmup * steps)  # steps before the mask network is trained
+    with torch.no_grad():
+        start = mask()  # the mask while it is held (no gradient: Adam skips the mask network)
     curve = np.empty(steps)
     # small tensors: one thread is faster than several, and far faster on a busy machine
     with torch.enable_grad(), torch_threads(1):
         for step in range(steps):
-            with torch.set_grad_enabled(step >= held):  # no gradient: Adam skips the mask
-                m = mask()
-            share = torch.zeros(f).index_add(0, flat, m.reshape(-1)) / counts  # mu_f
+            m, share = start if step < held else mask()
             noise = (torch.rand(zf.shape, generator=generator) < 0.5).float()
             seen = zf * share + noise * (1 - share)  # what the mask keeps; noise elsewhere
             ramp = min(1.0, 2 * step / steps)  # the penalty rises over the first half
@@ -140,8 +142,7 @@ def train_dax(
             optimiser.step()
             curve[step] = float(loss.detach())
     with torch.no_grad():
-        m = mask()
-        share = torch.zeros(f).index_add(0, flat, m.reshape(-1)) / counts
+        m, share = mask()
         residual = ((predict(zf * share + 0.5 * (1 - share)) - target) ** 2).mean()
         r2 = float(1 - residual / target.var(unbiased=False).clamp_min(1e-12))
     return DaxFit(m.detach(), share, curve, r2)
