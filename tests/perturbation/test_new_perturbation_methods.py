@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -255,17 +256,23 @@ class AllRegions(nn.Module):
         return torch.stack([s, -s, torch.zeros_like(s)], 1)
 
 
+def four_cells(seed: int) -> tuple[AllRegions, torch.Tensor, np.ndarray, dict[str, Any]]:
+    """An :class:`AllRegions` model of four of 16 cells drawn with ``seed``, an image, the
+    cells, and DAX's arguments for them (all but ``steps``)."""
+    labels = grid_labels(32, 32, 4, 4)
+    cells = np.random.default_rng(seed).choice(16, 4, replace=False)
+    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(seed)) + 0.2
+    kw = {"target": 0, "segments": labels, "n_samples": 200, "seed": seed}
+    return AllRegions([labels == c for c in cells]), x, cells, kw
+
+
 def test_dax_keeps_every_region_of_an_and():
     # A score that needs four cells at once: a linear fit explains about a quarter of it, and
     # the mask collapsed to zero on 3 of these 10 images when it was trained from the first
     # step at the student's step size (the student had not learnt the model yet).
-    labels = grid_labels(32, 32, 4, 4)
     for seed in range(10):
-        cells = np.random.default_rng(seed).choice(16, 4, replace=False)
-        x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(seed)) + 0.2
-        model = AllRegions([labels == c for c in cells])
-        kw = {"target": 0, "segments": labels, "n_samples": 200, "steps": 600, "seed": seed}
-        e = seethrough.explain(model, x, "dax", **kw)
+        model, x, cells, kw = four_cells(seed)
+        e = seethrough.explain(model, x, "dax", steps=600, **kw)
         kept = e.extras["weights"]  # the mask's mean per cell
         inside = np.isin(np.arange(16), cells)
         assert kept[inside].min() > 0.7 > 2 * kept[~inside].max(), (seed, kept.round(2))
@@ -275,11 +282,7 @@ def test_dax_keeps_every_region_of_an_and():
 
 def test_dax_warns_when_its_mask_falls_to_zero():
     # the model of the test above, on an image where 300 steps are too few for it
-    labels = grid_labels(32, 32, 4, 4)
-    cells = np.random.default_rng(9).choice(16, 4, replace=False)
-    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(9)) + 0.2
-    model = AllRegions([labels == c for c in cells])
-    kw = {"target": 0, "segments": labels, "n_samples": 200, "seed": 9}
+    model, x, _, kw = four_cells(9)
     with pytest.warns(UserWarning, match="the mask fell to zero everywhere"):
         e = seethrough.explain(model, x, "dax", steps=300, **kw)
     assert e.raw.max() < 0.05
