@@ -750,15 +750,20 @@ def _for_each(sources: list[str], action: Any) -> list[tuple[str, str]]:
     return failed
 
 
+def _say(kind: str, message: object) -> None:
+    """``kind: message`` as one line on stderr, never wrapped."""
+    print(f"{kind}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
 def _error(message: str) -> None:
-    """One line on stderr, never wrapped."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    """One line ``error: ...`` on stderr."""
+    _say("error", message)
 
 
 def _warning(message: Warning | str, *_: Any, **__: Any) -> None:
     """A warning as one line ``warning: ...`` on stderr (``warnings.showwarning``'s signature),
     without the file, line and source that Python's default adds."""
-    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    _say("warning", message)
 
 
 def _finish(failed: list[tuple[str, str]]) -> None:
