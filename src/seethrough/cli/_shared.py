@@ -3,6 +3,7 @@ on, the consoles, the model options, and the checks that run before any model is
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -34,6 +35,8 @@ __all__ = [
     "method_names",
     "params_for",
     "progress_bar",
+    "say",
+    "say_error",
 ]
 
 app = typer.Typer(
@@ -178,3 +181,13 @@ def progress_bar() -> Progress:
 class Interrupted(Exception):
     """A command was interrupted (Ctrl-C or SIGTERM); the message says what was finished and
     what was not. The entry point prints it as one line and exits 130."""
+
+
+def say(kind: str, message: object) -> None:
+    """``kind: message`` as one line on stderr, never wrapped (the CLI's errors and warnings)."""
+    print(f"{kind}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def say_error(message: str) -> None:
+    """One line ``error: ...`` on stderr."""
+    say("error", message)

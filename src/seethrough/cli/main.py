@@ -56,6 +56,8 @@ from ._shared import (
     params_for,
     parse_targets,
     progress_bar,
+    say,
+    say_error,
 )
 
 DEMO_METHODS = ("cam", "gradcam", "gradcam++")
@@ -344,7 +346,7 @@ def _check_export(source: VisionModel, path: Path) -> None:
         table.add_row(name, "same" if same else "DIFFERENT", f"{gap:.1e}", f"{corr:.6f}")
     console.print(table)
     if failed:
-        _error(f"the exported model differs from the source on: {', '.join(failed)}")
+        say_error(f"the exported model differs from the source on: {', '.join(failed)}")
         raise typer.Exit(2)
     console.print("check passed: the same top-5 and Grad-CAM on every bundled photo")
 
@@ -701,7 +703,7 @@ def _explain_all(
                         run.finish("failed")
                         raise
                     run.save()
-                    _error(str(exc))
+                    say_error(str(exc))
                     failed.append((source, str(exc)))
                     continue
                 bar.console.print(
@@ -745,30 +747,20 @@ def _for_each(sources: list[str], action: Any) -> list[tuple[str, str]]:
         except errors.InvalidImageError as exc:
             if len(sources) == 1:
                 raise
-            _error(str(exc))
+            say_error(str(exc))
             failed.append((source, str(exc)))
     return failed
-
-
-def _say(kind: str, message: object) -> None:
-    """``kind: message`` as one line on stderr, never wrapped."""
-    print(f"{kind}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-
-
-def _error(message: str) -> None:
-    """One line ``error: ...`` on stderr."""
-    _say("error", message)
 
 
 def _warning(message: Warning | str, *_: Any, **__: Any) -> None:
     """A warning as one line ``warning: ...`` on stderr (``warnings.showwarning``'s signature),
     without the file, line and source that Python's default adds."""
-    _say("warning", message)
+    say("warning", message)
 
 
 def _finish(failed: list[tuple[str, str]]) -> None:
     if failed:
-        _error(f"{len(failed)} image(s) could not be read: {', '.join(s for s, _ in failed)}")
+        say_error(f"{len(failed)} image(s) could not be read: {', '.join(s for s, _ in failed)}")
         raise typer.Exit(2)
 
 
@@ -878,7 +870,7 @@ def _usage_error(exc: Exception, args: Sequence[str]) -> int:
         path = getattr(ctx, "command_path", None) or _command_path(args)
         end = "" if message.endswith((".", "?", "!")) else "."
         message = f"{message}{end} Try '{path} --help'."
-    _error(message or type(exc).__name__)
+    say_error(message or type(exc).__name__)
     code = getattr(exc, "exit_code", 2)
     return code if isinstance(code, int) and code else 2
 
@@ -901,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             warnings.showwarning = _warning
             code = app(args=args, prog_name="seethrough", standalone_mode=False)
     except errors.SeethroughError as exc:
-        _error(str(exc))
+        say_error(str(exc))
         sys.exit(2)
     except Interrupted as exc:
         sys.exit(_interrupted(str(exc)))

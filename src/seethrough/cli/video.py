@@ -8,7 +8,6 @@ are never overwritten: the command stops with a one-line error instead.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import typer
 from .. import errors
 from ..models import VisionModel
 from ..video import explain_video, is_video
-from ._shared import progress_bar
+from ._shared import progress_bar, say_error
 
 __all__ = ["split_videos", "explain_videos", "check_video_options"]
 
@@ -97,7 +96,7 @@ def explain_videos(
                 except errors.InvalidImageError as exc:
                     if len(videos) == 1:
                         raise
-                    _error(str(exc))
+                    say_error(str(exc))
                     failed.append(clip)
                     break
                 written = ", ".join(p.name for p in result.files.values())
@@ -107,10 +106,5 @@ def explain_videos(
                     soft_wrap=True,
                 )
     if failed:
-        _error(f"{len(failed)} video(s) could not be read: {', '.join(failed)}")
+        say_error(f"{len(failed)} video(s) could not be read: {', '.join(failed)}")
         raise typer.Exit(2)
-
-
-def _error(message: str) -> None:
-    """One line on stderr, never wrapped."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
