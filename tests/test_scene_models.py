@@ -4,6 +4,8 @@ they explain (a checkable fact, since every object's pixels are known)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -95,11 +97,15 @@ def test_scenes_are_deterministic_disjoint_and_consistent():
     empty = data.labels < 0
     assert not data.masks[empty].any() and (data.boxes[empty] == 0).all()
     classes = data.segmentation()
-    for i in (0, 1, 2):
+    assert classes.dtype == np.int64 and classes.shape == (300, 96, 96)
+    for i in range(len(data)):
         masks, _, labels = data.instances(i)
         for mask, label in zip(masks, labels, strict=True):
             assert (classes[i][mask] == label + 1).all()
         assert (classes[i][~masks.any(0)] == 0).all()
+    overlapping = dataclasses.replace(data, masks=np.ones_like(data.masks[:2]))
+    overlapping.labels = np.array([[4, 7, -1], [2, 1, 0]])
+    assert (overlapping.segmentation() == np.array([8, 3])[:, None, None]).all()  # larger wins
 
 
 def test_scenes_without_digits_keep_the_clutter_and_masks_mark_what_is_drawn():

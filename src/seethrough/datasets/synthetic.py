@@ -432,8 +432,13 @@ class SyntheticScenes(_Rendered):
 
     def segmentation(self) -> np.ndarray:
         """int64 ``(N, size, size)`` class maps: ``0`` on the background, ``label + 1`` on each
-        digit's mask (the classes of a segmenter whose first class is the background)."""
-        return ((self.labels + 1)[:, :, None, None] * self.masks).max(1)
+        digit's mask (the classes of a segmenter whose first class is the background; where
+        masks overlap, the larger class)."""
+        out = np.zeros((len(self.masks), *self.masks.shape[2:]), np.int64)
+        for k in range(self.masks.shape[1]):  # slot by slot: no (N, K, S, S) int64 temporary
+            label = (self.labels[:, k] + 1)[:, None, None]
+            np.maximum(out, label, out=out, where=self.masks[:, k])
+        return out
 
     def instances(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The masks ``(k, S, S)``, boxes ``(k, 4)`` and labels ``(k,)`` of image ``index``."""
