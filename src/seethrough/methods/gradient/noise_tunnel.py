@@ -10,7 +10,7 @@ from ...core.targets import ResolvedTarget
 from ...errors import InvalidParameterError
 from ...registry import Param, get_method, register_method
 from ..base import Context
-from .base import INTERNAL_BATCH, SEED, Attribution, GradientMethod, clean_output, reduce_param
+from .base import INTERNAL_BATCH, SEED, Attribution, GradientMethod, reduce_param
 from .smoothgrad import N_SAMPLES, noisy_moments
 
 __all__ = ["NoiseTunnel", "BASES", "KINDS", "parse_base_params"]
@@ -117,13 +117,9 @@ class NoiseTunnel(GradientMethod):
         inner = parse_base_params(p["base"], p["base_params"])
         sigma = torch.full((ctx.x.shape[0],), p["stdev"], dtype=ctx.x.dtype, device=ctx.x.device)
         moments = 1 if p["kind"] == "smoothgrad" else 2
-        # one layout for the clean pass and the noisy copies: the weights are switched once and
-        # the clean forward runs channels-last too
-        with ctx.many_inputs(ctx.x.shape[0] * (p["n_samples"] + 1)):
-            output, target = clean_output(ctx, target)
-            found = noisy_moments(
-                ctx, inner, target, sigma, p["n_samples"], p["batch_size"], p["seed"], moments
-            )
+        output, target, found = noisy_moments(
+            ctx, inner, target, sigma, p["n_samples"], p["batch_size"], p["seed"], moments
+        )
         if p["kind"] == "smoothgrad":
             a = found[0]
         elif p["kind"] == "smoothgrad_sq":

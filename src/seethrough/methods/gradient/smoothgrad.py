@@ -77,10 +77,9 @@ class SmoothGrad(GradientMethod):
         """Draw the noisy copies, run the wrapped method on them in batches, average."""
         p = self.config
         inner = get_method(p["wrapped"]).cls()
-        output, target = clean_output(ctx, target)
         x = ctx.x
         sigma = (x.flatten(1).amax(1) - x.flatten(1).amin(1)) * p["noise"]
-        (mean,) = noisy_moments(
+        output, target, (mean,) = noisy_moments(
             ctx, inner, target, sigma, p["n_samples"], p["batch_size"], p["seed"]
         )
         return Attribution(mean, output, target)
@@ -95,7 +94,7 @@ def noisy_moments(
     batch_size: int,
     seed: int,
     moments: int = 1,
-) -> list[torch.Tensor]:
+) -> tuple[torch.Tensor, ResolvedTarget, list[torch.Tensor]]:
     """The first ``moments`` raw moments of a gradient method over noisy copies of the input.
 
     With ``eps_k`` standard normal noise of the input's shape (``samples`` draws from ``seed``,
@@ -106,10 +105,13 @@ def noisy_moments(
 
     where ``A`` is ``inner``'s attribution (``(N, C, H, W)``) of each image's ``target`` and
     ``sigma`` ``(N,)`` each image's noise std. The noisy copies go through ``inner``
-    ``batch_size`` at a time (``0``: chosen to fit memory).
+    ``batch_size`` at a time (``0``: chosen to fit memory). ``target`` is resolved on the clean
+    input first (:func:`~seethrough.methods.gradient.base.clean_output`), in the same layout
+    block as the copies: the weights are switched to channels-last once, and the clean forward
+    runs in that layout too.
 
     Returns:
-        one ``(N, C, H, W)`` tensor per moment.
+        The clean output, the resolved target, and one ``(N, C, H, W)`` tensor per moment.
     """
     x = ctx.x
     generator = torch.Generator().manual_seed(seed)
@@ -122,8 +124,10 @@ def noisy_moments(
         a = inner.attribute(sub, sub_target).attributions
         return a if moments == 1 else torch.cat([a**j for j in range(1, moments + 1)], dim=1)
 
-    total = accumulate(ctx, samples, batch_size, term, copies=moments) / samples
-    return list(total.chunk(moments, dim=1))
+    with ctx.many_inputs(x.shape[0] * (samples + 1)):
+        output, target = clean_output(ctx, target)
+        total = accumulate(ctx, samples, batch_size, term, copies=moments) / samples
+    return output, target, list(total.chunk(moments, dim=1))
 
 
 @register_method
