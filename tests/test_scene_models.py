@@ -5,6 +5,8 @@ they explain (a checkable fact, since every object's pixels are known)."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from seethrough.errors import InvalidParameterError, WeightsMismatchError, Weigh
 from seethrough.models import scenes
 from seethrough.targets import Box, Mask
 
-# The first test that asks for the trained models trains both once (`scene_cache`: about 470 s
+# The first test that asks for the trained models trains both once (`scene_cache`: about 365 s
 # and 60 s on one torch thread), inside that test's time limit.
 pytestmark = pytest.mark.timeout(1200)
 
@@ -214,6 +216,85 @@ def test_fresh_training_renders_new_scenes_for_every_epoch(monkeypatch):
             scenes._to_input, epochs=2, batch=8, lr=1e-3, seed=0, label="x", progress=False,
             refresh=lambda epoch: (data.images[:4], targets[:4]),
         )  # fmt: skip
+
+
+def _tiny_fit(data, refresh, loss_of=scenes._segmentation_loss, epochs=3):
+    from seethrough.models import _trained
+
+    torch.manual_seed(0)
+    targets = scenes._segmentation_targets(data)
+    return _trained.fit(
+        scenes.SceneSegmenter(width=16, edge=4), data.images, targets, loss_of, scenes._to_input,
+        epochs=epochs, batch=8, lr=1e-3, seed=0, label="x", progress=False, refresh=refresh,
+    )  # fmt: skip
+
+
+def test_the_next_epochs_scenes_are_rendered_while_an_epoch_trains(monkeypatch):
+    from concurrent.futures import Future
+
+    from seethrough.core.threads import torch_threads
+    from seethrough.models import _trained
+
+    data, calls = make_scenes(16, seed=2), []
+
+    def refresh(epoch):
+        calls.append((epoch, threading.current_thread().name))
+        fresh = make_scenes(16, seed=2 + epoch)
+        return fresh.images, scenes._segmentation_targets(fresh)
+
+    class Inline:  # the same calls, made in the caller's thread when asked for
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, *args):
+            done = Future()
+            done.set_result(fn(*args))
+            return done
+
+        def shutdown(self, **kwargs):
+            pass
+
+    with torch_threads(1):
+        ahead = _tiny_fit(data, refresh)
+        assert [epoch for epoch, _ in calls] == [1, 2]
+        assert all(name.startswith("seethrough-refresh") for _, name in calls)
+        calls.clear()
+        monkeypatch.setattr(_trained, "ThreadPoolExecutor", Inline)
+        inline = _tiny_fit(data, refresh)
+        assert calls == [(1, threading.main_thread().name), (2, threading.main_thread().name)]
+    weights = zip(ahead.state_dict().values(), inline.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    with torch_threads(2):  # the pool takes both cores: no thread of its own
+        calls.clear()
+        monkeypatch.undo()
+        _tiny_fit(data, refresh)
+        assert calls == [(1, threading.main_thread().name), (2, threading.main_thread().name)]
+
+
+def test_a_failed_training_waits_for_the_scenes_in_the_making_and_passes_on_their_error():
+    from seethrough.core.threads import torch_threads
+
+    data, finished, before = make_scenes(8, seed=2), [], torch.get_num_threads()
+
+    def slow(epoch):
+        time.sleep(0.5)
+        finished.append(epoch)
+        return data.images, scenes._segmentation_targets(data)
+
+    def failing(logits, target):
+        raise RuntimeError("the loss failed")
+
+    def broken(epoch):
+        raise ValueError(f"no scenes for epoch {epoch}")
+
+    with torch_threads(1):
+        with pytest.raises(RuntimeError, match="the loss failed"):
+            _tiny_fit(data, slow, loss_of=failing)
+        assert finished == [1]  # waited for, not left running past the call
+        assert not any(t.name.startswith("seethrough-refresh") for t in threading.enumerate())
+        with pytest.raises(ValueError, match="no scenes for epoch 1"):
+            _tiny_fit(data, broken)
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("kind", ["segmenter", "detector"])

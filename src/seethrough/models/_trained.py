@@ -17,7 +17,9 @@ import importlib
 import json
 import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,7 +92,10 @@ def fit(
         epoch_lines: with ``progress``, also print each epoch's mean loss.
         refresh: ``epoch -> (images, targets)``, new data of the same size for each epoch after
             the first (which trains on ``images``): fresh samples where they are cheap to make
-            keep a small model from memorising its training set.
+            keep a small model from memorising its training set. When torch runs on one
+            intra-op thread, the next epoch's data is made in a background thread while an
+            epoch trains (on a second core, rendering no longer adds to the time); ``refresh``
+            must then be safe to call from another thread. The weights are the same either way.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -110,15 +115,25 @@ def fit(
         console=Console(stderr=True),
         disable=not progress,
     )
-    with bar:
+    # one thread runs ops on its own core when torch's pool has one thread; with more, the
+    # pool already takes every core
+    ahead = (
+        ThreadPoolExecutor(1, thread_name_prefix="seethrough-refresh")
+        if refresh is not None and epochs > 1 and torch.get_num_threads() == 1
+        else None
+    )
+    pending: Future[tuple[np.ndarray, torch.Tensor]] | None = None
+    with bar, _waited(ahead):
         task = bar.add_task("train", total=steps, loss=float("nan"))
         for epoch in range(epochs):
             if refresh is not None and epoch > 0:
-                images, targets = refresh(epoch)
+                images, targets = refresh(epoch) if pending is None else pending.result()
                 if len(images) != n:
                     raise InvalidParameterError(
                         f"refresh({epoch}) gave {len(images)} items, not {n}"
                     )
+            if ahead is not None and epoch + 1 < epochs:
+                pending = ahead.submit(refresh, epoch + 1)  # type: ignore[arg-type]
             model.train()
             total = 0.0
             for idx in torch.randperm(n, generator=order).split(batch):
@@ -133,6 +148,18 @@ def fit(
             if progress and epoch_lines:
                 bar.console.print(f"epoch {epoch + 1}/{epochs}: mean loss {total / n:.4f}")
     return model.to(memory_format=torch.contiguous_format).eval()
+
+
+@contextmanager
+def _waited(pool: ThreadPoolExecutor | None) -> Iterator[None]:
+    """A block after which ``pool``'s work is finished, also after an exception: a thread still
+    making data must not outlive the caller's thread settings (``torch_threads`` restores them
+    when the training returns)."""
+    try:
+        yield
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def save_weights(

@@ -8,8 +8,8 @@ cached on disk like the digits model (:mod:`seethrough.models.digits`).
   heatmap of object centres per class, and each centre's sub-cell offset and box size, on a
   stride-4 grid; :func:`decode` (its output adapter) turns them into boxes with per-class
   logits.
-* :func:`train_segmenter` / :func:`train_detector` train them in about 470 s and 60 s on one
-  CPU thread, their trunks started from the trained digits model's (held-out mean IoU about
+* :func:`train_segmenter` / :func:`train_detector` train them in about 365 s and 60 s on one
+  torch thread (the segmenter's next scenes rendered on a second core meanwhile), their trunks started from the trained digits model's (held-out mean IoU about
   0.95, recall at IoU 0.5 about 0.98);
   :func:`load_segmenter` / :func:`load_detector` train once and cache the weights
   (safetensors, written atomically) beside the digits model's.
@@ -31,7 +31,8 @@ held-out scenes, for 40 s more (the rendering). Since v8 (segmenter) and v6 (det
 trunks start from the digits model's (:func:`_digits_trunk`) and the segmenter's loss weighs a
 stroke's edge 4 times (:func:`_segmentation_loss`): 0.945 in 395 s (the trunk alone: 0.933;
 its gain is in short training: 0.82 instead of 0.64 after 2 epochs, 68 s). v9 trains 12 epochs
-instead of 9: 0.951 in 470 s. The detector's recall rose from 0.971 to 0.978 and its precision
+instead of 9: 0.951 in 470 s (365 s since the class maps are built slot by slot and each
+epoch's scenes are rendered while the one before trains, the same weights). The detector's recall rose from 0.971 to 0.978 and its precision
 from 0.77 to 0.88, in the same 60 s, and Grad-CAM of a box now peaks on its object in 0.92 of
 the boxes (0.79). What remains is shared by the two decisions: with every digit's class right
 (read off the truth) the v6 net would score 0.964, with every stroke right and each digit's
@@ -486,7 +487,7 @@ def train_segmenter(
     trunk: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[SceneSegmenter, dict[str, Any]]:
-    """Train a :class:`SceneSegmenter` on :func:`make_scenes` (about 470 s on one CPU thread).
+    """Train a :class:`SceneSegmenter` on :func:`make_scenes` (about 365 s on one torch thread).
 
     Per-pixel cross-entropy with a stroke's edge weighted more (:func:`_segmentation_loss`),
     AdamW with a one-cycle learning rate, one seeded data order: the same seed, library
@@ -605,7 +606,7 @@ _BUILD: dict[str, Callable[[], nn.Module]] = {
     "segmenter": SceneSegmenter,
     "detector": SceneDetector,
 }
-_MINUTES = {"segmenter": "~8 min", "detector": "~1 min"}
+_MINUTES = {"segmenter": "~6 min", "detector": "~1 min"}
 
 
 def _kind(kind: str) -> Kind:
@@ -659,7 +660,7 @@ def load_segmenter(
     threads: int | None = None,
 ) -> SceneSegmenter:
     """The trained :class:`SceneSegmenter` (eval mode): from the cache, else trained once
-    (:func:`train_segmenter`'s defaults, about 470 s) and cached atomically.
+    (:func:`train_segmenter`'s defaults, about 365 s) and cached atomically.
 
     Args:
         cache_dir: the cache folder (see :func:`cache_path`).
