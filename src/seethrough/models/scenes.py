@@ -9,8 +9,9 @@ cached on disk like the digits model (:mod:`seethrough.models.digits`).
   stride-4 grid; :func:`decode` (its output adapter) turns them into boxes with per-class
   logits.
 * :func:`train_segmenter` / :func:`train_detector` train them in about 365 s and 60 s on one
-  torch thread (the segmenter's next scenes rendered on a second core meanwhile), their trunks started from the trained digits model's (held-out mean IoU about
-  0.95, recall at IoU 0.5 about 0.98);
+  torch thread (the segmenter's next scenes rendered on a second core meanwhile), their trunks
+  started from the trained digits model's (held-out mean IoU about 0.95, recall at IoU 0.5
+  about 0.98);
   :func:`load_segmenter` / :func:`load_detector` train once and cache the weights
   (safetensors, written atomically) beside the digits model's.
 
@@ -32,12 +33,12 @@ trunks start from the digits model's (:func:`_digits_trunk`) and the segmenter's
 stroke's edge 4 times (:func:`_segmentation_loss`): 0.945 in 395 s (the trunk alone: 0.933;
 its gain is in short training: 0.82 instead of 0.64 after 2 epochs, 68 s). v9 trains 12 epochs
 instead of 9: 0.951 in 470 s (365 s since the class maps are built slot by slot and each
-epoch's scenes are rendered while the one before trains, the same weights). The detector's recall rose from 0.971 to 0.978 and its precision
-from 0.77 to 0.88, in the same 60 s, and Grad-CAM of a box now peaks on its object in 0.92 of
-the boxes (0.79). What remains is shared by the two decisions: with every digit's class right
-(read off the truth) the v6 net would score 0.964, with every stroke right and each digit's
-pixels given the class the net gives most of them, 0.981 (1 % of the held-out digits are read
-as another digit). A wider view for
+epoch's scenes are rendered while the one before trains, the same weights). The detector's
+recall rose from 0.971 to 0.978 and its precision from 0.77 to 0.88, in the same 60 s, and
+Grad-CAM of a box now peaks on its object in 0.92 of the boxes (0.79). What remains is shared
+by the two decisions: with every digit's class right (read off the truth) the v6 net would
+score 0.964, with every stroke right and each digit's pixels given the class the net gives
+most of them, 0.981 (1 % of the held-out digits are read as another digit). A wider view for
 the class buys IoU at the cost of the explanations this model is for: a residual block dilated
 by 2 after ``block4`` scored 0.950, and a 3x3 vote over the class logits 0.941, but Grad-CAM of
 a class (on ``block4``) put 0.76 and 0.79 of its mass on the class's pixels, against 0.93
