@@ -251,7 +251,10 @@ def test_the_next_epochs_scenes_are_rendered_while_an_epoch_trains(monkeypatch):
             done.set_result(fn(*args))
             return done
 
-        def shutdown(self, **kwargs):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
             pass
 
     with torch_threads(1):

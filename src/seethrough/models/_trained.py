@@ -17,9 +17,9 @@ import importlib
 import json
 import platform
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,14 +116,12 @@ def fit(
         disable=not progress,
     )
     # one thread runs ops on its own core when torch's pool has one thread; with more, the
-    # pool already takes every core
-    ahead = (
-        ThreadPoolExecutor(1, thread_name_prefix="seethrough-refresh")
-        if refresh is not None and epochs > 1 and torch.get_num_threads() == 1
-        else None
-    )
+    # pool already takes every core. Leaving the block waits for the thread, also after an
+    # exception: it must not outlive the caller's thread settings (``torch_threads``).
+    prefetch = refresh is not None and epochs > 1 and torch.get_num_threads() == 1
+    pool = ThreadPoolExecutor(1, thread_name_prefix="seethrough-refresh") if prefetch else None
     pending: Future[tuple[np.ndarray, torch.Tensor]] | None = None
-    with bar, _waited(ahead):
+    with bar, pool or nullcontext() as ahead:
         task = bar.add_task("train", total=steps, loss=float("nan"))
         for epoch in range(epochs):
             if refresh is not None and epoch > 0:
@@ -148,18 +146,6 @@ def fit(
             if progress and epoch_lines:
                 bar.console.print(f"epoch {epoch + 1}/{epochs}: mean loss {total / n:.4f}")
     return model.to(memory_format=torch.contiguous_format).eval()
-
-
-@contextmanager
-def _waited(pool: ThreadPoolExecutor | None) -> Iterator[None]:
-    """A block after which ``pool``'s work is finished, also after an exception: a thread still
-    making data must not outlive the caller's thread settings (``torch_threads`` restores them
-    when the training returns)."""
-    try:
-        yield
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def save_weights(
