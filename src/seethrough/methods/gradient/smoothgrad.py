@@ -88,7 +88,7 @@ class SmoothGrad(GradientMethod):
 def noisy_moments(
     ctx: Context,
     inner: GradientMethod,
-    target: ResolvedTarget,
+    target: ResolvedTarget | None,
     sigma: torch.Tensor,
     samples: int,
     batch_size: int,
@@ -105,8 +105,8 @@ def noisy_moments(
 
     where ``A`` is ``inner``'s attribution (``(N, C, H, W)``) of each image's ``target`` and
     ``sigma`` ``(N,)`` each image's noise std. The noisy copies go through ``inner``
-    ``batch_size`` at a time (``0``: chosen to fit memory). ``target`` is resolved on the clean
-    input first (:func:`~seethrough.methods.gradient.base.clean_output`), in the same layout
+    ``batch_size`` at a time (``0``: chosen to fit memory). ``target`` (``None``: the model's
+    default) is resolved on the clean input first (:func:`~seethrough.methods.gradient.base.clean_output`), in the same layout
     block as the copies: the weights are switched to channels-last once, and the clean forward
     runs in that layout too.
 
@@ -116,18 +116,20 @@ def noisy_moments(
     x = ctx.x
     generator = torch.Generator().manual_seed(seed)
     noise = normal_noise((samples, *x.shape[1:]), generator, x)
-
-    def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        noisy = rows(x, i) + rows(sigma, i).view(-1, 1, 1, 1) * rows(noise, k)
-        sub_target = target.select(i.tolist())
-        sub = dataclasses.replace(ctx, x=noisy, target=_as_target_list(sub_target), progress=None)
-        a = inner.attribute(sub, sub_target).attributions
-        return a if moments == 1 else torch.cat([a**j for j in range(1, moments + 1)], dim=1)
-
     with ctx.many_inputs(x.shape[0] * (samples + 1)):
-        output, target = clean_output(ctx, target)
+        output, resolved = clean_output(ctx, target)
+
+        def term(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            noisy = rows(x, i) + rows(sigma, i).view(-1, 1, 1, 1) * rows(noise, k)
+            sub_target = resolved.select(i.tolist())
+            sub = dataclasses.replace(
+                ctx, x=noisy, target=_as_target_list(sub_target), progress=None
+            )
+            a = inner.attribute(sub, sub_target).attributions
+            return a if moments == 1 else torch.cat([a**j for j in range(1, moments + 1)], dim=1)
+
         total = accumulate(ctx, samples, batch_size, term, copies=moments) / samples
-    return output, target, list(total.chunk(moments, dim=1))
+    return output, resolved, list(total.chunk(moments, dim=1))
 
 
 @register_method
