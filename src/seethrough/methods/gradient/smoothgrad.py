@@ -106,9 +106,10 @@ def noisy_moments(
     where ``A`` is ``inner``'s attribution (``(N, C, H, W)``) of each image's ``target`` and
     ``sigma`` ``(N,)`` each image's noise std. The noisy copies go through ``inner``
     ``batch_size`` at a time (``0``: chosen to fit memory). ``target`` (``None``: the model's
-    default) is resolved on the clean input first (:func:`~seethrough.methods.gradient.base.clean_output`), in the same layout
-    block as the copies: the weights are switched to channels-last once, and the clean forward
-    runs in that layout too.
+    default) is resolved on the clean input first
+    (:func:`~seethrough.methods.gradient.base.clean_output`), in the same layout block as the
+    copies: the weights are switched to channels-last once, and the clean forward runs in that
+    layout too.
 
     Returns:
         The clean output, the resolved target, and one ``(N, C, H, W)`` tensor per moment.
